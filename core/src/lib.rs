@@ -1,0 +1,54 @@
+//! `dragon-channels-core`: the `no_std`, allocation-free core of dragon-channels.
+//!
+//! A managed-memory [`Pool`] and MPMC [`Channel`]s that live entirely inside one
+//! caller-supplied memory region, so threads, processes and CPU cores that map the same bytes
+//! exchange messages through it.
+//!
+//! ```
+//! use dragon_channels_core::{Pool, PoolConfig, Region, Channel, ChannelAttrs};
+//! # #[repr(C, align(64))] struct Mem([u8; 64 * 1024]);
+//! # let mut mem = Box::new(Mem([0; 64 * 1024]));
+//! // SAFETY: `mem` outlives every handle and is only used through this crate.
+//! let region = unsafe { Region::new(mem.0.as_mut_ptr(), mem.0.len())? };
+//! let pool = Pool::init(region, &PoolConfig::default(), 1)?;
+//! let ch = Channel::create(&pool, 7, &ChannelAttrs { capacity: 4, block_size: 64, ..Default::default() })?;
+//! ch.try_send(b"Hello", 0, 0)?;
+//! let mut buf = [0u8; 64];
+//! let got = ch.try_recv_into(&mut buf)?;
+//! assert_eq!(&buf[..got.len], b"Hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Memory layout
+//! Everything in the region is an offset from its start; all shared structures are
+//! `#[repr(C)]` with fixed-width fields, and shared atomics are 32 bits wide, so a Cortex-M
+//! core and an x86-64 process can share one region. See [`pool`] and [`channel`].
+//!
+//! # Blocking and timeouts
+//! `try_*` operations try once. Blocking variants take a [`Clock`] and a [`Deadline`] and
+//! spin with a [`spin::RelaxStrategy`]; a deadline already reached tries once and reports
+//! `Full`/`Empty`/`OutOfSpace`, not `Timeout`. The std adapter adds OS sleeping.
+//!
+//! # Process crashes
+//! Every in-region lock and every claimed channel slot records the owner id of the party
+//! holding it. [`Pool::recover`] and [`Channel::recover`], given a liveness test, reclaim what
+//! dead parties left; the module docs say what a death at each step leaves behind.
+//!
+//! # Feature flags
+//! - `defmt`: derive `defmt::Format` for errors and descriptors.
+//! - `portable-atomic`: take atomics from `portable-atomic` (targets without CAS).
+//! - `critical-section`: `portable-atomic` through a critical section (single-core only).
+#![cfg_attr(not(any(test, loom)), no_std)]
+
+pub mod channel;
+pub mod error;
+pub mod pool;
+pub mod region;
+pub(crate) mod sync;
+pub mod time;
+
+pub use channel::{Channel, ChannelAttrs, ChannelDescriptor, Poll, Received, SendMode};
+pub use error::{ChannelError, PoolError};
+pub use pool::{Alloc, AllocInfo, AllocKind, Pool, PoolConfig, PoolStats};
+pub use region::{Region, RegionError};
+pub use time::{Clock, Deadline};

@@ -1,0 +1,227 @@
+//! The caller-supplied memory region and the only raw accesses made to it.
+//!
+//! A [`Region`] is a byte range handed in by the caller: a `static` array in firmware, an
+//! mmap of a `/dev/shm` file on Linux, or SRAM shared by two cores. Everything stored in it is
+//! an offset from its start, never a pointer, so every party may map it at a different address.
+//!
+//! Accesses go through raw pointers only (no `&`/`&mut` to bytes another party may write at
+//! the same time). Plain metadata that the pool lock protects is read and written with volatile
+//! accesses, so that a value that was validated is the value that is used, even when a buggy or
+//! hostile party writes the region concurrently. Every accessor checks its bounds with a real
+//! check where the offset came from the region, and with a `debug_assert!` where it was derived
+//! from validated geometry.
+
+use core::ptr::NonNull;
+
+use crate::sync::AtomicU32;
+
+/// Alignment the region start must have (one cache line).
+pub const REGION_ALIGN: usize = 64;
+
+/// A shared memory region: a base address and a length.
+///
+/// `Region` is `Copy`; it does not own the memory. Whoever created it through
+/// [`Region::new`] promised that the memory stays mapped and is only accessed through this
+/// crate while any copy is in use.
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Region is an address range; all accesses through it are raw-pointer accesses that
+// are atomic or protected by an in-region lock, so sharing it between threads is sound.
+unsafe impl Send for Region {}
+// SAFETY: see `Send`; `&Region` gives no more access than `Region`.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Wraps `len` bytes at `base`.
+    ///
+    /// # Errors
+    /// [`RegionError::Misaligned`] when `base` is not aligned to [`REGION_ALIGN`].
+    ///
+    /// # Safety
+    /// - `base..base + len` is valid for reads and writes for as long as this `Region` or any
+    ///   copy of it (or any handle built on it) is used;
+    /// - the bytes are only accessed through this crate's handles (other processes or cores
+    ///   running this crate are fine: that is the point), never through Rust references.
+    pub unsafe fn new(base: *mut u8, len: usize) -> Result<Self, RegionError> {
+        let base = NonNull::new(base).ok_or(RegionError::Misaligned)?;
+        if !(base.as_ptr() as usize).is_multiple_of(REGION_ALIGN) {
+            return Err(RegionError::Misaligned);
+        }
+        if isize::try_from(len).is_err() {
+            return Err(RegionError::TooLarge);
+        }
+        Ok(Self { base, len })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Base address (for the adapter's diagnostics and for lending exclusively owned payload).
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Whether `off..off + len` lies inside the region.
+    #[inline]
+    pub(crate) fn contains(&self, off: usize, len: usize) -> bool {
+        off <= self.len && len <= self.len - off
+    }
+
+    /// Raw pointer to `off`.
+    #[inline]
+    pub(crate) fn ptr(&self, off: usize) -> *mut u8 {
+        debug_assert!(
+            off <= self.len,
+            "offset {off} outside region of {}",
+            self.len
+        );
+        // SAFETY: `off <= len` (checked by every caller through geometry validated at attach),
+        // so the result stays inside or one past the mapped range.
+        unsafe { self.base.as_ptr().add(off) }
+    }
+
+    /// Volatile read of a plain `u32` at `off` (4-aligned, inside the region).
+    #[inline]
+    pub(crate) fn read_u32(&self, off: usize) -> u32 {
+        debug_assert!(self.contains(off, 4) && off % 4 == 0);
+        // SAFETY: in bounds and aligned (asserted above; callers derive `off` from validated
+        // geometry); volatile so the value is read exactly once.
+        unsafe { self.ptr(off).cast::<u32>().read_volatile() }
+    }
+
+    /// Volatile write of a plain `u32` at `off` (4-aligned, inside the region).
+    #[inline]
+    pub(crate) fn write_u32(&self, off: usize, v: u32) {
+        debug_assert!(self.contains(off, 4) && off % 4 == 0);
+        // SAFETY: as in `read_u32`; the caller holds the lock that protects this word.
+        unsafe { self.ptr(off).cast::<u32>().write_volatile(v) }
+    }
+
+    /// Volatile read of a byte at `off`.
+    #[inline]
+    pub(crate) fn read_u8(&self, off: usize) -> u8 {
+        debug_assert!(off < self.len);
+        // SAFETY: in bounds (asserted; derived from validated geometry).
+        unsafe { self.ptr(off).read_volatile() }
+    }
+
+    /// Volatile write of a byte at `off`.
+    #[inline]
+    pub(crate) fn write_u8(&self, off: usize, v: u8) {
+        debug_assert!(off < self.len);
+        // SAFETY: in bounds; the caller holds the lock that protects this byte.
+        unsafe { self.ptr(off).write_volatile(v) }
+    }
+
+    /// Reads a plain `u64` stored as two little-endian-ordered `u32` halves (low first), so the
+    /// layout needs no 64-bit alignment on any target.
+    #[inline]
+    pub(crate) fn read_u64(&self, off: usize) -> u64 {
+        u64::from(self.read_u32(off)) | (u64::from(self.read_u32(off + 4)) << 32)
+    }
+
+    /// Writes a `u64` as two `u32` halves (see [`Region::read_u64`]).
+    #[inline]
+    pub(crate) fn write_u64(&self, off: usize, v: u64) {
+        self.write_u32(off, v as u32);
+        self.write_u32(off + 4, (v >> 32) as u32);
+    }
+
+    /// The atomic at `off`.
+    ///
+    /// # Safety
+    /// An `AtomicU32` was constructed at `off` (by `init_atomic`) and the region outlives `'a`.
+    #[inline]
+    pub(crate) unsafe fn atomic<'a>(&self, off: usize) -> &'a AtomicU32 {
+        debug_assert!(
+            self.contains(off, core::mem::size_of::<AtomicU32>())
+                && off % core::mem::align_of::<AtomicU32>() == 0
+        );
+        // SAFETY: the caller guarantees an atomic lives at `off` and that the mapping outlives
+        // `'a`; atomics may be shared between threads and processes.
+        unsafe { &*self.ptr(off).cast::<AtomicU32>() }
+    }
+
+    /// Constructs an atomic in place at `off` (loom atomics are objects, not bytes).
+    pub(crate) fn init_atomic(&self, off: usize, v: u32) {
+        debug_assert!(
+            self.contains(off, core::mem::size_of::<AtomicU32>())
+                && off % core::mem::align_of::<AtomicU32>() == 0
+        );
+        // SAFETY: in bounds and aligned; called by the creator before the region is published.
+        unsafe { self.ptr(off).cast::<AtomicU32>().write(AtomicU32::new(v)) }
+    }
+
+    /// Copies `src` into the region at `off`.
+    ///
+    /// Returns `false` (and copies nothing) when the range is outside the region.
+    #[inline]
+    pub(crate) fn copy_in(&self, off: usize, src: &[u8]) -> bool {
+        if !self.contains(off, src.len()) {
+            return false;
+        }
+        // SAFETY: the destination range is inside the region (checked); `src` is a Rust slice
+        // that cannot overlap bytes we only access through raw pointers.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr(off), src.len()) };
+        true
+    }
+
+    /// Copies region bytes at `off` into `dst`.
+    ///
+    /// Returns `false` (and copies nothing) when the range is outside the region.
+    #[inline]
+    pub(crate) fn copy_out(&self, off: usize, dst: &mut [u8]) -> bool {
+        if !self.contains(off, dst.len()) {
+            return false;
+        }
+        // SAFETY: the source range is inside the region (checked) and `dst` is exclusive.
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr(off), dst.as_mut_ptr(), dst.len()) };
+        true
+    }
+
+    /// Copies `len` bytes inside the region from `src` to `dst` (ranges may not overlap).
+    pub(crate) fn copy_within(&self, src: usize, dst: usize, len: usize) -> bool {
+        if !self.contains(src, len) || !self.contains(dst, len) {
+            return false;
+        }
+        if src < dst + len && dst < src + len {
+            return false;
+        }
+        // SAFETY: both ranges are inside the region and disjoint (checked above).
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr(src), self.ptr(dst), len) };
+        true
+    }
+}
+
+/// Why a memory range cannot be used as a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum RegionError {
+    /// The base is null or not aligned to [`REGION_ALIGN`] bytes.
+    Misaligned,
+    /// The length does not fit in `isize`.
+    TooLarge,
+}
+
+impl core::fmt::Display for RegionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Misaligned => write!(f, "region base is null or not {REGION_ALIGN}-byte aligned"),
+            Self::TooLarge => f.write_str("region length does not fit in isize"),
+        }
+    }
+}
+
+impl core::error::Error for RegionError {}
