@@ -43,6 +43,7 @@ use core::cell::Cell;
 use heapless::Vec;
 
 use crate::error::ChannelError;
+use crate::fault::{self, Step};
 use crate::pool::{Alloc, AllocKind, Pool, STRUCT_OWNER_BIT};
 use crate::region::Region;
 use crate::sync::{AtomicU32, Ordering, fence, spin_hint};
@@ -66,7 +67,7 @@ const STATE_DESTROYED: u32 = 0x4445_4144;
 const ROLE_RECV: u32 = 1 << 31;
 const OWNER_MASK: u32 = !ROLE_RECV;
 /// Spins on a claimed or unpublished slot before [`ChannelError::Stalled`].
-const STALL_SPINS: u32 = 1 << 22;
+const STALL_SPINS: u32 = 1 << 16;
 
 const F_INLINE: u32 = 1;
 const F_SIDE: u32 = 2;
@@ -709,8 +710,7 @@ impl Channel {
         }
         r.write_u64(s + S_HINTS, hints);
         r.write_u64(s + S_CLIENT, clientid);
-        self.publish_send(c);
-        Ok(())
+        self.publish_send(c)
     }
 
     /// Blocking send: retries until `deadline` of `clock`, relaxing with `R`. A deadline
@@ -761,9 +761,12 @@ impl Channel {
                         if let Some((off, _)) = sp.span_unchecked(&a) {
                             sp.region().copy_out(off, &mut dest[..len]);
                         }
-                        let _ = sp.free(a);
+                        if sp.free(a) == Err(crate::PoolError::Died) {
+                            return Err(ChannelError::Died);
+                        }
                     }
                 }
+                Ok(())
             },
         )
     }
@@ -785,21 +788,24 @@ impl Channel {
                 }
                 Ok(())
             },
-            |ch, s, len, side| match side {
-                Some(a) => {
-                    let _ = ch.side_pool().set_owner(&a, ch.side_pool().owner());
-                    out = Some(a);
-                }
-                None => {
-                    if let Some(a) = fresh.take() {
-                        let sp = ch.side_pool();
-                        if let Some((off, _)) = sp.span_unchecked(&a) {
-                            sp.region()
-                                .copy_within_from(ch.region(), s + SLOT_HDR, off, len);
-                        }
+            |ch, s, len, side| {
+                match side {
+                    Some(a) => {
+                        let _ = ch.side_pool().set_owner(&a, ch.side_pool().owner());
                         out = Some(a);
                     }
+                    None => {
+                        if let Some(a) = fresh.take() {
+                            let sp = ch.side_pool();
+                            if let Some((off, _)) = sp.span_unchecked(&a) {
+                                sp.region()
+                                    .copy_within_from(ch.region(), s + SLOT_HDR, off, len);
+                            }
+                            out = Some(a);
+                        }
+                    }
                 }
+                Ok(())
             },
         );
         if let Some(a) = fresh.take() {
@@ -963,6 +969,9 @@ impl Channel {
                 // SYNC: claim (CAS Acquire) <-> release claim (Release) of the last claimant.
                 match claim.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
                     Ok(_) => {
+                        if fault::dies(me, Step::SendClaimed) {
+                            return Err(ChannelError::Died);
+                        }
                         if seq_a.load(Ordering::Acquire) == tail
                             && tail_a
                                 .compare_exchange(
@@ -973,6 +982,9 @@ impl Channel {
                                 )
                                 .is_ok()
                         {
+                            if fault::dies(me, Step::SendAdvanced) {
+                                return Err(ChannelError::Died);
+                            }
                             return Ok(Claimed { slot: s, pos: tail });
                         }
                         claim.store(0, Ordering::Release);
@@ -1015,7 +1027,7 @@ impl Channel {
         let r = self.region();
         r.write_u32(c.slot + S_FLAGS, F_TOMBSTONE);
         r.write_u32(c.slot + S_LEN, 0);
-        self.publish_send(c);
+        let _ = self.publish_send(c);
     }
 
     /// Puts a side allocation in the claimed slot and hands it to the channel. On failure
@@ -1038,17 +1050,23 @@ impl Channel {
     /// Publishes the claimed slot `s` (its sequence word still holds the claimed position).
     fn publish_side(&self, s: usize) -> Result<(), ChannelError> {
         let pos = self.slot_atomic(s, S_SEQ).load(Ordering::Relaxed);
-        self.publish_send(Claimed { slot: s, pos });
-        Ok(())
+        self.publish_send(Claimed { slot: s, pos })
     }
 
-    fn publish_send(&self, c: Claimed) {
+    fn publish_send(&self, c: Claimed) -> Result<(), ChannelError> {
+        if fault::dies(self.pool.owner(), Step::SendWritten) {
+            return Err(ChannelError::Died);
+        }
         // SYNC: publish message (Release) <-> receiver's seq load (Acquire).
         self.slot_atomic(c.slot, S_SEQ)
             .store(c.pos.wrapping_add(1), Ordering::Release);
+        if fault::dies(self.pool.owner(), Step::SendPublished) {
+            return Err(ChannelError::Died);
+        }
         // SYNC: release claim (Release) <-> next claimant's CAS (Acquire).
         self.slot_atomic(c.slot, S_CLAIM)
             .store(0, Ordering::Release);
+        Ok(())
     }
 
     /// Frees the slot's side allocation if the channel still owns it. Returns whether it did.
@@ -1071,7 +1089,7 @@ impl Channel {
     fn recv_inner(
         &self,
         mut prepare: impl FnMut(usize, bool) -> Result<(), ChannelError>,
-        mut take: impl FnMut(&Self, usize, usize, Option<Alloc>),
+        mut take: impl FnMut(&Self, usize, usize, Option<Alloc>) -> Result<(), ChannelError>,
     ) -> Result<Received, ChannelError> {
         self.check_ready()?;
         let (tail_a, head_a) = (self.atomic(H_TAIL), self.atomic(H_HEAD));
@@ -1092,6 +1110,9 @@ impl Channel {
                 {
                     self.stall(&mut spins, holder)?;
                     continue;
+                }
+                if fault::dies(me & OWNER_MASK, Step::RecvClaimed) {
+                    return Err(ChannelError::Died);
                 }
                 if seq_a.load(Ordering::Acquire) != seq || head_a.load(Ordering::Relaxed) != head {
                     claim.store(0, Ordering::Release);
@@ -1135,15 +1156,22 @@ impl Channel {
                     claim.store(0, Ordering::Release);
                     return Err(ChannelError::Corrupt("head moved under a claim"));
                 }
+                if fault::dies(me & OWNER_MASK, Step::RecvAdvanced) {
+                    return Err(ChannelError::Died);
+                }
                 let got = Received {
                     len,
                     hints: r.read_u64(s + S_HINTS),
                     clientid: r.read_u64(s + S_CLIENT),
                 };
                 if !tomb && valid {
-                    take(self, s, len, side);
+                    // An injected death inside `take` stops here, leaving the slot claimed.
+                    take(self, s, len, side)?;
                 }
                 r.write_u32(s + S_FLAGS, 0);
+                if fault::dies(me & OWNER_MASK, Step::RecvTaken) {
+                    return Err(ChannelError::Died);
+                }
                 // SYNC: release slot (Release) <-> sender's seq load (Acquire).
                 seq_a.store(head.wrapping_add(self.geo.one_lap), Ordering::Release);
                 claim.store(0, Ordering::Release);

@@ -62,6 +62,8 @@ pub enum PoolError {
         /// Owner id of the lock holder.
         owner: u32,
     },
+    /// Fault injection stopped this party here (test builds only).
+    Died,
 }
 
 impl fmt::Display for PoolError {
@@ -102,6 +104,7 @@ impl fmt::Display for PoolError {
                 f,
                 "pool lock held too long by owner {owner}: if it died, run recovery"
             ),
+            Self::Died => f.write_str("stopped by fault injection"),
         }
     }
 }
@@ -145,6 +148,8 @@ pub enum ChannelError {
     BadMessage,
     /// A pool operation failed.
     Pool(PoolError),
+    /// Fault injection stopped this party here (test builds only).
+    Died,
 }
 
 impl fmt::Display for ChannelError {
@@ -170,6 +175,7 @@ impl fmt::Display for ChannelError {
             ),
             Self::BadMessage => f.write_str("message memory is not a live allocation of this pool"),
             Self::Pool(e) => write!(f, "pool: {e}"),
+            Self::Died => f.write_str("stopped by fault injection"),
         }
     }
 }
@@ -188,6 +194,7 @@ impl From<PoolError> for ChannelError {
         match e {
             PoolError::Timeout => Self::Timeout,
             PoolError::Stalled { owner } => Self::Stalled { owner },
+            PoolError::Died => Self::Died,
             e => Self::Pool(e),
         }
     }

@@ -38,10 +38,12 @@
 //! - `defmt`: derive `defmt::Format` for errors and descriptors.
 //! - `portable-atomic`: take atomics from `portable-atomic` (targets without CAS).
 //! - `critical-section`: `portable-atomic` through a critical section (single-core only).
+//! - `fault-injection`: test-only hooks that stop a party at a named step ([`fault`]).
 #![cfg_attr(not(any(test, loom)), no_std)]
 
 pub mod channel;
 pub mod error;
+pub mod fault;
 pub mod pool;
 pub mod region;
 pub(crate) mod sync;

@@ -44,6 +44,7 @@
 //!   released by the rebuild because its block is no longer `USED`.
 
 use crate::error::PoolError;
+use crate::fault::{self, Step};
 use crate::region::Region;
 use crate::sync::{AtomicU32, Ordering};
 use crate::time::{Clock, Deadline, expired};
@@ -69,7 +70,7 @@ const MAX_ORDERS: usize = SIZE_CLASSES;
 const RECORD_SIZE: usize = 12;
 const DATA_ALIGN: usize = 64;
 /// Spins on a busy lock before [`PoolError::Stalled`] is reported.
-const STALL_SPINS: u32 = 1 << 22;
+const STALL_SPINS: u32 = 1 << 16;
 
 /// Order-table entries: `FREE|k`, `USED|k`, with `MARK` used only while rebuilding.
 const T_FREE: u8 = 0x40;
@@ -230,24 +231,29 @@ impl Geometry {
         ))
     }
 
-    /// The most blocks that fit `region_len`.
+    /// The most blocks that fit `region_len` (binary search: the size grows with `n`).
     fn for_region(region_len: usize, cfg: &PoolConfig) -> Result<Self, PoolError> {
         let shift = check_min_block(cfg.min_block)?;
-        let block = 1usize << shift;
-        let per_block = block + 1 + if cfg.max_allocations.is_none() { 1 } else { 0 };
-        let avail = region_len.saturating_sub(HEADER_SIZE + DATA_ALIGN + 16 * RECORD_SIZE);
-        let mut n = u32::try_from(avail / per_block).unwrap_or(u32::MAX - 1);
-        loop {
-            if n == 0 {
-                return Err(PoolError::RegionTooSmall {
-                    need: Self::required(1, cfg)?,
-                    have: region_len,
-                });
+        let fits = |n: u32| match Self::with_blocks(shift, n, cfg.max_allocations) {
+            Some((g, total)) if total <= region_len => Some(g),
+            _ => None,
+        };
+        let upper = region_len.saturating_sub(HEADER_SIZE) / ((1usize << shift) + 1);
+        let (mut lo, mut hi) = (0u32, u32::try_from(upper).unwrap_or(u32::MAX - 1));
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid).is_some() {
+                lo = mid;
+            } else {
+                hi = mid - 1;
             }
-            match Self::with_blocks(shift, n, cfg.max_allocations) {
-                Some((g, total)) if total <= region_len => return Ok(g),
-                _ => n -= (n / 64).max(1),
-            }
+        }
+        match fits(lo) {
+            Some(g) if lo > 0 => Ok(g),
+            _ => Err(PoolError::RegionTooSmall {
+                need: Self::required(1, cfg)?,
+                have: region_len,
+            }),
         }
     }
 
@@ -403,6 +409,16 @@ fn default_relax(_spins: u32) {
 /// Holds the pool lock; releases it on drop.
 struct Guard<'a> {
     pool: &'a Pool,
+}
+
+impl Guard<'_> {
+    /// Passes `r` through; on an injected death keeps the lock held, as a crash would.
+    fn finish<T>(self, r: Result<T, PoolError>) -> Result<T, PoolError> {
+        if matches!(r, Err(PoolError::Died)) {
+            core::mem::forget(self);
+        }
+        r
+    }
 }
 
 impl Drop for Guard<'_> {
@@ -595,8 +611,9 @@ impl Pool {
     /// lock holder does not let go, [`PoolError::Corrupt`] if the metadata is damaged.
     pub fn alloc(&self, size: usize, kind: AllocKind) -> Result<Alloc, PoolError> {
         let order = self.order_for(size)?;
-        let _g = self.lock()?;
-        self.alloc_locked(order, kind, self.owner)
+        let g = self.lock()?;
+        let r = self.alloc_locked(order, kind, self.owner);
+        g.finish(r)
     }
 
     /// Like [`Pool::alloc`] but retries until `deadline` of `clock`, relaxing with `R`
@@ -639,8 +656,7 @@ impl Pool {
     pub fn free(&self, a: Alloc) -> Result<(), PoolError> {
         let g = self.lock()?;
         self.check_live(&a)?;
-        self.free_locked(&a)?;
-        drop(g);
+        g.finish(self.free_locked(&a))?;
         // SYNC: none needed beyond the lock; the counter only wakes sleepers (a stale read
         // makes a sleeper retry).
         self.hdr_atomic(off!(free_seq))
@@ -855,11 +871,11 @@ impl Pool {
         init: impl FnOnce(&Alloc, usize),
     ) -> Result<Option<Alloc>, PoolError> {
         let order = self.order_for(size)?;
-        let _g = self.lock()?;
+        let g = self.lock()?;
         if self.scan(kind, &mut |i| exists(i).then_some(())).is_some() {
             return Ok(None);
         }
-        let a = self.alloc_locked(order, kind, owner)?;
+        let a = g.finish(self.alloc_locked(order, kind, owner))?;
         init(&a, self.span(&a).0);
         Ok(Some(a))
     }
@@ -1023,7 +1039,7 @@ impl Pool {
             if !self.list_remove(block, k)? {
                 continue;
             }
-            return Ok(self.carve(block, k, order, rec, kind, owner));
+            return self.carve(block, k, order, rec, kind, owner);
         }
         Err(PoolError::Corrupt(
             "free lists damaged again right after a rebuild",
@@ -1040,7 +1056,7 @@ impl Pool {
         rec: u32,
         kind: AllocKind,
         owner: u32,
-    ) -> Alloc {
+    ) -> Result<Alloc, PoolError> {
         // Split down: each step publishes the upper half as a free head first, then shrinks
         // the lower head, so the table is a valid tiling after every store.
         while k > order {
@@ -1049,6 +1065,9 @@ impl Pool {
             self.tset(upper, T_FREE | k as u8);
             self.tset(block, T_FREE | k as u8);
             self.list_push(upper, k);
+        }
+        if fault::dies(owner, Step::PoolAllocSplit) {
+            return Err(PoolError::Died);
         }
         // Claim the record, then publish the block as used (the commit point).
         let o = self.rec_off(rec);
@@ -1060,16 +1079,19 @@ impl Pool {
         self.region.write_u32(o + 4, owner);
         self.region
             .write_u32(o + 8, encode_meta(true, gen_, order, kind as u8));
+        if fault::dies(owner, Step::PoolAllocRecorded) {
+            return Err(PoolError::Died);
+        }
         self.tset(block, T_USED | order as u8);
         self.add_u32(off!(live), 1);
         self.add_u32(off!(free_min_blocks), -(1i64 << order));
-        Alloc {
+        Ok(Alloc {
             block,
             record: rec,
             gen_,
             order: order as u8,
             pool_tag: self.uid as u32,
-        }
+        })
     }
 
     /// Frees a validated allocation (lock held).
@@ -1077,6 +1099,9 @@ impl Pool {
         let order = u32::from(a.order);
         // Commit point: the block is free from here on.
         self.tset(a.block, T_FREE | a.order);
+        if fault::dies(self.owner, Step::PoolFreeCommitted) {
+            return Err(PoolError::Died);
+        }
         self.release_record(a.record);
         self.add_u32(off!(live), -1);
         self.add_u32(off!(free_min_blocks), 1i64 << order);
@@ -1141,6 +1166,10 @@ impl Pool {
     /// that a buggy party may have scribbled over). On damage the lists are rebuilt from the
     /// order table and `Ok(false)` is returned: the caller starts over on fresh lists.
     fn list_remove(&self, block: u32, k: u32) -> Result<bool, PoolError> {
+        if !self.valid_head(block, k) || self.tget(block) != T_FREE | k as u8 {
+            self.rebuild_all(false)?;
+            return Ok(false);
+        }
         let l = self.link(block);
         let next = self.region.read_u32(l);
         let prev = self.region.read_u32(l + 4);

@@ -1,0 +1,540 @@
+//! The channel's battery (crossbeam-queue / rtrb style): smoke, capacity, minimum capacity,
+//! len/empty/full, spsc, mpmc exactly-once with checksums, FIFO per sender; plus payload modes,
+//! descriptors, destroy, deadlines and corruption.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Mem, pool};
+use dragon_channels_core::channel::Poll;
+use dragon_channels_core::{
+    Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, SendMode,
+};
+
+fn scaled(n: usize) -> usize {
+    if cfg!(miri) { (n / 500).max(8) } else { n }
+}
+
+fn attrs(capacity: u32, block_size: u32) -> ChannelAttrs {
+    ChannelAttrs {
+        capacity,
+        block_size,
+    }
+}
+
+fn checksum(b: &[u8]) -> u32 {
+    b.iter().fold(0x811C_9DC5u32, |h, &x| {
+        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[test]
+fn smoke() {
+    let mut m = Mem::new(1 << 20);
+    let p = pool(&mut m, 64);
+    let ch = Channel::create(&p, 1, &ChannelAttrs::default()).unwrap();
+    assert_eq!((ch.capacity(), ch.block_size()), (100, 1024));
+    ch.try_send(b"Hello", 11, 22).unwrap();
+    let mut buf = [0u8; 16];
+    let got = ch.try_recv_into(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..got.len], got.hints, got.clientid),
+        (&b"Hello"[..], 11, 22)
+    );
+    assert_eq!(ch.try_recv_into(&mut buf), Err(ChannelError::Empty));
+}
+
+#[test]
+fn capacity_full_and_empty() {
+    let mut m = Mem::new(1 << 20);
+    let p = pool(&mut m, 64);
+    for cap in [1u32, 2, 3, 7, 8, 100] {
+        let ch = Channel::create(&p, u64::from(cap), &attrs(cap, 16)).unwrap();
+        for lap in 0..5u32 {
+            assert!(ch.is_empty());
+            for i in 0..cap {
+                assert_eq!(ch.len(), i as usize);
+                ch.try_send(&(lap * 1000 + i).to_le_bytes(), 0, 0).unwrap();
+            }
+            assert!(ch.is_full());
+            assert_eq!(ch.try_send(b"x", 0, 0), Err(ChannelError::Full));
+            assert_eq!(ch.poll(Poll::Full).unwrap(), 1);
+            assert_eq!(ch.poll(Poll::Out).unwrap(), 0);
+            for i in 0..cap {
+                let mut b = [0u8; 4];
+                ch.try_recv_into(&mut b).unwrap();
+                assert_eq!(u32::from_le_bytes(b), lap * 1000 + i);
+            }
+            assert_eq!(ch.poll(Poll::Empty).unwrap(), 1);
+            assert_eq!(ch.poll(Poll::In).unwrap(), 0);
+        }
+        ch.destroy().unwrap();
+    }
+}
+
+#[test]
+fn minimum_capacity_wraps_many_laps() {
+    let mut m = Mem::new(64 * 1024);
+    let p = pool(&mut m, 64);
+    let ch = Channel::create(&p, 1, &attrs(1, 8)).unwrap();
+    for i in 0..scaled(10_000) as u64 {
+        ch.try_send(&i.to_le_bytes(), i, 0).unwrap();
+        assert_eq!(ch.try_send(b"", 0, 0), Err(ChannelError::Full));
+        let mut b = [0u8; 8];
+        let g = ch.try_recv_into(&mut b).unwrap();
+        assert_eq!((u64::from_le_bytes(b), g.hints), (i, i));
+    }
+    assert_eq!(ch.poll(Poll::Capacity).unwrap(), 1);
+}
+
+#[test]
+fn bad_attributes_and_uid_reuse() {
+    let mut m = Mem::new(1 << 20);
+    let p = pool(&mut m, 64);
+    assert!(matches!(
+        Channel::create(&p, 1, &attrs(0, 16)),
+        Err(ChannelError::BadAttr(_))
+    ));
+    assert!(matches!(
+        Channel::create(&p, 1, &attrs(1 << 25, 16)),
+        Err(ChannelError::BadAttr(_))
+    ));
+    let ch = Channel::create(&p, 5, &attrs(4, 16)).unwrap();
+    assert_eq!(
+        Channel::create(&p, 5, &attrs(4, 16)).unwrap_err(),
+        ChannelError::UidInUse(5)
+    );
+    let big = Channel::create(&p, 6, &attrs(100_000, 1024));
+    assert!(
+        matches!(big, Err(ChannelError::Pool(_))),
+        "too large for the pool: {big:?}"
+    );
+    ch.destroy().unwrap();
+    // The uid is free again after destroy.
+    Channel::create(&p, 5, &attrs(4, 16))
+        .unwrap()
+        .destroy()
+        .unwrap();
+}
+
+#[test]
+fn large_payloads_use_side_allocations_and_destroy_frees_them() {
+    let mut m = Mem::new(1 << 20);
+    let p = pool(&mut m, 64);
+    let base = p.stats().unwrap();
+    let ch = Channel::create(&p, 1, &attrs(8, 64)).unwrap();
+    let with_channel = p.stats().unwrap();
+    let payload: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    ch.try_send(&payload, 1, 2).unwrap();
+    ch.try_send(&payload[..64], 0, 0).unwrap();
+    assert_eq!(p.stats().unwrap().live, with_channel.live + 1);
+    let mut small = [0u8; 100];
+    assert_eq!(
+        ch.try_recv_into(&mut small),
+        Err(ChannelError::DestinationTooSmall {
+            needed: 5000,
+            capacity: 100
+        })
+    );
+    assert_eq!(ch.len(), 2, "a refused receive leaves the message queued");
+    let mut big = vec![0u8; 8192];
+    let g = ch.try_recv_into(&mut big).unwrap();
+    assert_eq!(&big[..g.len], &payload[..]);
+    assert_eq!(p.stats().unwrap(), with_channel);
+    // Queued side allocations are freed by destroy.
+    ch.try_send(&payload, 0, 0).unwrap();
+    ch.try_send(&payload, 0, 0).unwrap();
+    ch.destroy().unwrap();
+    assert_eq!(p.stats().unwrap(), base);
+}
+
+#[test]
+fn transfer_of_ownership_is_zero_copy() {
+    let mut m = Mem::new(1 << 20);
+    let p = pool(&mut m, 64);
+    let base = p.stats().unwrap();
+    let ch = Channel::create(&p, 1, &attrs(4, 64)).unwrap();
+    let a = p.alloc(3000, AllocKind::Data).unwrap();
+    let (off, _) = p.resolve(&a).unwrap();
+    // SAFETY: `a` is ours alone until sent.
+    unsafe { core::ptr::write_bytes(p.region().base().add(off), 0xAB, 3000) };
+    ch.try_send_mode(
+        SendMode::Transfer {
+            alloc: a,
+            len: 3000,
+        },
+        5,
+        6,
+    )
+    .unwrap();
+    let (b, g) = ch.try_recv_alloc().unwrap();
+    assert_eq!(b, a, "the same allocation arrives");
+    assert_eq!((g.len, g.hints, g.clientid), (3000, 5, 6));
+    assert_eq!(
+        p.owner_of(&b).unwrap(),
+        p.owner(),
+        "the receiver owns it now"
+    );
+    // A stale descriptor cannot be transferred.
+    p.free(b).unwrap();
+    let r = ch.try_send_mode(SendMode::Transfer { alloc: b, len: 1 }, 0, 0);
+    assert_eq!(r, Err(ChannelError::BadMessage));
+    // An inline message received as an allocation is copied into a new one.
+    ch.try_send(b"inline", 0, 0).unwrap();
+    let (c, g) = ch.try_recv_alloc().unwrap();
+    let (off, _) = p.resolve(&c).unwrap();
+    // SAFETY: `c` is ours.
+    let got = unsafe { core::slice::from_raw_parts(p.region().base().add(off), g.len) };
+    assert_eq!(got, b"inline");
+    p.free(c).unwrap();
+    ch.destroy().unwrap();
+    assert_eq!(p.stats().unwrap(), base);
+}
+
+#[test]
+fn separate_buffer_pool() {
+    let mut m = Mem::new(256 * 1024);
+    let mut mb = Mem::new(256 * 1024);
+    let p = pool(&mut m, 64);
+    let cfg = PoolConfig {
+        uid: 77,
+        ..Default::default()
+    };
+    let bp = Pool::init(mb.region(), &cfg, 1).unwrap();
+    let ch = Channel::create_with_buffer_pool(&p, 1, &attrs(4, 32), Some(&bp)).unwrap();
+    ch.try_send(&[9u8; 4000], 0, 0).unwrap();
+    assert_eq!(bp.stats().unwrap().live, 1);
+    let d = ch.serialize();
+    assert!(matches!(
+        Channel::attach(&p, &d, None),
+        Err(ChannelError::BadDescriptor(_))
+    ));
+    let ch2 = Channel::attach(&p, &d, Some(&bp)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(ch2.try_recv_into(&mut buf).unwrap().len, 4000);
+    assert_eq!(bp.stats().unwrap().live, 0);
+}
+
+#[test]
+fn descriptors_attach_and_refuse_bad_bytes() {
+    let mut m = Mem::new(1 << 20);
+    let mut other = Mem::new(64 * 1024);
+    let p = pool(&mut m, 64);
+    let q = Pool::init(
+        other.region(),
+        &PoolConfig {
+            uid: 5,
+            ..Default::default()
+        },
+        1,
+    )
+    .unwrap();
+    let ch = Channel::create(&p, 42, &attrs(4, 64)).unwrap();
+    let d = ch.serialize();
+    assert_eq!(Channel::peek_descriptor(&d).unwrap(), (42, 0));
+    let ch2 = Channel::attach(&p, &d, None).unwrap();
+    ch2.try_send(b"via attach", 0, 0).unwrap();
+    assert_eq!(ch.len(), 1);
+    for cut in [0, 1, 20, 47] {
+        assert!(matches!(
+            Channel::attach(&p, &d[..cut], None),
+            Err(ChannelError::BadDescriptor(_))
+        ));
+    }
+    let mut bad = d.clone();
+    bad[20] ^= 1;
+    assert!(matches!(
+        Channel::attach(&p, &bad, None),
+        Err(ChannelError::BadDescriptor(_))
+    ));
+    assert!(matches!(
+        Channel::attach(&q, &d, None),
+        Err(ChannelError::BadDescriptor(_))
+    ));
+    ch.destroy().unwrap();
+    assert_eq!(
+        Channel::attach(&p, &d, None).unwrap_err(),
+        ChannelError::Destroyed
+    );
+    assert_eq!(ch2.try_send(b"x", 0, 0), Err(ChannelError::Destroyed));
+    assert_eq!(ch2.poll(Poll::Size), Err(ChannelError::Destroyed));
+    assert_eq!(ch2.destroy(), Err(ChannelError::Destroyed));
+    // Random bytes never attach.
+    let mut seed = 99u64;
+    for _ in 0..scaled(2000) {
+        let mut junk = [0u8; Channel::DESCRIPTOR_LEN];
+        for b in &mut junk {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (seed >> 33) as u8;
+        }
+        assert!(Channel::attach(&p, &junk, None).is_err());
+    }
+}
+
+#[test]
+fn deadlines_try_once_then_time_out() {
+    let mut m = Mem::new(64 * 1024);
+    let p = pool(&mut m, 64);
+    let ch = Channel::create(&p, 1, &attrs(1, 16)).unwrap();
+    let t0 = Instant::now();
+    let clock = || t0.elapsed().as_micros() as u64;
+    let mut b = [0u8; 16];
+    let r = ch.recv_blocking_into::<_, spin::relax::Spin>(&mut b, &clock, Some(0));
+    assert_eq!(
+        r,
+        Err(ChannelError::Empty),
+        "an expired deadline tries once"
+    );
+    let start = Instant::now();
+    let r = ch.recv_blocking_into::<_, spin::relax::Spin>(&mut b, &clock, Some(clock() + 20_000));
+    assert_eq!(r, Err(ChannelError::Timeout));
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    ch.try_send(b"1", 0, 0).unwrap();
+    let full =
+        ch.send_blocking::<_, spin::relax::Spin>(SendMode::Copy(b"2"), 0, 0, &clock, Some(0));
+    assert_eq!(full, Err(ChannelError::Full));
+    let r = ch.send_blocking::<_, spin::relax::Spin>(
+        SendMode::Copy(b"2"),
+        0,
+        0,
+        &clock,
+        Some(clock() + 5000),
+    );
+    assert_eq!(r, Err(ChannelError::Timeout));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(5));
+            let mut b = [0u8; 16];
+            ch.try_recv_into(&mut b).unwrap();
+        });
+        ch.send_blocking::<_, spin::relax::Spin>(SendMode::Copy(b"3"), 0, 0, &clock, None)
+            .unwrap();
+    });
+}
+
+#[test]
+fn spsc_fifo() {
+    let mut m = Mem::new(1 << 20);
+    let p = pool(&mut m, 64);
+    let ch = Channel::create(&p, 1, &attrs(4, 16)).unwrap();
+    let n = scaled(100_000) as u64;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..n {
+                while ch.try_send(&i.to_le_bytes(), 0, 0) == Err(ChannelError::Full) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        s.spawn(|| {
+            let mut b = [0u8; 8];
+            for i in 0..n {
+                loop {
+                    match ch.try_recv_into(&mut b) {
+                        Ok(_) => break,
+                        Err(ChannelError::Empty) => std::hint::spin_loop(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                assert_eq!(u64::from_le_bytes(b), i);
+            }
+        });
+    });
+}
+
+/// 4 senders x 4 receivers, mixed inline and side payloads: every message arrives exactly
+/// once with its checksum intact, and each sender's messages arrive in order at any one
+/// receiver.
+#[test]
+fn mpmc_exactly_once_with_checksums() {
+    let mut m = Mem::new(4 << 20);
+    let p = pool(&mut m, 64);
+    let base = p.stats().unwrap();
+    let ch = Channel::create(&p, 1, &attrs(16, 64)).unwrap();
+    let per_sender = scaled(20_000);
+    let finished = &AtomicUsize::new(0);
+    let received: Vec<Vec<(u32, u32)>> = std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let p2 = p.with_owner(10 + t).unwrap();
+            let d = ch.serialize();
+            s.spawn(move || {
+                let ch = Channel::attach(&p2, &d, None).unwrap();
+                for i in 0..per_sender as u32 {
+                    let len = if i % 7 == 0 {
+                        200 + (i % 300) as usize
+                    } else {
+                        12 + (i % 40) as usize
+                    };
+                    let mut msg = vec![0u8; len];
+                    msg[0..4].copy_from_slice(&t.to_le_bytes());
+                    msg[4..8].copy_from_slice(&i.to_le_bytes());
+                    for (j, b) in msg[12..].iter_mut().enumerate() {
+                        *b = (j as u32 ^ i ^ t) as u8;
+                    }
+                    let c = checksum(&msg[12..]);
+                    msg[8..12].copy_from_slice(&c.to_le_bytes());
+                    loop {
+                        match ch.try_send(&msg, u64::from(t), u64::from(i)) {
+                            Ok(()) => break,
+                            Err(ChannelError::Full) | Err(ChannelError::Pool(_)) => {
+                                std::thread::yield_now()
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                finished.fetch_add(1, Ordering::AcqRel);
+            });
+        }
+        let receivers: Vec<_> = (0..4u32)
+            .map(|r| {
+                let p2 = p.with_owner(20 + r).unwrap();
+                let d = ch.serialize();
+                s.spawn(move || {
+                    let ch = Channel::attach(&p2, &d, None).unwrap();
+                    let mut got = Vec::new();
+                    let mut last = [None::<u32>; 4];
+                    let mut buf = vec![0u8; 1024];
+                    loop {
+                        // Read before trying: Empty after all senders finished is final.
+                        let all_sent = finished.load(Ordering::Acquire) == 4;
+                        match ch.try_recv_into(&mut buf) {
+                            Ok(g) => {
+                                let m = &buf[..g.len];
+                                let t = u32::from_le_bytes(m[0..4].try_into().unwrap());
+                                let i = u32::from_le_bytes(m[4..8].try_into().unwrap());
+                                let c = u32::from_le_bytes(m[8..12].try_into().unwrap());
+                                assert_eq!(checksum(&m[12..]), c, "payload damaged");
+                                assert_eq!((g.hints, g.clientid), (u64::from(t), u64::from(i)));
+                                assert!(last[t as usize].is_none_or(|l| l < i), "FIFO per sender");
+                                last[t as usize] = Some(i);
+                                got.push((t, i));
+                            }
+                            Err(ChannelError::Empty) if all_sent => return got,
+                            Err(ChannelError::Empty) => std::thread::yield_now(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        receivers.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all = HashSet::new();
+    for (t, i) in received.into_iter().flatten() {
+        assert!(all.insert((t, i)), "duplicate {t}/{i}");
+    }
+    assert_eq!(all.len(), 4 * per_sender, "every message exactly once");
+    ch.destroy().unwrap();
+    assert_eq!(p.stats().unwrap(), base);
+}
+
+#[test]
+fn one_sender_overall_order_with_many_receivers() {
+    let mut m = Mem::new(1 << 20);
+    let p = pool(&mut m, 64);
+    let ch = Channel::create(&p, 1, &attrs(8, 16)).unwrap();
+    let n = scaled(40_000) as u64;
+    let stop = AtomicBool::new(false);
+    let per: Vec<Vec<u64>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut v = Vec::new();
+                    let mut b = [0u8; 8];
+                    while !(stop.load(Ordering::Acquire) && ch.is_empty()) {
+                        if ch.try_recv_into(&mut b).is_ok() {
+                            v.push(u64::from_le_bytes(b));
+                        }
+                    }
+                    v
+                })
+            })
+            .collect();
+        for i in 0..n {
+            while ch.try_send(&i.to_le_bytes(), 0, 0).is_err() {
+                std::hint::spin_loop();
+            }
+        }
+        stop.store(true, Ordering::Release);
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut total = 0;
+    for v in &per {
+        assert!(
+            v.windows(2).all(|w| w[0] < w[1]),
+            "each receiver sees increasing order"
+        );
+        total += v.len();
+    }
+    assert_eq!(total as u64, n);
+}
+
+#[test]
+fn events_register_and_notify() {
+    let mut m = Mem::new(64 * 1024);
+    let p = pool(&mut m, 64);
+    let ch = Channel::create(&p, 1, &attrs(2, 16)).unwrap();
+    let ev = ch.recv_event();
+    assert!(!ev.notify(), "no waiter: no wake-up needed");
+    let v = ev.register();
+    assert_eq!(ch.poll(Poll::BlockedReceivers).unwrap(), 1);
+    assert!(ev.notify());
+    assert_ne!(
+        ev.word().load(Ordering::Relaxed),
+        v,
+        "the word moved, so a sleeper cannot miss it"
+    );
+    ev.unregister();
+    assert_eq!(ev.waiters(), 0);
+}
+
+#[test]
+fn random_channel_corruption_gives_errors_only() {
+    let iterations = scaled(400);
+    let mut seed = 0xDEAD_BEEF_u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..iterations {
+        let mut m = Mem::new(128 * 1024);
+        let p = pool(&mut m, 64);
+        let ch = Channel::create(&p, 3, &attrs(4, 32)).unwrap();
+        ch.try_send(b"short", 0, 0).unwrap();
+        ch.try_send(&[1u8; 100], 0, 0).unwrap();
+        let d = ch.serialize();
+        let (start, len) = {
+            let a: Alloc = Alloc::from_bytes(&d[16..32]).unwrap();
+            p.resolve(&a).unwrap()
+        };
+        for _ in 0..(1 + rnd() % 6) {
+            let i = start + (rnd() as usize) % len.min(64 * 6 + 4 * 128);
+            m.bytes_mut()[i] ^= 1 << (rnd() % 8);
+        }
+        let p = Pool::attach(m.region(), 1).unwrap();
+        let Ok(ch) = Channel::attach(&p, &d, None) else {
+            continue;
+        };
+        let mut buf = [0u8; 256];
+        for j in 0..12 {
+            let _ = match j % 3 {
+                0 => ch.try_send(&[7u8; 70], 0, 0).map(|_| ()),
+                1 => ch.try_recv_into(&mut buf).map(|_| ()),
+                _ => ch.try_recv_alloc().map(|(a, _)| {
+                    let _ = p.free(a);
+                }),
+            };
+            let _ = ch.len();
+            let _ = ch.poll(Poll::InOut);
+        }
+        let _ = ch.destroy();
+    }
+}

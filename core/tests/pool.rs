@@ -1,0 +1,455 @@
+//! The pool's battery: validation, allocation rules, descriptors, queries, a model-checked
+//! property test, a multi-thread stress test, corruption and dead-party recovery.
+
+mod common;
+
+use common::{Mem, pool};
+use dragon_channels_core::pool::{SIZE_CLASSES, STRUCT_OWNER_BIT};
+use dragon_channels_core::{Alloc, AllocKind, Pool, PoolConfig, PoolError};
+use proptest::prelude::*;
+
+const MIB: usize = 1 << 20;
+
+fn scaled(n: usize) -> usize {
+    if cfg!(miri) { (n / 100).max(2) } else { n }
+}
+
+#[test]
+fn metadata_overhead_at_most_3_percent() {
+    let mut m = Mem::new(MIB);
+    let p = pool(&mut m, 64);
+    let share = p.metadata_size() as f64 / MIB as f64;
+    assert!(
+        share <= 0.03,
+        "metadata {} B = {:.2}%",
+        p.metadata_size(),
+        share * 100.0
+    );
+    assert!(p.total_size() + p.metadata_size() <= MIB);
+}
+
+#[test]
+fn required_size_fits_requested_data() {
+    for &data in &[64usize, 1000, 4096, 100_000, MIB] {
+        let cfg = PoolConfig::default();
+        let need = Pool::required_size(data, &cfg).unwrap();
+        let mut m = Mem::new(need);
+        let p = Pool::init(m.region(), &cfg, 1).unwrap();
+        assert!(p.total_size() >= data, "{data}: total {}", p.total_size());
+    }
+}
+
+#[test]
+fn attach_validates_header() {
+    let mut m = Mem::new(64 * 1024);
+    let p = pool(&mut m, 64);
+    let a = Pool::attach(m.region(), 2).unwrap();
+    assert_eq!(a.total_size(), p.total_size());
+    // A shorter mapping than recorded.
+    // SAFETY: same live buffer, shorter length.
+    let short = unsafe { dragon_channels_core::Region::new(m.region().base(), 32 * 1024).unwrap() };
+    assert!(matches!(
+        Pool::attach(short, 2),
+        Err(PoolError::SizeMismatch { .. })
+    ));
+    assert_eq!(
+        Pool::attach(m.region(), 0).unwrap_err(),
+        PoolError::BadOwner
+    );
+    let saved = m.bytes_mut()[4];
+    m.bytes_mut()[4] ^= 0x7F;
+    assert!(matches!(
+        Pool::attach(m.region(), 2),
+        Err(PoolError::VersionMismatch { .. })
+    ));
+    m.bytes_mut()[4] = saved;
+    m.bytes_mut()[0] ^= 1;
+    assert_eq!(
+        Pool::attach(m.region(), 2).unwrap_err(),
+        PoolError::BadMagic
+    );
+    let mut z = Mem::new(4096);
+    assert_eq!(
+        Pool::attach(z.region(), 2).unwrap_err(),
+        PoolError::BadMagic
+    );
+}
+
+#[test]
+fn bad_configs_are_refused() {
+    let mut m = Mem::new(4096);
+    for mb in [0u32, 8, 48, 100] {
+        let cfg = PoolConfig {
+            min_block: mb,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Pool::init(m.region(), &cfg, 1),
+            Err(PoolError::BadConfig(_))
+        ));
+    }
+    let mut tiny = Mem::new(256);
+    assert!(matches!(
+        Pool::init(tiny.region(), &PoolConfig::default(), 1),
+        Err(PoolError::RegionTooSmall { .. })
+    ));
+}
+
+#[test]
+fn sizes_round_up_to_powers_of_two() {
+    let mut m = Mem::new(MIB);
+    let p = pool(&mut m, 64);
+    for (req, want) in [
+        (0usize, 64usize),
+        (1, 64),
+        (64, 64),
+        (65, 128),
+        (1000, 1024),
+        (4097, 8192),
+    ] {
+        let a = p.alloc(req, AllocKind::Data).unwrap();
+        let (off, size) = p.resolve(&a).unwrap();
+        assert_eq!(size, want, "request {req}");
+        assert_eq!(
+            (off - p.metadata_size()) % size,
+            0,
+            "blocks are aligned to their size"
+        );
+        p.free(a).unwrap();
+    }
+    assert!(matches!(
+        p.alloc(2 * MIB, AllocKind::Data),
+        Err(PoolError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn fill_then_drain_restores_everything() {
+    let mut m = Mem::new(256 * 1024);
+    let cfg = PoolConfig {
+        min_block: 64,
+        max_allocations: Some(4096),
+        uid: 9,
+    };
+    let p = Pool::init(m.region(), &cfg, 1).unwrap();
+    let before = p.stats().unwrap();
+    let mut held = Vec::new();
+    loop {
+        match p.alloc(64, AllocKind::Data) {
+            Ok(a) => held.push(a),
+            Err(PoolError::OutOfSpace) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(held.len(), p.total_size() / 64);
+    assert_eq!(p.free_space().unwrap(), 0);
+    assert_eq!(p.utilization().unwrap(), 100.0);
+    for a in held.drain(..) {
+        p.free(a).unwrap();
+    }
+    assert_eq!(p.stats().unwrap(), before);
+    // Everything merged back: the largest block is available again.
+    let big = p.alloc(p.max_alloc(), AllocKind::Data).unwrap();
+    p.free(big).unwrap();
+}
+
+#[test]
+fn records_limit_gives_out_of_space_then_recovers() {
+    let mut m = Mem::new(64 * 1024);
+    let cfg = PoolConfig {
+        min_block: 64,
+        max_allocations: Some(3),
+        uid: 0,
+    };
+    let p = Pool::init(m.region(), &cfg, 1).unwrap();
+    let v: Vec<Alloc> = (0..3)
+        .map(|_| p.alloc(1, AllocKind::Data).unwrap())
+        .collect();
+    assert_eq!(p.alloc(1, AllocKind::Data), Err(PoolError::OutOfSpace));
+    p.free(v[1]).unwrap();
+    let again = p.alloc(1, AllocKind::Data).unwrap();
+    assert_ne!(again, v[1], "a reused record carries a new generation");
+    assert_eq!(p.free(v[1]), Err(PoolError::Stale));
+}
+
+#[test]
+fn stale_forged_and_foreign_descriptors_are_refused() {
+    let mut m = Mem::new(MIB);
+    let p = pool(&mut m, 64);
+    let a = p.alloc(100, AllocKind::Data).unwrap();
+    let b = p.alloc(100, AllocKind::Data).unwrap();
+    let before = p.stats().unwrap();
+    let mut forged = a.to_bytes();
+    forged[0] ^= 1; // another block
+    assert_eq!(
+        p.free(Alloc::from_bytes(&forged).unwrap()),
+        Err(PoolError::BadDescriptor)
+    );
+    let mut forged = a.to_bytes();
+    forged[10] = 3; // another order
+    assert_eq!(
+        p.free(Alloc::from_bytes(&forged).unwrap()),
+        Err(PoolError::BadDescriptor)
+    );
+    let mut forged = a.to_bytes();
+    forged[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(
+        p.free(Alloc::from_bytes(&forged).unwrap()),
+        Err(PoolError::BadDescriptor)
+    );
+    let mut forged = a.to_bytes();
+    forged[12] ^= 0xFF; // another pool
+    assert_eq!(
+        p.free(Alloc::from_bytes(&forged).unwrap()),
+        Err(PoolError::BadDescriptor)
+    );
+    assert!(Alloc::from_bytes(&forged[..15]).is_none());
+    assert_eq!(p.stats().unwrap(), before, "refused frees change nothing");
+    p.free(a).unwrap();
+    assert_eq!(p.free(a), Err(PoolError::Stale));
+    p.free(b).unwrap();
+}
+
+#[test]
+fn queries_and_iteration_report_owners() {
+    let mut m = Mem::new(MIB);
+    let p = pool(&mut m, 64);
+    let q = Pool::attach(m.region(), 77).unwrap();
+    let a = p.alloc(64, AllocKind::Data).unwrap();
+    let b = q.alloc(300, AllocKind::ChannelBuffer).unwrap();
+    let infos: Vec<_> = p.allocations().map(Result::unwrap).collect();
+    assert_eq!(infos.len(), 2);
+    assert!(
+        infos
+            .iter()
+            .any(|i| i.alloc == a && i.owner == 1 && i.size == 64 && i.kind == AllocKind::Data)
+    );
+    assert!(
+        infos
+            .iter()
+            .any(|i| i.alloc == b && i.owner == 77 && i.size == 512)
+    );
+    let mut classes = [0u32; SIZE_CLASSES];
+    let n = p.free_blocks(&mut classes).unwrap();
+    let free: usize = classes[..n]
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| (c as usize) << (k + 6))
+        .sum();
+    assert_eq!(free, p.free_space().unwrap());
+    let s = p.stats().unwrap();
+    assert_eq!((s.live, s.total - s.free), (2, 64 + 512));
+    p.set_owner(&a, 5).unwrap();
+    assert_eq!(p.owner_of(&a).unwrap(), 5);
+}
+
+#[test]
+fn recover_frees_dead_owners_allocations_only() {
+    let mut m = Mem::new(MIB);
+    let p = pool(&mut m, 64);
+    let base = p.stats().unwrap();
+    let dead = Pool::attach(m.region(), 42).unwrap();
+    let mine = p.alloc(100, AllocKind::Data).unwrap();
+    for _ in 0..10 {
+        dead.alloc(1000, AllocKind::Data).unwrap();
+    }
+    let structure = dead.alloc(64, AllocKind::Data).unwrap();
+    dead.set_owner(&structure, STRUCT_OWNER_BIT | 3).unwrap();
+    let rep = p.recover(&|o| o != 42).unwrap();
+    assert_eq!((rep.freed, rep.lock_taken_over), (10, false));
+    p.free(mine).unwrap();
+    p.free(structure).unwrap();
+    assert_eq!(p.stats().unwrap(), base);
+}
+
+#[test]
+fn blocking_alloc_times_out_and_zero_deadline_tries_once() {
+    let mut m = Mem::new(16 * 1024);
+    let p = pool(&mut m, 64);
+    let mut all = Vec::new();
+    while let Ok(a) = p.alloc(64, AllocKind::Data) {
+        all.push(a);
+    }
+    let t0 = std::time::Instant::now();
+    let clock = || t0.elapsed().as_micros() as u64;
+    let r = p.alloc_blocking::<_, spin::relax::Spin>(64, AllocKind::Data, &clock, Some(0));
+    assert_eq!(r, Err(PoolError::OutOfSpace));
+    let r = p.alloc_blocking::<_, spin::relax::Spin>(64, AllocKind::Data, &clock, Some(20_000));
+    assert_eq!(r, Err(PoolError::Timeout));
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(20));
+    // Another thread frees; the blocked allocation succeeds.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            p.free(all.pop().unwrap()).unwrap();
+        });
+        let r = p.alloc_blocking::<_, spin::relax::Spin>(64, AllocKind::Data, &clock, None);
+        p.free(r.unwrap()).unwrap();
+    });
+}
+
+#[test]
+fn many_threads_alloc_and_free_without_overlap() {
+    let mut m = Mem::new(4 * MIB);
+    let p = pool(&mut m, 64);
+    let base = p.stats().unwrap();
+    let rounds = scaled(3000);
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let p = p.with_owner(10 + t).unwrap();
+            s.spawn(move || {
+                let mut held: Vec<(Alloc, usize, u8)> = Vec::new();
+                for i in 0..rounds {
+                    let size = 1 + (i * 37 + t as usize * 101) % 3000;
+                    let pat = (t as u8).wrapping_mul(31).wrapping_add(i as u8);
+                    match p.alloc(size, AllocKind::Data) {
+                        Ok(a) => {
+                            let (off, _) = p.resolve(&a).unwrap();
+                            // SAFETY: the allocation is ours alone until freed.
+                            unsafe {
+                                core::ptr::write_bytes(p.region().base().add(off), pat, size)
+                            };
+                            held.push((a, size, pat));
+                        }
+                        Err(PoolError::OutOfSpace) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    if held.len() > 8 || (i % 3 == 0 && !held.is_empty()) {
+                        let (a, size, pat) = held.swap_remove(i % held.len());
+                        let (off, _) = p.resolve(&a).unwrap();
+                        // SAFETY: still ours; nobody else writes it.
+                        let got = unsafe {
+                            core::slice::from_raw_parts(p.region().base().add(off), size)
+                        };
+                        assert!(
+                            got.iter().all(|&b| b == pat),
+                            "thread {t}: block overwritten"
+                        );
+                        p.free(a).unwrap();
+                    }
+                }
+                for (a, _, _) in held {
+                    p.free(a).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(p.stats().unwrap(), base);
+}
+
+#[test]
+fn random_metadata_corruption_gives_errors_only() {
+    // Flip random bytes of a live pool's header, table and records, then run operations:
+    // only errors may come back (no panic, no access outside the region: Miri checks that).
+    let iterations = scaled(300);
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..iterations {
+        let mut m = Mem::new(64 * 1024);
+        let p = pool(&mut m, 64);
+        let mut held: Vec<Alloc> = (0..20)
+            .filter_map(|i| p.alloc(i * 50, AllocKind::Data).ok())
+            .collect();
+        let meta = p.metadata_size();
+        for _ in 0..(1 + rnd() % 8) {
+            let i = (rnd() as usize) % meta;
+            m.bytes_mut()[i] ^= 1 << (rnd() % 8);
+        }
+        let p = match Pool::attach(m.region(), 1) {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
+        if p.lock_holder().is_some() {
+            // A flipped lock word reads as a holder that never lets go: recovery (holder
+            // declared dead) takes the lock over and rebuilds, or reports the damage.
+            let _ = p.recover(&|_| false);
+        }
+        for j in 0..40 {
+            if j % 2 == 0 {
+                if let Ok(a) = p.alloc((rnd() % 5000) as usize, AllocKind::Data) {
+                    held.push(a);
+                }
+            } else if !held.is_empty() {
+                let a = held.swap_remove(rnd() as usize % held.len());
+                let _ = p.free(a);
+            }
+            let _ = p.stats();
+            let _ = p.allocations().count();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Alloc(usize),
+    Free(usize),
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(
+        prop_oneof![
+            3 => (0usize..9000).prop_map(Op::Alloc),
+            2 => any::<usize>().prop_map(Op::Free),
+        ],
+        1..200,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 256 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Random alloc/free against a model: live allocations never overlap, the queries agree
+    /// with the model, and everything comes back at the end.
+    #[test]
+    fn alloc_free_matches_model(ops in ops()) {
+        let mut m = Mem::new(128 * 1024);
+        let p = pool(&mut m, 64);
+        let base = p.stats().unwrap();
+        let mut live: Vec<(Alloc, usize, usize)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Alloc(n) => match p.alloc(n, AllocKind::Data) {
+                    Ok(a) => {
+                        let (off, size) = p.resolve(&a).unwrap();
+                        prop_assert!(size >= n.max(1) && size.is_power_of_two());
+                        for &(_, o, s) in &live {
+                            prop_assert!(off + size <= o || o + s <= off, "overlap");
+                        }
+                        live.push((a, off, size));
+                    }
+                    Err(PoolError::OutOfSpace) => {
+                        // Only legitimate if no free block of that class or larger exists.
+                        let mut c = [0u32; SIZE_CLASSES];
+                        let k = n.max(1).div_ceil(64).next_power_of_two().trailing_zeros() as usize;
+                        let classes = p.free_blocks(&mut c).unwrap();
+                        prop_assert!(c[k.min(classes)..classes].iter().all(|&x| x == 0));
+                    }
+                    Err(PoolError::TooLarge { .. }) => prop_assert!(n > p.max_alloc()),
+                    Err(e) => prop_assert!(false, "{}", e),
+                },
+                Op::Free(i) if !live.is_empty() => {
+                    let (a, _, _) = live.swap_remove(i % live.len());
+                    p.free(a).unwrap();
+                    prop_assert_eq!(p.free(a), Err(PoolError::Stale));
+                }
+                Op::Free(_) => {}
+            }
+            let s = p.stats().unwrap();
+            prop_assert_eq!(s.live as usize, live.len());
+            prop_assert_eq!(s.total - s.free, live.iter().map(|l| l.2).sum::<usize>());
+        }
+        for (a, _, _) in live {
+            p.free(a).unwrap();
+        }
+        prop_assert_eq!(p.stats().unwrap(), base);
+    }
+}
