@@ -67,7 +67,11 @@ const STATE_DESTROYED: u32 = 0x4445_4144;
 const ROLE_RECV: u32 = 1 << 31;
 const OWNER_MASK: u32 = !ROLE_RECV;
 /// Spins on a claimed or unpublished slot before [`ChannelError::Stalled`].
+#[cfg(not(loom))]
 const STALL_SPINS: u32 = 1 << 16;
+/// Under loom every spin is a scheduling branch: give up quickly.
+#[cfg(loom)]
+const STALL_SPINS: u32 = 4;
 
 const F_INLINE: u32 = 1;
 const F_SIDE: u32 = 2;
@@ -1000,8 +1004,9 @@ impl Channel {
                 }
                 let holder = self.slot_atomic(s, S_CLAIM).load(Ordering::Relaxed);
                 self.stall(&mut spins, holder)?;
-            } else {
-                // Another sender moved on; reload.
+            } else if tail_a.load(Ordering::Relaxed) == tail {
+                // `tail` did not move, yet its slot is for no lap near it: only a corrupt
+                // sequence word stays like this.
                 spins += 1;
                 if spins >= STALL_SPINS {
                     return Err(ChannelError::Corrupt("tail does not match any slot"));
@@ -1192,7 +1197,8 @@ impl Channel {
                 // A sender took this position and is writing it.
                 let holder = self.slot_atomic(s, S_CLAIM).load(Ordering::Relaxed);
                 self.stall(&mut spins, holder)?;
-            } else {
+            } else if head_a.load(Ordering::Relaxed) == head {
+                // As in `claim_send`: an unmoving `head` whose slot matches no lap is corrupt.
                 spins += 1;
                 if spins >= STALL_SPINS {
                     return Err(ChannelError::Corrupt("head does not match any slot"));

@@ -38,15 +38,14 @@ pub type Hook = fn(u32, Step) -> bool;
 
 #[cfg(feature = "fault-injection")]
 #[allow(clippy::disallowed_types)]
-static HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+static HOOK: core::sync::atomic::AtomicPtr<()> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// Installs (or with `None` removes) the process-wide hook.
 #[cfg(feature = "fault-injection")]
 pub fn set_hook(hook: Option<Hook>) {
-    HOOK.store(
-        hook.map_or(0, |h| h as usize),
-        core::sync::atomic::Ordering::SeqCst,
-    );
+    let p = hook.map_or(core::ptr::null_mut(), |h| h as *mut ());
+    HOOK.store(p, core::sync::atomic::Ordering::SeqCst);
 }
 
 /// Whether `owner` dies at `step`.
@@ -55,10 +54,10 @@ pub(crate) fn dies(owner: u32, step: Step) -> bool {
     #[cfg(feature = "fault-injection")]
     {
         let h = HOOK.load(core::sync::atomic::Ordering::SeqCst);
-        if h != 0 {
-            // SAFETY: the only non-zero values stored are `Hook` function pointers cast to
-            // usize by `set_hook`, so transmuting back yields that same valid pointer.
-            let f: Hook = unsafe { core::mem::transmute::<usize, Hook>(h) };
+        if !h.is_null() {
+            // SAFETY: the only non-null values stored are `Hook` function pointers cast to
+            // `*mut ()` by `set_hook`, so transmuting back yields that same valid pointer.
+            let f: Hook = unsafe { core::mem::transmute::<*mut (), Hook>(h) };
             return f(owner, step);
         }
     }

@@ -70,7 +70,11 @@ const MAX_ORDERS: usize = SIZE_CLASSES;
 const RECORD_SIZE: usize = 12;
 const DATA_ALIGN: usize = 64;
 /// Spins on a busy lock before [`PoolError::Stalled`] is reported.
+#[cfg(not(loom))]
 const STALL_SPINS: u32 = 1 << 16;
+/// Under loom every spin is a scheduling branch: give up quickly.
+#[cfg(loom)]
+const STALL_SPINS: u32 = 4;
 
 /// Order-table entries: `FREE|k`, `USED|k`, with `MARK` used only while rebuilding.
 const T_FREE: u8 = 0x40;

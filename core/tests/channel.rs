@@ -14,6 +14,9 @@ use dragon_channels_core::{
     Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, SendMode,
 };
 
+/// Region size of most tests (smaller under Miri, which runs every instruction slowly).
+const POOL_BYTES: usize = if cfg!(miri) { 256 * 1024 } else { 1 << 20 };
+
 fn scaled(n: usize) -> usize {
     if cfg!(miri) { (n / 500).max(8) } else { n }
 }
@@ -33,7 +36,7 @@ fn checksum(b: &[u8]) -> u32 {
 
 #[test]
 fn smoke() {
-    let mut m = Mem::new(1 << 20);
+    let mut m = Mem::new(POOL_BYTES);
     let p = pool(&mut m, 64);
     let ch = Channel::create(&p, 1, &ChannelAttrs::default()).unwrap();
     assert_eq!((ch.capacity(), ch.block_size()), (100, 1024));
@@ -49,7 +52,7 @@ fn smoke() {
 
 #[test]
 fn capacity_full_and_empty() {
-    let mut m = Mem::new(1 << 20);
+    let mut m = Mem::new(POOL_BYTES);
     let p = pool(&mut m, 64);
     for cap in [1u32, 2, 3, 7, 8, 100] {
         let ch = Channel::create(&p, u64::from(cap), &attrs(cap, 16)).unwrap();
@@ -92,7 +95,7 @@ fn minimum_capacity_wraps_many_laps() {
 
 #[test]
 fn bad_attributes_and_uid_reuse() {
-    let mut m = Mem::new(1 << 20);
+    let mut m = Mem::new(POOL_BYTES);
     let p = pool(&mut m, 64);
     assert!(matches!(
         Channel::create(&p, 1, &attrs(0, 16)),
@@ -122,7 +125,7 @@ fn bad_attributes_and_uid_reuse() {
 
 #[test]
 fn large_payloads_use_side_allocations_and_destroy_frees_them() {
-    let mut m = Mem::new(1 << 20);
+    let mut m = Mem::new(POOL_BYTES);
     let p = pool(&mut m, 64);
     let base = p.stats().unwrap();
     let ch = Channel::create(&p, 1, &attrs(8, 64)).unwrap();
@@ -153,7 +156,7 @@ fn large_payloads_use_side_allocations_and_destroy_frees_them() {
 
 #[test]
 fn transfer_of_ownership_is_zero_copy() {
-    let mut m = Mem::new(1 << 20);
+    let mut m = Mem::new(POOL_BYTES);
     let p = pool(&mut m, 64);
     let base = p.stats().unwrap();
     let ch = Channel::create(&p, 1, &attrs(4, 64)).unwrap();
@@ -220,7 +223,7 @@ fn separate_buffer_pool() {
 
 #[test]
 fn descriptors_attach_and_refuse_bad_bytes() {
-    let mut m = Mem::new(1 << 20);
+    let mut m = Mem::new(POOL_BYTES);
     let mut other = Mem::new(64 * 1024);
     let p = pool(&mut m, 64);
     let q = Pool::init(
@@ -319,7 +322,7 @@ fn deadlines_try_once_then_time_out() {
 
 #[test]
 fn spsc_fifo() {
-    let mut m = Mem::new(1 << 20);
+    let mut m = Mem::new(POOL_BYTES);
     let p = pool(&mut m, 64);
     let ch = Channel::create(&p, 1, &attrs(4, 16)).unwrap();
     let n = scaled(100_000) as u64;
@@ -352,7 +355,7 @@ fn spsc_fifo() {
 /// receiver.
 #[test]
 fn mpmc_exactly_once_with_checksums() {
-    let mut m = Mem::new(4 << 20);
+    let mut m = Mem::new(4 * POOL_BYTES);
     let p = pool(&mut m, 64);
     let base = p.stats().unwrap();
     let ch = Channel::create(&p, 1, &attrs(16, 64)).unwrap();
@@ -436,7 +439,7 @@ fn mpmc_exactly_once_with_checksums() {
 
 #[test]
 fn one_sender_overall_order_with_many_receivers() {
-    let mut m = Mem::new(1 << 20);
+    let mut m = Mem::new(POOL_BYTES);
     let p = pool(&mut m, 64);
     let ch = Channel::create(&p, 1, &attrs(8, 16)).unwrap();
     let n = scaled(40_000) as u64;

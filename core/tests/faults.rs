@@ -44,7 +44,7 @@ enum Victim {
 /// dies at `step`, then recovery runs and the survivor drains and keeps going.
 fn channel_case(victim_id: u32, op: Victim, step: Step) {
     doom(victim_id, step);
-    let mut m = Mem::new(1 << 20);
+    let mut m = Mem::new(128 * 1024);
     let p = pool(&mut m, 64);
     let baseline = p.stats().unwrap();
     let ch = Channel::create(
@@ -176,7 +176,7 @@ fn pool_lock_holder_dies_and_is_taken_over() {
     {
         let victim = 300 + i as u32;
         doom(victim, step);
-        let mut m = Mem::new(1 << 20);
+        let mut m = Mem::new(128 * 1024);
         let p = pool(&mut m, 64);
         let baseline = p.stats().unwrap();
         let keep = p.alloc(5000, AllocKind::Data).unwrap();
