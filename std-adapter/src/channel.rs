@@ -1,0 +1,296 @@
+//! [`Channel`]: an MPMC message channel living in a [`MemoryPool`], attachable from any
+//! process through its serialized descriptor.
+//!
+//! # Serialized descriptor
+//! The core's channel descriptor names the channel inside its pool; a process that has not
+//! mapped the pool also needs to find the pool. The adapter's descriptor therefore wraps both:
+//! ```text
+//! [magic "DRCW" u32][version u32][pool descriptor length u16][pool descriptor]
+//! [core channel descriptor, 48 B][FNV-1a checksum of everything before, u32]
+//! ```
+//! The pool descriptor holds the pool's name, uid and creation nonce
+//! ([`MemoryPool::serialize`]), so [`Channel::attach`] maps the pool when this process has
+//! not, and refuses a descriptor of a pool that was destroyed and created again.
+
+use dragon_channels_core::{
+    Channel as CoreChannel, ChannelAttrs, ChannelError as CoreChannelError, Poll,
+};
+
+use crate::error::{Error, Op, Reason};
+use crate::handle::{ChannelRecvH, ChannelSendH};
+use crate::pool::{MemoryPool, Recovery, fnv1a};
+use crate::shm::FILE_VERSION;
+use crate::wait::{self, Ctx, Deadline, Timeout};
+
+/// `"DRCW"`: marks a serialized channel descriptor of the adapter.
+const SER_MAGIC: u32 = 0x5743_5244;
+/// Bytes before the pool descriptor: magic, version, pool descriptor length.
+const SER_HEAD: usize = 10;
+
+/// A channel: a bounded MPMC FIFO queue of messages in a pool.
+///
+/// Cheap to clone; clones (and attachments in other processes) all use the same queue.
+/// Sending and receiving goes through [`ChannelSendH`] and [`ChannelRecvH`] handles.
+///
+/// # Examples
+/// ```
+/// use dragon_channels::{Channel, MemoryPool, Timeout};
+/// # let name = format!("doc-chan-{}", std::process::id());
+/// let pool = MemoryPool::create(1 << 20, &name, 0)?;
+/// let ch = Channel::create(&pool, 1, None)?;
+/// let bytes = ch.serialize(); // hand these to another process
+/// let same = Channel::attach(&bytes)?;
+/// let mut sendh = ch.sendh()?;
+/// sendh.open()?;
+/// let mut recvh = same.recvh()?;
+/// recvh.open()?;
+/// sendh.send_bytes(b"hi", 2, None, Timeout::Default)?;
+/// assert_eq!(recvh.recv_bytes(Timeout::Try)?, b"hi");
+/// ch.destroy()?;
+/// pool.destroy()?;
+/// # Ok::<(), Box<dyn core::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Channel {
+    pub(crate) pool: MemoryPool,
+    pub(crate) core: CoreChannel,
+}
+
+impl core::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Channel")
+            .field("c_uid", &self.core.uid())
+            .field("pool", &self.pool.name())
+            .field("capacity", &self.core.capacity())
+            .field("block_size", &self.core.block_size())
+            .finish()
+    }
+}
+
+impl Channel {
+    /// Creates a channel in `mem_pool` under the unique id `c_uid`. `attr` defaults to
+    /// Dragon's: capacity 100 messages, 1024 bytes stored inline per message (larger payloads
+    /// go to a side allocation from the pool).
+    ///
+    /// # Errors
+    /// [`Error::ChannelError`] with [`Reason::UidInUse`] when the uid is taken in this pool,
+    /// with a pool reason when the pool is full, with a core reason for bad attributes.
+    pub fn create(
+        mem_pool: &MemoryPool,
+        c_uid: u64,
+        attr: Option<ChannelAttrs>,
+    ) -> Result<Self, Error> {
+        let attrs = attr.unwrap_or_default();
+        let ctx = Ctx {
+            pool: &mem_pool.inner,
+            ch: None,
+            op: Op::Other,
+        };
+        let core = ctx.block(Deadline::Try, || {
+            CoreChannel::create(&mem_pool.inner.core, c_uid, &attrs)
+        })?;
+        Ok(Self {
+            pool: mem_pool.clone(),
+            core,
+        })
+    }
+
+    /// Attaches to a channel from bytes made by [`Channel::serialize`], in this or another
+    /// process; maps the channel's pool if this process has not.
+    ///
+    /// # Errors
+    /// [`Error::ChannelError`] with [`Reason::BadDescriptor`] for garbage, truncated or
+    /// corrupt bytes; [`Error::MemoryPool`] when the pool does not exist
+    /// ([`crate::MemoryPoolError::NotFound`]) or was created again since
+    /// ([`crate::MemoryPoolError::Stale`]); [`Error::ChannelDestroyed`] when the channel was
+    /// destroyed.
+    pub fn attach(ser_bytes: &[u8]) -> Result<Self, Error> {
+        let (pool_bytes, ch_bytes) = parse(ser_bytes)?;
+        let pool = MemoryPool::attach_serialized(pool_bytes)?;
+        let ctx = Ctx {
+            pool: &pool.inner,
+            ch: None,
+            op: Op::Other,
+        };
+        let core = ctx.block(Deadline::Try, || {
+            CoreChannel::attach(&pool.inner.core, ch_bytes, None)
+        })?;
+        Ok(Self { pool, core })
+    }
+
+    /// The serialized descriptor (see the module docs): bytes any process passes to
+    /// [`Channel::attach`].
+    pub fn serialize(&self) -> Vec<u8> {
+        let pool = self.pool.serialize();
+        let core = self.core.serialize();
+        let mut b = Vec::with_capacity(SER_HEAD + pool.len() + core.len() + 4);
+        b.extend_from_slice(&SER_MAGIC.to_le_bytes());
+        b.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        b.extend_from_slice(&(pool.len() as u16).to_le_bytes());
+        b.extend_from_slice(&pool);
+        b.extend_from_slice(&core);
+        let sum = fnv1a(&b);
+        b.extend_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Destroys the channel: other handles (in any process) get [`Error::ChannelDestroyed`],
+    /// queued messages are dropped and their memory freed, the uid becomes free. Stop other
+    /// users first: operations already running through other handles may still touch the
+    /// freed memory.
+    ///
+    /// # Errors
+    /// [`Error::ChannelDestroyed`] when it was already destroyed.
+    pub fn destroy(self) -> Result<(), Error> {
+        let words = [self.core.recv_event().word(), self.core.send_event().word()];
+        let core = self.core;
+        core.destroy()
+            .map_err(|e| crate::error::from_core(e, Op::Other))?;
+        // Sleepers re-check and find the channel destroyed. FUTEX_WAKE does not write the
+        // (now freed, still mapped) words.
+        for w in words {
+            wait::wake(w, u32::MAX);
+        }
+        Ok(())
+    }
+
+    /// Detaches this handle (the seed's `detach`; the same as dropping it). The channel lives
+    /// on for others.
+    pub fn detach(self) {}
+
+    /// A new send handle, unopened, whose default timeout is to block.
+    ///
+    /// # Errors
+    /// [`Error::ChannelDestroyed`].
+    pub fn sendh(&self) -> Result<ChannelSendH, Error> {
+        self.sendh_with(Timeout::Block)
+    }
+
+    /// A new send handle, unopened, with `default_timeout` for calls that pass
+    /// [`Timeout::Default`].
+    ///
+    /// # Errors
+    /// [`Error::ChannelDestroyed`].
+    pub fn sendh_with(&self, default_timeout: Timeout) -> Result<ChannelSendH, Error> {
+        self.check_live()?;
+        Ok(ChannelSendH::new(self.clone(), default_timeout))
+    }
+
+    /// A new receive handle, unopened, whose default timeout is to block.
+    ///
+    /// # Errors
+    /// [`Error::ChannelDestroyed`].
+    pub fn recvh(&self) -> Result<ChannelRecvH, Error> {
+        self.recvh_with(Timeout::Block)
+    }
+
+    /// A new receive handle, unopened, with `default_timeout` for calls that pass
+    /// [`Timeout::Default`].
+    ///
+    /// # Errors
+    /// [`Error::ChannelDestroyed`].
+    pub fn recvh_with(&self, default_timeout: Timeout) -> Result<ChannelRecvH, Error> {
+        self.check_live()?;
+        Ok(ChannelRecvH::new(self.clone(), default_timeout))
+    }
+
+    /// Dragon's poll, answered at once: booleans as 0/1, counts as numbers.
+    ///
+    /// # Errors
+    /// [`Error::ChannelDestroyed`].
+    pub fn poll(&self, op: Poll) -> Result<u64, Error> {
+        self.core
+            .poll(op)
+            .map_err(|e| crate::error::from_core(e, Op::Other))
+    }
+
+    /// Messages queued now (a snapshot; the seed's `num_msgs`).
+    pub fn num_msgs(&self) -> usize {
+        self.core.len()
+    }
+
+    /// Receivers sleeping on the channel now.
+    pub fn blocked_receivers(&self) -> u32 {
+        self.core.recv_event().waiters()
+    }
+
+    /// Capacity in messages.
+    pub fn capacity(&self) -> usize {
+        self.core.capacity()
+    }
+
+    /// Payload bytes stored inline per message.
+    pub fn block_size(&self) -> usize {
+        self.core.block_size()
+    }
+
+    /// The channel's unique id in its pool.
+    pub fn cuid(&self) -> u64 {
+        self.core.uid()
+    }
+
+    /// The pool the channel lives in.
+    pub fn pool(&self) -> &MemoryPool {
+        &self.pool
+    }
+
+    /// The core channel handle (diagnostics and tests).
+    pub fn core_channel(&self) -> &CoreChannel {
+        &self.core
+    }
+
+    /// Reclaims what dead processes left in the channel and its pool (claimed slots,
+    /// half-sent positions, allocations). Runs by itself when an operation stalls on a dead
+    /// party.
+    ///
+    /// # Errors
+    /// [`Error::MemoryPool`] when the pool metadata is corrupt.
+    pub fn recover(&self) -> Result<Recovery, Error> {
+        Ok(self.pool.inner.recover(Some(&self.core))?)
+    }
+
+    pub(crate) fn ctx(&self, op: Op) -> Ctx<'_> {
+        Ctx {
+            pool: &self.pool.inner,
+            ch: Some(&self.core),
+            op,
+        }
+    }
+
+    pub(crate) fn check_live(&self) -> Result<(), Error> {
+        match self.core.poll(Poll::Capacity) {
+            Ok(_) => Ok(()),
+            Err(CoreChannelError::Destroyed) => Err(Error::ChannelDestroyed),
+            Err(e) => Err(crate::error::from_core(e, Op::Other)),
+        }
+    }
+}
+
+/// Splits a serialized channel descriptor into the pool's and the core channel's parts.
+fn parse(b: &[u8]) -> Result<(&[u8], &[u8]), Error> {
+    let bad = |why| Error::ChannelError(Reason::BadDescriptor(why));
+    if b.len() < SER_HEAD {
+        return Err(bad("too short (truncated)"));
+    }
+    if u32::from_le_bytes([b[0], b[1], b[2], b[3]]) != SER_MAGIC {
+        return Err(bad("not a channel descriptor (bad magic)"));
+    }
+    if u32::from_le_bytes([b[4], b[5], b[6], b[7]]) != FILE_VERSION {
+        return Err(bad("unsupported layout version"));
+    }
+    let pool_len = usize::from(u16::from_le_bytes([b[8], b[9]]));
+    let core_len = CoreChannel::DESCRIPTOR_LEN;
+    let total = SER_HEAD + pool_len + core_len + 4;
+    if b.len() != total {
+        return Err(bad("wrong length (truncated or padded)"));
+    }
+    let body = &b[..total - 4];
+    if fnv1a(body).to_le_bytes() != b[total - 4..] {
+        return Err(bad("checksum mismatch (corrupt bytes)"));
+    }
+    let pool = &b[SER_HEAD..SER_HEAD + pool_len];
+    if MemoryPool::serialized_len(pool) != Some(pool_len) {
+        return Err(bad("pool descriptor length mismatch"));
+    }
+    Ok((pool, &b[SER_HEAD + pool_len..total - 4]))
+}

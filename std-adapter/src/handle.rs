@@ -1,0 +1,449 @@
+//! [`ChannelSendH`] and [`ChannelRecvH`]: the handles that send to and receive from a
+//! channel.
+//!
+//! A handle is made unopened by [`Channel::sendh`] / [`Channel::recvh`] with a default timeout
+//! (block, unless given), opened with `open`, and refuses every operation with
+//! [`Error::ChannelHandleNotOpen`] while closed. Every operation takes a [`Timeout`]:
+//! [`Timeout::Default`] uses the handle's default. The deadline is computed once per call.
+//!
+//! Send forms (the seed's `ownership` and `dest_msg` arguments):
+//! - [`ChannelSendH::send`]: copy (`copy_on_send`); the sender keeps its message. Inline when
+//!   it fits the channel's block size, else in a side allocation.
+//! - [`ChannelSendH::send_transfer`]: `transfer_ownership_on_send`: the message's allocation
+//!   itself is queued (zero copy); the call takes the message by value and hands it back in
+//!   the error if the send fails.
+//! - with `dest_msg`: the payload is copied into the destination message's memory, which is
+//!   then sent by transfer; on success the destination message is left without memory.
+//! - [`ChannelSendH::send_bytes`]: bytes in, the library manages the message.
+//!
+//! Receive forms: [`ChannelRecvH::recv`] (a new message that owns the payload's allocation),
+//! [`ChannelRecvH::recv_into`] (into a destination message: copied into its memory, or, if it
+//! has none, the payload's allocation moves into it) and [`ChannelRecvH::recv_bytes`]. All
+//! forms intermix with all send forms.
+
+use core::fmt;
+
+use dragon_channels_core::SendMode;
+
+use crate::channel::Channel;
+use crate::error::{Error, Op, Reason};
+use crate::message::{Message, MsgMem};
+use crate::wait::Timeout;
+
+/// A failed [`ChannelSendH::send_transfer`]: the error and the message, handed back.
+pub struct TransferError {
+    /// Why the send failed.
+    pub error: Error,
+    /// The message, still owned by the caller.
+    pub message: Message,
+}
+
+impl fmt::Debug for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransferError")
+            .field("error", &self.error)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (the message is handed back)", self.error)
+    }
+}
+
+impl core::error::Error for TransferError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// A send handle on a channel.
+#[derive(Debug)]
+pub struct ChannelSendH {
+    ch: Channel,
+    open: bool,
+    default_timeout: Timeout,
+}
+
+impl ChannelSendH {
+    pub(crate) fn new(ch: Channel, default_timeout: Timeout) -> Self {
+        Self {
+            ch,
+            open: false,
+            default_timeout,
+        }
+    }
+
+    /// Opens the handle for use.
+    ///
+    /// # Errors
+    /// [`Error::ChannelDestroyed`] when the channel was destroyed, [`Error::ChannelError`]
+    /// with [`Reason::AlreadyOpen`] when it is open.
+    pub fn open(&mut self) -> Result<(), Error> {
+        if self.open {
+            return Err(Error::ChannelError(Reason::AlreadyOpen));
+        }
+        self.ch.check_live()?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Closes the handle.
+    ///
+    /// # Errors
+    /// [`Error::ChannelHandleNotOpen`] when it is not open.
+    pub fn close(&mut self) -> Result<(), Error> {
+        if !self.open {
+            return Err(Error::ChannelHandleNotOpen);
+        }
+        self.open = false;
+        Ok(())
+    }
+
+    /// Whether the handle is open.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// The timeout used by calls that pass [`Timeout::Default`].
+    pub fn default_timeout(&self) -> Timeout {
+        self.default_timeout
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &Channel {
+        &self.ch
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.open {
+            Ok(())
+        } else {
+            Err(Error::ChannelHandleNotOpen)
+        }
+    }
+
+    /// Sends a copy of `msg`'s payload with its `hints` and `clientid` (`copy_on_send`); with
+    /// `dest_msg`, the payload is copied into the destination message's memory (from the
+    /// channel's pool), which is then sent by transfer and left without memory on success.
+    ///
+    /// # Errors
+    /// [`Error::ChannelHandleNotOpen`]; [`Error::ChannelFull`] for a try-once timeout on a
+    /// full channel; [`Error::ChannelTimeout`]; [`Error::ChannelSendError`] for a message
+    /// with no memory, or a destination that is too small or from another pool;
+    /// [`Error::ChannelDestroyed`].
+    pub fn send(
+        &self,
+        msg: &Message,
+        dest_msg: Option<&mut Message>,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        let payload = msg
+            .bytes()
+            .map_err(|_| Error::ChannelSendError(Reason::EmptyMessage))?;
+        match dest_msg {
+            None => self.send_copy(payload, msg.hints(), msg.clientid(), timeout),
+            Some(dest) => self.send_via_dest(
+                payload.len(),
+                |buf| buf.copy_from_slice(payload),
+                (msg.hints(), msg.clientid()),
+                dest,
+                timeout,
+            ),
+        }
+    }
+
+    /// Sends `msg` by moving its allocation into the channel (`transfer_ownership_on_send`,
+    /// zero copy). The memory must come from the channel's pool.
+    ///
+    /// # Errors
+    /// As [`ChannelSendH::send`], plus [`Reason::ForeignMemory`] for memory of another
+    /// pool; the message comes back in the error.
+    pub fn send_transfer(&self, mut msg: Message, timeout: Timeout) -> Result<(), TransferError> {
+        if let Err(error) = self.check_open() {
+            return Err(TransferError {
+                error,
+                message: msg,
+            });
+        }
+        let Some(mem) = msg.take_mem() else {
+            return Err(TransferError {
+                error: Error::ChannelSendError(Reason::EmptyMessage),
+                message: msg,
+            });
+        };
+        match self.transfer(&mem, msg.hints(), msg.clientid(), timeout) {
+            // The allocation now belongs to the channel: `msg` drops without memory.
+            Ok(()) => Ok(()),
+            Err(error) => {
+                msg.put_mem(mem);
+                Err(TransferError {
+                    error,
+                    message: msg,
+                })
+            }
+        }
+    }
+
+    /// Sends `msg_bytes` as a message of `msg_len` bytes (zero padded); the library makes and
+    /// releases the message. With `dest_msg` the payload goes into the destination message as
+    /// in [`ChannelSendH::send`]. `hints` and `clientid` are 0.
+    ///
+    /// # Errors
+    /// As [`ChannelSendH::send`], plus [`Reason::MsgLenTooShort`] when `msg_len` is shorter
+    /// than `msg_bytes`.
+    pub fn send_bytes(
+        &self,
+        msg_bytes: &[u8],
+        msg_len: usize,
+        dest_msg: Option<&mut Message>,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        let n = msg_bytes.len();
+        if msg_len < n {
+            return Err(Error::ChannelSendError(Reason::MsgLenTooShort {
+                bytes: n,
+                msg_len,
+            }));
+        }
+        match dest_msg {
+            Some(dest) => self.send_via_dest(
+                msg_len,
+                |buf| {
+                    buf[..n].copy_from_slice(msg_bytes);
+                    buf[n..].fill(0);
+                },
+                (0, 0),
+                dest,
+                timeout,
+            ),
+            None if msg_len == n => self.send_copy(msg_bytes, 0, 0, timeout),
+            None => {
+                let mut padded = vec![0u8; msg_len];
+                padded[..n].copy_from_slice(msg_bytes);
+                self.send_copy(&padded, 0, 0, timeout)
+            }
+        }
+    }
+
+    fn send_copy(
+        &self,
+        bytes: &[u8],
+        hints: u64,
+        clientid: u64,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        let core = &self.ch.core;
+        self.ch
+            .ctx(Op::Send)
+            .block(timeout.deadline(self.default_timeout), || {
+                core.try_send(bytes, hints, clientid)
+            })
+    }
+
+    fn transfer(
+        &self,
+        mem: &MsgMem,
+        hints: u64,
+        clientid: u64,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        if !mem.pool.same_pool(&self.ch.pool) {
+            return Err(Error::ChannelSendError(Reason::ForeignMemory));
+        }
+        let mode = SendMode::Transfer {
+            alloc: mem.alloc,
+            len: mem.len,
+        };
+        let core = &self.ch.core;
+        self.ch
+            .ctx(Op::Send)
+            .block(timeout.deadline(self.default_timeout), || {
+                core.try_send_mode(mode, hints, clientid)
+            })
+    }
+
+    /// Fills `len` bytes of `dest`'s memory with `fill`, then transfers that memory.
+    fn send_via_dest(
+        &self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        (hints, clientid): (u64, u64),
+        dest: &mut Message,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        let Some(mut mem) = dest.take_mem() else {
+            return Err(Error::ChannelSendError(Reason::EmptyMessage));
+        };
+        if len > mem.cap() {
+            let capacity = mem.cap();
+            dest.put_mem(mem);
+            return Err(Error::ChannelSendError(Reason::DestinationTooSmall {
+                needed: len,
+                capacity,
+            }));
+        }
+        fill(&mut mem.block_mut()[..len]);
+        mem.len = len;
+        match self.transfer(&mem, hints, clientid, timeout) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                dest.put_mem(mem);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A receive handle on a channel.
+#[derive(Debug)]
+pub struct ChannelRecvH {
+    ch: Channel,
+    open: bool,
+    default_timeout: Timeout,
+}
+
+impl ChannelRecvH {
+    pub(crate) fn new(ch: Channel, default_timeout: Timeout) -> Self {
+        Self {
+            ch,
+            open: false,
+            default_timeout,
+        }
+    }
+
+    /// Opens the handle for use.
+    ///
+    /// # Errors
+    /// [`Error::ChannelDestroyed`] when the channel was destroyed, [`Error::ChannelError`]
+    /// with [`Reason::AlreadyOpen`] when it is open.
+    pub fn open(&mut self) -> Result<(), Error> {
+        if self.open {
+            return Err(Error::ChannelError(Reason::AlreadyOpen));
+        }
+        self.ch.check_live()?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Closes the handle.
+    ///
+    /// # Errors
+    /// [`Error::ChannelHandleNotOpen`] when it is not open.
+    pub fn close(&mut self) -> Result<(), Error> {
+        if !self.open {
+            return Err(Error::ChannelHandleNotOpen);
+        }
+        self.open = false;
+        Ok(())
+    }
+
+    /// Whether the handle is open.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// The timeout used by calls that pass [`Timeout::Default`].
+    pub fn default_timeout(&self) -> Timeout {
+        self.default_timeout
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &Channel {
+        &self.ch
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.open {
+            Ok(())
+        } else {
+            Err(Error::ChannelHandleNotOpen)
+        }
+    }
+
+    /// Receives the next message as a new [`Message`] that owns the payload's memory (a
+    /// transferred or side allocation moves to it as is; an inline payload is copied into a
+    /// new allocation from the channel's pool).
+    ///
+    /// # Errors
+    /// [`Error::ChannelHandleNotOpen`]; [`Error::ChannelEmpty`] for a try-once timeout on an
+    /// empty channel; [`Error::ChannelTimeout`]; [`Error::ChannelDestroyed`];
+    /// [`Error::ChannelRecvError`] when the pool has no memory for an inline payload and the
+    /// timeout is try-once (the message stays queued).
+    pub fn recv(&self, timeout: Timeout) -> Result<Message, Error> {
+        self.check_open()?;
+        let core = &self.ch.core;
+        let (alloc, got) = self
+            .ch
+            .ctx(Op::Recv)
+            .block(timeout.deadline(self.default_timeout), || {
+                core.try_recv_alloc()
+            })?;
+        match MsgMem::new(&self.ch.pool, alloc, got.len) {
+            Some(mem) => Ok(Message::from_mem(mem, got.hints, got.clientid)),
+            None => {
+                let _ = self.ch.pool.inner.free(alloc);
+                Err(Error::ChannelRecvError(Reason::Core(
+                    dragon_channels_core::ChannelError::Corrupt("received allocation"),
+                )))
+            }
+        }
+    }
+
+    /// Receives the next message into `dest_msg`: copied into its memory when it has some
+    /// (the payload length becomes the message's length), else the payload's memory moves
+    /// into it. `hints` and `clientid` are set from the message.
+    ///
+    /// # Errors
+    /// As [`ChannelRecvH::recv`], plus [`Error::ChannelRecvError`] with
+    /// [`Reason::DestinationTooSmall`] when the payload does not fit (it stays queued).
+    pub fn recv_into(&self, dest_msg: &mut Message, timeout: Timeout) -> Result<(), Error> {
+        self.check_open()?;
+        let Some(mem) = dest_msg.mem.as_mut() else {
+            *dest_msg = self.recv(timeout)?;
+            return Ok(());
+        };
+        let core = &self.ch.core;
+        let buf = mem.block_mut();
+        let got = self
+            .ch
+            .ctx(Op::Recv)
+            .block(timeout.deadline(self.default_timeout), || {
+                core.try_recv_into(&mut *buf)
+            })?;
+        mem.len = got.len;
+        dest_msg.set_hints(got.hints);
+        dest_msg.set_clientid(got.clientid);
+        Ok(())
+    }
+
+    /// Receives the next message as bytes; the library frees the message.
+    ///
+    /// # Errors
+    /// As [`ChannelRecvH::recv`].
+    pub fn recv_bytes(&self, timeout: Timeout) -> Result<Vec<u8>, Error> {
+        self.check_open()?;
+        let core = &self.ch.core;
+        let mut buf = vec![0u8; core.block_size().max(64)];
+        let got = self
+            .ch
+            .ctx(Op::Recv)
+            .block(timeout.deadline(self.default_timeout), || {
+                loop {
+                    match core.try_recv_into(&mut buf) {
+                        Err(dragon_channels_core::ChannelError::DestinationTooSmall {
+                            needed,
+                            ..
+                        }) => buf.resize(needed, 0),
+                        other => return other,
+                    }
+                }
+            })?;
+        buf.truncate(got.len);
+        Ok(buf)
+    }
+}

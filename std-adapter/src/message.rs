@@ -1,0 +1,304 @@
+//! [`Message`]: a payload in pool memory plus the `hints` and `clientid` attributes.
+//!
+//! A message either has no memory (`create_empty`) or owns one pool allocation, recorded in
+//! the pool under this process's party id. The process owns that memory exclusively, so the
+//! message lends it out as an ordinary byte slice ([`Message::bytes_memview`]). An owned
+//! message frees its allocation when dropped, unless it was sent by transfer
+//! ([`crate::ChannelSendH::send_transfer`] takes it by value) or its memory moved on as a
+//! destination message.
+//!
+//! If the process dies while it holds a message, the allocation stays recorded under its
+//! party id and the next recovery in that pool frees it.
+
+use core::fmt;
+
+use dragon_channels_core::{Alloc, AllocKind, ChannelError as CoreChannelError};
+
+use crate::error::{Error, Op, Reason};
+use crate::pool::MemoryPool;
+use crate::wait::{Ctx, Timeout};
+
+/// The memory of a message: one allocation of a pool, owned by this process. Plain data:
+/// the owning [`Message`] frees it on drop; code that takes it out decides its fate.
+pub(crate) struct MsgMem {
+    pub(crate) pool: MemoryPool,
+    pub(crate) alloc: Alloc,
+    /// Byte offset of the block from the region start.
+    off: usize,
+    /// Block size (the allocation rounded up).
+    cap: usize,
+    /// Payload bytes.
+    pub(crate) len: usize,
+}
+
+impl MsgMem {
+    /// Wraps an allocation this process owns; `None` if its descriptor does not fit the pool.
+    pub(crate) fn new(pool: &MemoryPool, alloc: Alloc, len: usize) -> Option<Self> {
+        let (off, cap) = pool.inner.core.span_unchecked(&alloc)?;
+        (len <= cap).then(|| Self {
+            pool: pool.clone(),
+            alloc,
+            off,
+            cap,
+            len,
+        })
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        debug_assert!(self.off + self.cap <= self.pool.inner.core.region().len());
+        // SAFETY: `span_unchecked` checked that `off..off + cap` lies inside the pool's data
+        // area, which lies inside the mapping that `self.pool` keeps alive.
+        unsafe { self.pool.inner.core.region().base().add(self.off) }
+    }
+
+    /// The whole block as a shared slice.
+    pub(crate) fn block(&self) -> &[u8] {
+        // SAFETY: the range is inside the live mapping (see `ptr`) and the allocation is owned
+        // exclusively by this process: no other party writes it while we hold it.
+        unsafe { core::slice::from_raw_parts(self.ptr(), self.cap) }
+    }
+
+    /// The whole block as an exclusive slice.
+    pub(crate) fn block_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `block`; `&mut self` makes the loan exclusive within the process.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr(), self.cap) }
+    }
+
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if let Some(mem) = self.mem.take() {
+            let _ = mem.pool.inner.free(mem.alloc);
+        }
+    }
+}
+
+/// A message: optional pool memory with a payload, plus `hints` and `clientid`.
+///
+/// # Examples
+/// ```
+/// use dragon_channels::{MemoryPool, Message};
+/// # let name = format!("doc-msg-{}", std::process::id());
+/// let pool = MemoryPool::create(1 << 16, &name, 0)?;
+/// let mut msg = Message::create_alloc(&pool, 512)?;
+/// msg.bytes_memview()?[0..5].copy_from_slice(b"Hello");
+/// assert_eq!(&msg.bytes()?[0..5], b"Hello");
+/// drop(msg); // frees the allocation
+/// pool.destroy()?;
+/// # Ok::<(), Box<dyn core::error::Error>>(())
+/// ```
+#[derive(Default)]
+pub struct Message {
+    pub(crate) mem: Option<MsgMem>,
+    hints: u64,
+    clientid: u64,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .field("hints", &self.hints)
+            .field("clientid", &self.clientid)
+            .finish()
+    }
+}
+
+impl Message {
+    /// A message with no memory backing (a destination for a receive to fill).
+    pub fn create_empty() -> Self {
+        Self::default()
+    }
+
+    /// A message with `n_bytes` of memory from `pool` (rounded up to a power of two inside
+    /// the pool; the payload is `n_bytes` long). Tries once.
+    ///
+    /// # Errors
+    /// [`Error::ChannelError`] with the pool's reason when no block of that size is free now
+    /// or the request can never fit.
+    pub fn create_alloc(pool: &MemoryPool, n_bytes: usize) -> Result<Self, Error> {
+        Self::create_alloc_blocking(pool, n_bytes, Timeout::Try)
+    }
+
+    /// Like [`Message::create_alloc`], waiting for pool memory as `timeout` says
+    /// ([`Timeout::Default`] means block).
+    ///
+    /// # Errors
+    /// As [`Message::create_alloc`] for a try-once timeout, [`Error::ChannelTimeout`] when
+    /// the timeout expires.
+    pub fn create_alloc_blocking(
+        pool: &MemoryPool,
+        n_bytes: usize,
+        timeout: Timeout,
+    ) -> Result<Self, Error> {
+        let ctx = Ctx {
+            pool: &pool.inner,
+            ch: None,
+            op: Op::Other,
+        };
+        let alloc = ctx.block(timeout.deadline(Timeout::Block), || {
+            pool.inner
+                .core
+                .alloc(n_bytes, AllocKind::Data)
+                .map_err(CoreChannelError::from)
+        })?;
+        match MsgMem::new(pool, alloc, n_bytes) {
+            Some(mem) => Ok(Self {
+                mem: Some(mem),
+                hints: 0,
+                clientid: 0,
+            }),
+            None => {
+                let _ = pool.inner.free(alloc);
+                Err(Error::ChannelError(Reason::Core(
+                    CoreChannelError::Corrupt("allocation outside the pool"),
+                )))
+            }
+        }
+    }
+
+    pub(crate) fn from_mem(mem: MsgMem, hints: u64, clientid: u64) -> Self {
+        Self {
+            mem: Some(mem),
+            hints,
+            clientid,
+        }
+    }
+
+    /// Destroys the message. With `free_mem` its allocation is freed (what `drop` does);
+    /// without, the allocation stays live and its descriptor is returned, for
+    /// [`MemoryPool::free`] or to hand on.
+    ///
+    /// # Errors
+    /// [`Error::MemoryPool`] when freeing fails (the descriptor is stale or the pool
+    /// metadata is corrupt).
+    pub fn destroy(mut self, free_mem: bool) -> Result<Option<Alloc>, Error> {
+        let Some(mem) = self.mem.take() else {
+            return Ok(None);
+        };
+        let a = mem.alloc;
+        if free_mem {
+            mem.pool.inner.free(a)?;
+            Ok(None)
+        } else {
+            Ok(Some(a))
+        }
+    }
+
+    /// The payload memory as a writable byte slice (the seed's memoryview).
+    ///
+    /// # Errors
+    /// [`Error::ChannelError`] with [`Reason::EmptyMessage`] for a message with no memory.
+    pub fn bytes_memview(&mut self) -> Result<&mut [u8], Error> {
+        let mem = self
+            .mem
+            .as_mut()
+            .ok_or(Error::ChannelError(Reason::EmptyMessage))?;
+        let len = mem.len;
+        Ok(&mut mem.block_mut()[..len])
+    }
+
+    /// The payload as a read-only byte slice.
+    ///
+    /// # Errors
+    /// As [`Message::bytes_memview`].
+    pub fn bytes(&self) -> Result<&[u8], Error> {
+        let mem = self
+            .mem
+            .as_ref()
+            .ok_or(Error::ChannelError(Reason::EmptyMessage))?;
+        Ok(&mem.block()[..mem.len])
+    }
+
+    /// A copy of the payload (the seed's `tobytes`); empty for a message with no memory.
+    pub fn tobytes(&self) -> Vec<u8> {
+        self.bytes().map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
+    /// Payload bytes (0 for a message with no memory).
+    pub fn len(&self) -> usize {
+        self.mem.as_ref().map_or(0, |m| m.len)
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the memory can hold (its block size); 0 without memory.
+    pub fn capacity(&self) -> usize {
+        self.mem.as_ref().map_or(0, MsgMem::cap)
+    }
+
+    /// Whether the message has memory.
+    pub fn has_memory(&self) -> bool {
+        self.mem.is_some()
+    }
+
+    /// The pool the memory comes from.
+    pub fn pool(&self) -> Option<&MemoryPool> {
+        self.mem.as_ref().map(|m| &m.pool)
+    }
+
+    /// The descriptor of the memory.
+    pub fn descriptor(&self) -> Option<Alloc> {
+        self.mem.as_ref().map(|m| m.alloc)
+    }
+
+    /// The `hints` attribute (travels with the message).
+    pub fn hints(&self) -> u64 {
+        self.hints
+    }
+
+    /// Sets `hints`.
+    pub fn set_hints(&mut self, hints: u64) {
+        self.hints = hints;
+    }
+
+    /// The `clientid` attribute (travels with the message).
+    pub fn clientid(&self) -> u64 {
+        self.clientid
+    }
+
+    /// Sets `clientid`.
+    pub fn set_clientid(&mut self, clientid: u64) {
+        self.clientid = clientid;
+    }
+
+    /// Sets the payload length within the memory's capacity.
+    ///
+    /// # Errors
+    /// [`Error::ChannelError`] with [`Reason::EmptyMessage`] without memory,
+    /// [`Reason::DestinationTooSmall`] when `len` exceeds the capacity.
+    pub fn set_len(&mut self, len: usize) -> Result<(), Error> {
+        let mem = self
+            .mem
+            .as_mut()
+            .ok_or(Error::ChannelError(Reason::EmptyMessage))?;
+        if len > mem.cap {
+            return Err(Error::ChannelError(Reason::DestinationTooSmall {
+                needed: len,
+                capacity: mem.cap,
+            }));
+        }
+        mem.len = len;
+        Ok(())
+    }
+
+    /// Takes the memory out (the message becomes empty and will not free it), for sending
+    /// it on; the caller frees it or puts it back.
+    pub(crate) fn take_mem(&mut self) -> Option<MsgMem> {
+        self.mem.take()
+    }
+
+    /// Puts memory taken by [`Message::take_mem`] back.
+    pub(crate) fn put_mem(&mut self, mem: MsgMem) {
+        debug_assert!(self.mem.is_none());
+        self.mem = Some(mem);
+    }
+}

@@ -1,0 +1,750 @@
+//! [`MemoryPool`]: a named managed-memory pool in `/dev/shm`, shared by every process that
+//! attaches to it.
+//!
+//! A pool is one file: the adapter header (identity, party table, see [`crate::shm`] and
+//! `party`) followed by the core's [`dragon_channels_core::Pool`] region. Each process maps it
+//! once: a process-wide registry hands the same mapping to every `attach` of the same pool
+//! (matched by name and creation nonce), so a process has one party id per pool.
+//!
+//! Dropping the last handle of a process only unmaps; [`MemoryPool::destroy`] unlinks the
+//! file (processes that still map it keep working on their mapping).
+
+use core::cell::RefCell;
+use core::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use dragon_channels_core::channel::ChannelRecovery;
+use dragon_channels_core::pool::{DEFAULT_MIN_BLOCK, PoolRecovery, SIZE_CLASSES};
+use dragon_channels_core::{
+    Alloc, AllocInfo, Channel as CoreChannel, ChannelError as CoreChannelError, Pool as CorePool,
+    PoolConfig, PoolError as CorePoolError, PoolStats, Region, RegionError,
+};
+
+use spin::relax::{RelaxStrategy, Spin};
+
+use crate::error::MemoryPoolError;
+use crate::party::{self, Parties};
+use crate::shm::{
+    self, FILE_MAGIC, FILE_VERSION, HEADER_LEN, Header, MAX_NAME_LEN, Mapped, O_MAGIC, O_NONCE,
+    O_RECOVERY_LOCK, O_REGION_LEN, O_REGION_OFF, O_STATE, O_UID, O_VERSION, STATE_DESTROYED,
+    STATE_READY,
+};
+use crate::sync::{AtomicU32, Ordering, fence};
+use crate::wait;
+
+/// `"DRMP"`: marks a serialized pool descriptor.
+const SER_MAGIC: u32 = 0x504D_5244;
+/// Fixed part of a serialized pool descriptor (before the name and the checksum).
+const SER_FIXED: usize = 33;
+/// How long `attach` waits for a creator that is still initializing the pool.
+const ATTACH_WAIT: Duration = Duration::from_secs(2);
+
+/// Creation attributes of a pool beyond its size, name and uid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolAttrs {
+    /// Minimum block size in bytes (a power of two, at least 16); every allocation rounds up
+    /// to a power of two no smaller than this. Default 64.
+    pub min_block: u32,
+    /// Most live allocations at once; `None`: one per 16 minimum blocks (at least 16).
+    pub max_allocations: Option<u32>,
+}
+
+impl Default for PoolAttrs {
+    fn default() -> Self {
+        Self {
+            min_block: DEFAULT_MIN_BLOCK,
+            max_allocations: None,
+        }
+    }
+}
+
+/// What [`MemoryPool::recover`] (or the automatic recovery after a stall) reclaimed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// What the pool gave back: a lock taken over, allocations of dead processes freed.
+    pub pool: PoolRecovery,
+    /// What the stalled channel gave back, when recovery ran for one.
+    pub channel: Option<ChannelRecovery>,
+}
+
+/// A named managed-memory pool in `/dev/shm`.
+///
+/// Cheap to clone (the clones share one mapping). `Send` and `Sync`.
+///
+/// # Examples
+/// ```
+/// use dragon_channels::MemoryPool;
+/// # let name = format!("doc-pool-{}", std::process::id());
+/// let pool = MemoryPool::create(1 << 20, &name, 7)?;
+/// let other = MemoryPool::attach(&name)?; // as another process would
+/// assert_eq!(other.uid(), 7);
+/// assert!(pool.free_space()? >= 1 << 20);
+/// pool.destroy()?;
+/// # Ok::<(), dragon_channels::MemoryPoolError>(())
+/// ```
+#[derive(Clone)]
+pub struct MemoryPool {
+    pub(crate) inner: Arc<PoolInner>,
+}
+
+impl core::fmt::Debug for MemoryPool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MemoryPool")
+            .field("name", &self.inner.name)
+            .field("uid", &self.inner.uid)
+            .field("party_id", &self.inner.core.owner())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One mapping of a pool in this process.
+pub(crate) struct PoolInner {
+    /// The core handle; its region lies inside `map`.
+    pub(crate) core: CorePool,
+    name: String,
+    uid: u64,
+    nonce: u64,
+    /// The process that mapped it (a `fork`ed child must not reuse its parent's party id).
+    pid: u32,
+    /// Keeps the file mapped; declared last so it is unmapped after everything else.
+    map: Mapped,
+}
+
+/// Pools this process has mapped, so that attaching twice reuses the mapping (and the party
+/// id). Holding this lock also serializes party registration within the process.
+static REGISTRY: Mutex<Vec<Weak<PoolInner>>> = Mutex::new(Vec::new());
+
+fn registry() -> std::sync::MutexGuard<'static, Vec<Weak<PoolInner>>> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The core pool's relax hook: spin briefly, then give the CPU to others (a lock holder may
+/// be waiting for it on an oversubscribed machine).
+fn relax(spins: u32) {
+    if spins < 64 {
+        Spin::relax();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+fn new_nonce() -> u64 {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = u64::from(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let v = t ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    v.max(1)
+}
+
+fn region_err(e: RegionError, name: &str) -> MemoryPoolError {
+    match e {
+        RegionError::TooLarge => MemoryPoolError::TooLarge(usize::MAX),
+        _ => MemoryPoolError::NotAPool {
+            name: name.to_owned(),
+            why: "the mapping is not aligned for a region",
+        },
+    }
+}
+
+/// 32-bit FNV-1a, the checksum of serialized descriptors.
+pub(crate) fn fnv1a(b: &[u8]) -> u32 {
+    b.iter().fold(0x811C_9DC5u32, |h, &x| {
+        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
+    })
+}
+
+impl MemoryPool {
+    /// Creates a pool named `name` with `size` bytes of data capacity and identity `uid`,
+    /// with default [`PoolAttrs`].
+    ///
+    /// The file `/dev/shm/<name>` is created exclusively with mode 0600 and its space is
+    /// reserved before use. `name`: 1 to 29 bytes of ASCII letters, digits, `_`, `-`, `.`,
+    /// not starting with `.`.
+    ///
+    /// # Errors
+    /// [`MemoryPoolError::BadName`], [`MemoryPoolError::AlreadyExists`],
+    /// [`MemoryPoolError::NoSpace`] when `/dev/shm` is full, [`MemoryPoolError::Pool`] for a
+    /// size the core cannot lay out, [`MemoryPoolError::Io`].
+    pub fn create(size: usize, name: &str, uid: u64) -> Result<Self, MemoryPoolError> {
+        Self::create_with_attrs(size, name, uid, &PoolAttrs::default())
+    }
+
+    /// Like [`MemoryPool::create`], with explicit attributes.
+    ///
+    /// # Errors
+    /// As [`MemoryPool::create`].
+    pub fn create_with_attrs(
+        size: usize,
+        name: &str,
+        uid: u64,
+        attrs: &PoolAttrs,
+    ) -> Result<Self, MemoryPoolError> {
+        shm::validate_name(name)?;
+        let cfg = PoolConfig {
+            min_block: attrs.min_block,
+            max_allocations: attrs.max_allocations,
+            uid,
+        };
+        let region_len = CorePool::required_size(size, &cfg)?;
+        let file_len = HEADER_LEN
+            .checked_add(region_len)
+            .filter(|&l| isize::try_from(l).is_ok())
+            .ok_or(MemoryPoolError::TooLarge(size))?;
+        let mut reg = registry();
+        let file = shm::create_file(name, file_len)?;
+        let made = (|| {
+            let map = Mapped::map(&file, file_len, name)?;
+            let nonce = new_nonce();
+            let hdr = map.header();
+            hdr.write_u32(O_MAGIC, FILE_MAGIC);
+            hdr.write_u32(O_VERSION, FILE_VERSION);
+            hdr.write_name(name);
+            hdr.write_u64(O_UID, uid);
+            hdr.write_u64(O_NONCE, nonce);
+            hdr.write_u64(O_REGION_LEN, region_len as u64);
+            hdr.write_u64(O_REGION_OFF, HEADER_LEN as u64);
+            let (pid, start) = party::me();
+            let owner = Parties::new(hdr).register(pid, start)?;
+            // SAFETY: `map` is at least HEADER_LEN + region_len bytes (the file was sized to
+            // that), page aligned, and lives in the returned PoolInner as long as the core
+            // pool; the region is only accessed through the core.
+            let region = unsafe { Region::new(map.base().add(HEADER_LEN), region_len) }
+                .map_err(|e| region_err(e, name))?;
+            let mut core = CorePool::init(region, &cfg, owner)?;
+            core.set_relax(relax);
+            // SYNC: publish pool file (Release) <-> attach's state load (Acquire).
+            hdr.atomic(O_STATE).store(STATE_READY, Ordering::Release);
+            Ok(PoolInner {
+                core,
+                name: name.to_owned(),
+                uid,
+                nonce,
+                pid,
+                map,
+            })
+        })();
+        match made {
+            Ok(inner) => {
+                let inner = Arc::new(inner);
+                reg.retain(|w| w.strong_count() > 0);
+                reg.push(Arc::downgrade(&inner));
+                Ok(Self { inner })
+            }
+            Err(e) => {
+                let _ = shm::unlink(name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Attaches to the pool named `name` (created by this or another process). Within one
+    /// process, attaching to a pool that is already mapped returns the same mapping.
+    ///
+    /// # Errors
+    /// [`MemoryPoolError::NotFound`] when no such pool exists, [`MemoryPoolError::NotAPool`]
+    /// when the file is not a pool of this library, [`MemoryPoolError::NotReady`] when its
+    /// creator has not finished within 2 s, [`MemoryPoolError::Destroyed`],
+    /// [`MemoryPoolError::BadName`], [`MemoryPoolError::Io`].
+    pub fn attach(name: &str) -> Result<Self, MemoryPoolError> {
+        shm::validate_name(name)?;
+        Self::attach_checked(name, None)
+    }
+
+    /// Attaches to a pool from bytes made by [`MemoryPool::serialize`] (possibly in another
+    /// process).
+    ///
+    /// # Errors
+    /// [`MemoryPoolError::BadDescriptor`] for malformed, truncated or corrupt bytes,
+    /// [`MemoryPoolError::Stale`] when the named pool was destroyed and created again since,
+    /// and the errors of [`MemoryPool::attach`].
+    pub fn attach_serialized(bytes: &[u8]) -> Result<Self, MemoryPoolError> {
+        let (name, uid, nonce) = Self::parse_serialized(bytes)?;
+        Self::attach_checked(&name, Some((uid, nonce)))
+    }
+
+    /// The serialized descriptor: versioned bytes naming this pool (name, uid and creation
+    /// nonce) for [`MemoryPool::attach_serialized`].
+    pub fn serialize(&self) -> Vec<u8> {
+        let name = self.inner.name.as_bytes();
+        let mut b = Vec::with_capacity(SER_FIXED + name.len() + 4);
+        b.extend_from_slice(&SER_MAGIC.to_le_bytes());
+        b.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        b.extend_from_slice(&self.inner.uid.to_le_bytes());
+        b.extend_from_slice(&self.inner.nonce.to_le_bytes());
+        b.extend_from_slice(&(self.inner.map.len() as u64).to_le_bytes());
+        b.push(name.len() as u8);
+        b.extend_from_slice(name);
+        let sum = fnv1a(&b);
+        b.extend_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Length of the serialized descriptor that starts `bytes`, if its fixed part is there.
+    pub(crate) fn serialized_len(bytes: &[u8]) -> Option<usize> {
+        bytes
+            .get(SER_FIXED - 1)
+            .map(|&n| SER_FIXED + n as usize + 4)
+    }
+
+    fn parse_serialized(b: &[u8]) -> Result<(String, u64, u64), MemoryPoolError> {
+        let bad = MemoryPoolError::BadDescriptor;
+        if b.len() < SER_FIXED + 4 {
+            return Err(bad("too short (truncated)"));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| u64::from(u32_at(i)) | u64::from(u32_at(i + 4)) << 32;
+        if u32_at(0) != SER_MAGIC {
+            return Err(bad("not a pool descriptor"));
+        }
+        if u32_at(4) != FILE_VERSION {
+            return Err(bad("unsupported layout version"));
+        }
+        let n = b[SER_FIXED - 1] as usize;
+        if n == 0 || n > MAX_NAME_LEN {
+            return Err(bad("name length out of range"));
+        }
+        if b.len() != SER_FIXED + n + 4 {
+            return Err(bad("wrong length (truncated or padded)"));
+        }
+        if fnv1a(&b[..SER_FIXED + n]) != u32_at(SER_FIXED + n) {
+            return Err(bad("checksum mismatch (corrupt bytes)"));
+        }
+        let name = core::str::from_utf8(&b[SER_FIXED..SER_FIXED + n])
+            .map_err(|_| bad("name is not UTF-8"))?;
+        shm::validate_name(name).map_err(|_| bad("name is not a valid pool name"))?;
+        Ok((name.to_owned(), u64_at(8), u64_at(16)))
+    }
+
+    fn attach_checked(name: &str, expect: Option<(u64, u64)>) -> Result<Self, MemoryPoolError> {
+        let file = shm::open_file(name)?;
+        let waited = Instant::now();
+        let nonce = loop {
+            let (nonce, state) = shm::peek_identity(&file, name)?;
+            let len = file
+                .metadata()
+                .map_err(|e| MemoryPoolError::Io {
+                    op: "stat",
+                    name: name.to_owned(),
+                    source: e,
+                })?
+                .len();
+            match state {
+                STATE_READY if len >= HEADER_LEN as u64 => break nonce,
+                STATE_DESTROYED => return Err(MemoryPoolError::Destroyed(name.to_owned())),
+                _ if waited.elapsed() >= ATTACH_WAIT => {
+                    return Err(if len >= HEADER_LEN as u64 && nonce != 0 {
+                        MemoryPoolError::NotReady(name.to_owned())
+                    } else if len >= HEADER_LEN as u64 {
+                        MemoryPoolError::NotAPool {
+                            name: name.to_owned(),
+                            why: "no pool header",
+                        }
+                    } else {
+                        MemoryPoolError::NotReady(name.to_owned())
+                    });
+                }
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        };
+        if let Some((_, want)) = expect
+            && want != nonce
+        {
+            return Err(MemoryPoolError::Stale(name.to_owned()));
+        }
+        let mut reg = registry();
+        let found = reg.iter().filter_map(Weak::upgrade).find(|p| {
+            p.name == name
+                && p.nonce == nonce
+                && p.pid == std::process::id()
+                && p.map.header().atomic(O_STATE).load(Ordering::Relaxed) == STATE_READY
+        });
+        let inner = match found {
+            Some(p) => p,
+            None => {
+                let inner = Arc::new(Self::map_existing(&file, name, nonce)?);
+                reg.retain(|w| w.strong_count() > 0);
+                reg.push(Arc::downgrade(&inner));
+                inner
+            }
+        };
+        drop(reg);
+        if let Some((uid, _)) = expect
+            && uid != inner.uid
+        {
+            return Err(MemoryPoolError::BadDescriptor(
+                "uid does not match the named pool",
+            ));
+        }
+        Ok(Self { inner })
+    }
+
+    /// Maps an existing, ready pool file and validates its header (registry lock held).
+    fn map_existing(
+        file: &std::fs::File,
+        name: &str,
+        nonce: u64,
+    ) -> Result<PoolInner, MemoryPoolError> {
+        let not_a_pool = |why| MemoryPoolError::NotAPool {
+            name: name.to_owned(),
+            why,
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| MemoryPoolError::Io {
+                op: "stat",
+                name: name.to_owned(),
+                source: e,
+            })?
+            .len();
+        let len = usize::try_from(len).map_err(|_| MemoryPoolError::TooLarge(usize::MAX))?;
+        if len < HEADER_LEN {
+            return Err(not_a_pool("file shorter than a pool header"));
+        }
+        let map = Mapped::map(file, len, name)?;
+        let hdr = map.header();
+        // SYNC: Acquire <-> publish pool file (Release) in `create_with_attrs`.
+        let state = hdr.atomic(O_STATE).load(Ordering::Acquire);
+        if hdr.read_u32(O_MAGIC) != FILE_MAGIC {
+            return Err(not_a_pool("bad magic"));
+        }
+        if hdr.read_u32(O_VERSION) != FILE_VERSION {
+            return Err(not_a_pool("unsupported layout version"));
+        }
+        match state {
+            STATE_READY => {}
+            STATE_DESTROYED => return Err(MemoryPoolError::Destroyed(name.to_owned())),
+            _ => return Err(MemoryPoolError::NotReady(name.to_owned())),
+        }
+        let region_len = hdr.read_u64(O_REGION_LEN);
+        if hdr.read_u64(O_REGION_OFF) != HEADER_LEN as u64
+            || region_len.checked_add(HEADER_LEN as u64) != Some(len as u64)
+        {
+            return Err(not_a_pool("file size does not match its header"));
+        }
+        if hdr.read_name().as_deref() != Some(name) {
+            return Err(not_a_pool(
+                "name in the header does not match the file name",
+            ));
+        }
+        if hdr.read_u64(O_NONCE) != nonce {
+            return Err(MemoryPoolError::Stale(name.to_owned()));
+        }
+        let uid = hdr.read_u64(O_UID);
+        let (pid, start) = party::me();
+        let owner = Parties::new(hdr).register(pid, start)?;
+        // SAFETY: the mapping holds HEADER_LEN + region_len bytes (checked against the file
+        // size above), is page aligned, and lives in the returned PoolInner as long as the
+        // core pool; the region is only accessed through the core.
+        let region = unsafe { Region::new(map.base().add(HEADER_LEN), region_len as usize) }
+            .map_err(|e| region_err(e, name))?;
+        let mut core = CorePool::attach(region, owner)?;
+        if core.uid() != uid {
+            return Err(not_a_pool(
+                "pool uid in the region does not match the header",
+            ));
+        }
+        core.set_relax(relax);
+        Ok(PoolInner {
+            core,
+            name: name.to_owned(),
+            uid,
+            nonce,
+            pid,
+            map,
+        })
+    }
+
+    /// Destroys the pool: marks it destroyed and unlinks its file. Processes that still map
+    /// it keep their mapping until they drop it; new attaches fail with
+    /// [`MemoryPoolError::NotFound`] (or [`MemoryPoolError::Destroyed`]).
+    ///
+    /// # Errors
+    /// [`MemoryPoolError::Destroyed`] when it was already destroyed, [`MemoryPoolError::Io`]
+    /// when unlinking fails.
+    pub fn destroy(self) -> Result<(), MemoryPoolError> {
+        let name = &self.inner.name;
+        // SYNC: destroy (AcqRel CAS, Acquire on failure) <-> attach's state load (Acquire)
+        // and the creator's publish (Release).
+        self.inner
+            .header()
+            .atomic(O_STATE)
+            .compare_exchange(
+                STATE_READY,
+                STATE_DESTROYED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map_err(|_| MemoryPoolError::Destroyed(name.clone()))?;
+        // Unlink only our own file: the name may already belong to a newer pool.
+        if let Ok(file) = shm::open_file(name)
+            && shm::peek_identity(&file, name).is_ok_and(|(n, _)| n == self.inner.nonce)
+        {
+            return match shm::unlink(name) {
+                Err(MemoryPoolError::NotFound(_)) => Ok(()),
+                other => other,
+            };
+        }
+        Ok(())
+    }
+
+    /// Detaches: drops this handle (the mapping goes when the process's last handle, channel
+    /// or message of this pool goes). Same as `drop`.
+    pub fn detach(self) {}
+
+    /// The pool name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The uid given at creation.
+    pub fn uid(&self) -> u64 {
+        self.inner.uid
+    }
+
+    /// Bytes of the data area (at least the `size` given at creation).
+    pub fn size(&self) -> usize {
+        self.inner.core.total_size()
+    }
+
+    /// Largest single allocation possible when the pool is empty.
+    pub fn max_alloc(&self) -> usize {
+        self.inner.core.max_alloc()
+    }
+
+    /// This process's owner id in the pool (`pid | generation << 22`); allocations and
+    /// channel slots it holds are recorded under it.
+    pub fn party_id(&self) -> u32 {
+        self.inner.core.owner()
+    }
+
+    /// Whether the party with owner id `id` is a live process.
+    pub fn is_alive(&self, id: u32) -> bool {
+        self.inner.is_alive(id)
+    }
+
+    /// Owner ids of the live processes registered in the pool's party table.
+    pub fn live_parties(&self) -> Vec<u32> {
+        Parties::new(self.inner.header()).live()
+    }
+
+    /// Statistics: data bytes, free bytes, live allocations.
+    ///
+    /// # Errors
+    /// [`MemoryPoolError::Pool`] when the metadata is corrupt.
+    pub fn stats(&self) -> Result<PoolStats, MemoryPoolError> {
+        self.inner.retry(|| self.inner.core.stats())
+    }
+
+    /// Free bytes.
+    ///
+    /// # Errors
+    /// As [`MemoryPool::stats`].
+    pub fn free_space(&self) -> Result<usize, MemoryPoolError> {
+        self.stats().map(|s| s.free)
+    }
+
+    /// Used share of the data area in percent.
+    ///
+    /// # Errors
+    /// As [`MemoryPool::stats`].
+    pub fn utilization(&self) -> Result<f64, MemoryPoolError> {
+        self.stats().map(|s| s.utilization())
+    }
+
+    /// Free blocks per size class: `(block size in bytes, free blocks of that size)`, smallest
+    /// first.
+    ///
+    /// # Errors
+    /// As [`MemoryPool::stats`].
+    pub fn free_blocks(&self) -> Result<Vec<(usize, u32)>, MemoryPoolError> {
+        let mut out = [0u32; SIZE_CLASSES];
+        let n = self.inner.retry(|| self.inner.core.free_blocks(&mut out))?;
+        let min = self.inner.core.min_block();
+        Ok(out[..n]
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| (min << k, c))
+            .collect())
+    }
+
+    /// The live allocations (owner, kind, offset, size of each).
+    ///
+    /// # Errors
+    /// As [`MemoryPool::stats`].
+    pub fn allocations(&self) -> Result<Vec<AllocInfo>, MemoryPoolError> {
+        self.inner.retry(|| self.inner.core.allocations().collect())
+    }
+
+    /// Frees an allocation by descriptor, e.g. one that [`crate::Message::destroy`] was asked
+    /// not to free.
+    ///
+    /// # Errors
+    /// [`MemoryPoolError::Pool`] with `Stale` or `BadDescriptor` for a descriptor that names
+    /// no live allocation of this pool.
+    pub fn free(&self, alloc: Alloc) -> Result<(), MemoryPoolError> {
+        self.inner.free(alloc)
+    }
+
+    /// Reclaims what dead processes left in the pool: a pool lock they held, and their
+    /// allocations. Runs by itself when an operation stalls on a dead party; call it to
+    /// reclaim memory of processes that died while holding only allocations.
+    ///
+    /// # Errors
+    /// [`MemoryPoolError::Pool`] when the metadata is corrupt.
+    pub fn recover(&self) -> Result<Recovery, MemoryPoolError> {
+        self.inner.recover(None)
+    }
+
+    /// The core pool handle (for diagnostics and tests; its owner id is this process's).
+    pub fn core_pool(&self) -> &CorePool {
+        &self.inner.core
+    }
+
+    /// Whether two handles share one mapping (the same pool, mapped by this process).
+    pub fn same_pool(&self, other: &MemoryPool) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl PoolInner {
+    pub(crate) fn header(&self) -> Header<'_> {
+        self.map.header()
+    }
+
+    /// Liveness of an owner id; this process is alive by definition.
+    pub(crate) fn is_alive(&self, owner: u32) -> bool {
+        owner == self.core.owner() || Parties::new(self.header()).is_alive(owner)
+    }
+
+    /// Runs a pool operation, recovering from dead lock holders; a live holder is simply
+    /// waited for.
+    pub(crate) fn retry<T>(
+        &self,
+        mut op: impl FnMut() -> Result<T, CorePoolError>,
+    ) -> Result<T, MemoryPoolError> {
+        loop {
+            match op() {
+                Err(CorePoolError::Stalled { owner }) => {
+                    if owner != 0 && !self.is_alive(owner) {
+                        self.recover(None)?;
+                    }
+                }
+                other => return other.map_err(MemoryPoolError::Pool),
+            }
+        }
+    }
+
+    /// Frees `a` and wakes parties waiting for pool space.
+    pub(crate) fn free(&self, a: Alloc) -> Result<(), MemoryPoolError> {
+        self.retry(|| self.core.free(a))?;
+        self.wake_free_waiters();
+        Ok(())
+    }
+
+    /// Wakes parties sleeping on the pool's free counter, if any registered.
+    pub(crate) fn wake_free_waiters(&self) {
+        // SYNC: fence (SeqCst) <-> a sleeper's SeqCst register in `wait::Sleeper`: either it
+        // sees the counter the core's `free` bumped, or we see it registered here.
+        fence(Ordering::SeqCst);
+        self.wake_free_waiters_fenced();
+    }
+
+    /// [`PoolInner::wake_free_waiters`] for a caller that has issued a SeqCst fence after
+    /// its frees (the core's `Event::notify` does).
+    pub(crate) fn wake_free_waiters_fenced(&self) {
+        if self.core.free_waiters().load(Ordering::Relaxed) > 0 {
+            wait::wake(self.core.free_seq(), u32::MAX);
+        }
+    }
+
+    /// Recovery: under the pool file's recovery lock (so that no two parties repair the same
+    /// slot at once), frees what dead parties hold in the pool and, if given, in `channel`.
+    pub(crate) fn recover(
+        &self,
+        channel: Option<&CoreChannel>,
+    ) -> Result<Recovery, MemoryPoolError> {
+        let memo: RefCell<HashMap<u32, bool>> = RefCell::new(HashMap::new());
+        let alive = |o: u32| -> bool {
+            if let Some(&v) = memo.borrow().get(&o) {
+                return v;
+            }
+            let v = self.is_alive(o);
+            memo.borrow_mut().insert(o, v);
+            v
+        };
+        let _guard = RecoveryLock::acquire(self, &alive);
+        let mut rep = Recovery::default();
+        loop {
+            match self.core.recover(&alive) {
+                Ok(p) => {
+                    rep.pool = p;
+                    break;
+                }
+                // A live party holds the lock for a long time: wait for it.
+                Err(CorePoolError::Stalled { .. }) => std::thread::yield_now(),
+                Err(e) => return Err(MemoryPoolError::Pool(e)),
+            }
+        }
+        if let Some(ch) = channel {
+            loop {
+                match ch.recover(&alive) {
+                    Ok(c) => {
+                        rep.channel = Some(c);
+                        break;
+                    }
+                    Err(CoreChannelError::Destroyed) => break,
+                    Err(CoreChannelError::Stalled { .. }) => std::thread::yield_now(),
+                    Err(CoreChannelError::Pool(e)) => return Err(MemoryPoolError::Pool(e)),
+                    Err(_) => break,
+                }
+            }
+            // Sleepers re-check: positions may have become tombstones or free slots.
+            for ev in [ch.recv_event(), ch.send_event()] {
+                ev.notify();
+                wait::wake(ev.word(), u32::MAX);
+            }
+        }
+        self.wake_free_waiters();
+        Ok(rep)
+    }
+}
+
+/// The recovery lock in the pool file header: the owner id of the party recovering, 0 when
+/// free. A dead holder's lock is taken over.
+struct RecoveryLock<'a> {
+    word: &'a AtomicU32,
+}
+
+impl<'a> RecoveryLock<'a> {
+    fn acquire(pool: &'a PoolInner, alive: &dyn Fn(u32) -> bool) -> Self {
+        let word = pool.header().atomic(O_RECOVERY_LOCK);
+        let me = pool.core.owner();
+        loop {
+            // SYNC: acquire (CAS Acquire) <-> release (store Release) in `Drop`.
+            match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Self { word },
+                Err(holder) if holder != me && !alive(holder) => {
+                    // SYNC: take over (CAS Acquire) <-> the dead holder's last release.
+                    if word
+                        .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return Self { word };
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_micros(200)),
+            }
+        }
+    }
+}
+
+impl Drop for RecoveryLock<'_> {
+    fn drop(&mut self) {
+        // SYNC: release (Release) <-> acquire (CAS Acquire) in `RecoveryLock::acquire`.
+        self.word.store(0, Ordering::Release);
+    }
+}

@@ -1,0 +1,390 @@
+//! Blocking: timeouts, deadlines, and waiting that spins briefly, yields, then sleeps on a
+//! shared futex in the pool file.
+//!
+//! # Algorithm
+//! A blocking call converts its [`Timeout`] into a deadline once (`Instant::now() + t`), then:
+//! 1. tries the core's try-once operation;
+//! 2. retries for about [`SPIN_FOR`] with `spin_loop` hints, then after each `yield_now`
+//!    until [`YIELD_FOR`] has passed (a peer that is about to answer costs no futex call, and
+//!    one that shares our CPU gets to run);
+//! 3. sleeps: registers on the core's event words (`Channel::recv_event` for receivers,
+//!    `send_event` for senders, the pool's free counter for allocations), tries once more,
+//!    and waits on the word with `FUTEX_WAIT` (shared, not `FUTEX_PRIVATE`, since the word lives
+//!    in a `MAP_SHARED` file mapping seen by other processes) while it still holds the value
+//!    read at registration, for at most [`SLEEP_SLICE`]; then unregisters and tries again.
+//!
+//! A successful send calls `recv_event().notify()` and makes the `FUTEX_WAKE` system call only
+//! when it reports a registered sleeper; a successful receive does the same on the send
+//! event. "Register, then check" against "change, then look for sleepers" is the core's
+//! `Event` protocol (SeqCst on both sides), so no wake-up is lost; the sleep slice bounds the
+//! damage of a peer that died between changing the queue and waking.
+//!
+//! The sleep slice also makes a sleeper re-check periodically: an operation that meets a slot
+//! or lock held too long by one party gets `Stalled { owner }` from the core; if the owner's
+//! process is dead the adapter runs recovery and retries at once, otherwise it keeps waiting.
+
+use core::time::Duration;
+use std::time::Instant;
+
+use dragon_channels_core::channel::Event;
+use dragon_channels_core::{
+    Channel as CoreChannel, ChannelError as CoreChannelError, Pool as CorePool,
+    PoolError as CorePoolError,
+};
+use rustix::thread::futex;
+use spin::relax::{RelaxStrategy, Spin};
+
+use crate::error::{Error, Op, from_core};
+use crate::pool::PoolInner;
+use crate::sync::{AtomicU32, Ordering};
+
+/// How long a blocked call spins (CPU spin hints between tries) before it starts yielding.
+/// Short, because a peer that shares the CPU cannot answer while we spin.
+pub const SPIN_FOR: Duration = Duration::from_micros(2);
+/// CPU spin hints (`spin::relax::Spin`, i.e. `spin_loop`) between two tries while spinning
+/// (a hint costs about 20 ns on current x86 server parts, so a peer's answer is seen within
+/// about 100 ns).
+const SPIN_BATCH: u32 = 4;
+/// How long a blocked call keeps trying (spinning, then yielding between tries) before it
+/// sleeps: longer than a futex wake-up takes, so two parties that answer each other quickly
+/// stay awake.
+pub const YIELD_FOR: Duration = Duration::from_micros(100);
+/// Longest single futex sleep: a sleeper re-checks at least this often (dead peers, lost
+/// wake-ups of crashed wakers).
+pub const SLEEP_SLICE: Duration = Duration::from_millis(100);
+
+/// How long a send or receive may wait (the seed's `blocking` and `timeout` arguments).
+///
+/// `Duration::ZERO` is the same as [`Timeout::Try`]. Negative timeouts, which the seed
+/// rejects at run time, cannot be expressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Timeout {
+    /// Use the handle's default (`USE_CHANNEL_SENDH_DEFAULT` / `USE_CHANNEL_RECVH_DEFAULT`).
+    #[default]
+    Default,
+    /// Block until the operation can complete (`timeout=None`).
+    Block,
+    /// Try once (`blocking=False` or `timeout=0`): a full or empty channel gives
+    /// [`Error::ChannelFull`] / [`Error::ChannelEmpty`], not a timeout.
+    Try,
+    /// Wait at most this long, then fail with [`Error::ChannelTimeout`].
+    After(Duration),
+}
+
+impl From<Duration> for Timeout {
+    fn from(d: Duration) -> Self {
+        Self::After(d)
+    }
+}
+
+impl From<Option<Duration>> for Timeout {
+    /// `None` blocks forever (the seed's `timeout=None`).
+    fn from(d: Option<Duration>) -> Self {
+        d.map_or(Self::Block, Self::After)
+    }
+}
+
+/// When a blocking call gives up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Deadline {
+    Try,
+    Never,
+    At(Instant),
+}
+
+impl Deadline {
+    fn passed(self, now: Instant) -> bool {
+        match self {
+            Self::Try => true,
+            Self::Never => false,
+            Self::At(t) => now >= t,
+        }
+    }
+
+    /// How long to sleep now: the time left, at most one slice.
+    fn slice(self, now: Instant) -> Duration {
+        match self {
+            Self::Try => Duration::ZERO,
+            Self::Never => SLEEP_SLICE,
+            Self::At(t) => t.saturating_duration_since(now).min(SLEEP_SLICE),
+        }
+    }
+}
+
+impl Timeout {
+    /// The deadline of a call made now with this timeout; `default` stands in for
+    /// [`Timeout::Default`] (a handle default of `Default` means block).
+    pub(crate) fn deadline(self, default: Timeout) -> Deadline {
+        let t = match self {
+            Self::Default => default,
+            t => t,
+        };
+        match t {
+            Self::Default | Self::Block => Deadline::Never,
+            Self::Try => Deadline::Try,
+            Self::After(d) if d.is_zero() => Deadline::Try,
+            Self::After(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Deadline::Never, Deadline::At),
+        }
+    }
+}
+
+/// What a blocked call waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// A free slot (senders; receivers notify).
+    Slot,
+    /// A message (receivers; senders notify).
+    Message,
+    /// Pool memory (anyone; frees notify).
+    PoolSpace,
+}
+
+/// The words one kind of waiter registers on and sleeps on.
+enum Sleeper<'a> {
+    Event(Event<'a>),
+    PoolFree(&'a CorePool),
+}
+
+impl Sleeper<'_> {
+    fn register(&self) -> u32 {
+        match self {
+            Self::Event(e) => e.register(),
+            Self::PoolFree(p) => {
+                // SYNC: register (SeqCst) <-> the freer's fence + waiter load in
+                // `PoolInner::wake_free_waiters`.
+                p.free_waiters().fetch_add(1, Ordering::SeqCst);
+                p.free_seq().load(Ordering::SeqCst)
+            }
+        }
+    }
+
+    fn unregister(&self) {
+        match self {
+            Self::Event(e) => e.unregister(),
+            Self::PoolFree(p) => {
+                // Relaxed: the count only decides whether a freer makes the wake system
+                // call; a stale value costs at most one spurious wake.
+                let _ = p
+                    .free_waiters()
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
+            }
+        }
+    }
+
+    fn word(&self) -> &AtomicU32 {
+        match self {
+            Self::Event(e) => e.word(),
+            Self::PoolFree(p) => p.free_seq(),
+        }
+    }
+}
+
+/// Sleeps on a shared futex word while it holds `expected`, at most `d`.
+pub(crate) fn sleep_on(word: &AtomicU32, expected: u32, d: Duration) {
+    let ts = rustix::time::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    };
+    // AGAIN (the word changed), TIMEDOUT and INTR all mean "check again".
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
+}
+
+/// Wakes up to `n` sleepers on a shared futex word.
+pub(crate) fn wake(word: &AtomicU32, n: u32) {
+    let _ = futex::wake(word, futex::Flags::empty(), n);
+}
+
+/// Tells sleepers on `ev` that its condition changed; wakes one if any registered.
+pub(crate) fn notify(ev: Event<'_>) {
+    if ev.notify() {
+        wake(ev.word(), 1);
+    }
+}
+
+/// Core reports that are not corruption when they follow a long stall: the core counts
+/// stall spins and "position moved, reload" spins in one counter that is never reset, so a
+/// call that waited its whole spin budget for a slow peer and then loses one race reports
+/// `Corrupt("... does not match any slot")`. The adapter retries them, up to
+/// [`SPURIOUS_LIMIT`] times in a row (each follows a full stall of the core's spin budget, so
+/// real corruption, which repeats, still surfaces).
+const SPURIOUS_CORRUPT: [&str; 2] = [
+    "head does not match any slot",
+    "tail does not match any slot",
+];
+/// See [`SPURIOUS_CORRUPT`].
+const SPURIOUS_LIMIT: u32 = 16;
+
+/// Where a blocking operation runs: the pool (recovery, pool-space waits) and the channel
+/// (event words, channel recovery).
+pub(crate) struct Ctx<'a> {
+    pub(crate) pool: &'a PoolInner,
+    pub(crate) ch: Option<&'a CoreChannel>,
+    pub(crate) op: Op,
+}
+
+enum Step<T> {
+    Done(Result<T, Error>),
+    Busy(Wait),
+}
+
+impl Ctx<'_> {
+    fn sleeper(&self, w: Wait) -> Sleeper<'_> {
+        match (w, self.ch) {
+            (Wait::Slot, Some(ch)) => Sleeper::Event(ch.send_event()),
+            (Wait::Message, Some(ch)) => Sleeper::Event(ch.recv_event()),
+            _ => Sleeper::PoolFree(&self.pool.core),
+        }
+    }
+
+    /// What a stalled (live) party makes us wait for.
+    fn own_wait(&self) -> Wait {
+        match self.op {
+            Op::Send => Wait::Slot,
+            Op::Recv => Wait::Message,
+            Op::Other => Wait::PoolSpace,
+        }
+    }
+
+    fn busy_error(&self, w: Wait) -> Error {
+        match w {
+            Wait::Slot => Error::ChannelFull,
+            Wait::Message => Error::ChannelEmpty,
+            Wait::PoolSpace => {
+                from_core(CoreChannelError::Pool(CorePoolError::OutOfSpace), self.op)
+            }
+        }
+    }
+
+    /// One try, with recovery when it stalls on a dead party. `spurious` counts the core's
+    /// false "does not match any slot" reports in a row (see [`SPURIOUS_CORRUPT`]).
+    fn attempt<T>(
+        &self,
+        op: &mut impl FnMut() -> Result<T, CoreChannelError>,
+        spurious: &mut u32,
+    ) -> Step<T> {
+        loop {
+            let r = op();
+            if !matches!(r, Err(CoreChannelError::Corrupt(_))) {
+                *spurious = 0;
+            }
+            match r {
+                Err(CoreChannelError::Corrupt(why))
+                    if SPURIOUS_CORRUPT.contains(&why) && *spurious < SPURIOUS_LIMIT =>
+                {
+                    *spurious += 1;
+                    return Step::Busy(self.own_wait());
+                }
+                Ok(v) => return Step::Done(Ok(v)),
+                Err(CoreChannelError::Full) => return Step::Busy(Wait::Slot),
+                Err(CoreChannelError::Empty) => return Step::Busy(Wait::Message),
+                Err(CoreChannelError::Pool(CorePoolError::OutOfSpace)) => {
+                    return Step::Busy(Wait::PoolSpace);
+                }
+                Err(CoreChannelError::Stalled { owner }) => {
+                    // Owner 0: the holder let go as the core gave up; just try again.
+                    if owner == 0 || self.pool.is_alive(owner) {
+                        return Step::Busy(self.own_wait());
+                    }
+                    if let Err(e) = self.pool.recover(self.ch) {
+                        return Step::Done(Err(e.into()));
+                    }
+                }
+                Err(e) => return Step::Done(Err(from_core(e, self.op))),
+            }
+        }
+    }
+
+    /// Runs `op` (a core try-once operation) until it completes, fails, or `deadline`
+    /// passes. Busy results are `Full`, `Empty` and pool `OutOfSpace`; with a try-once
+    /// deadline they are returned as `ChannelFull` / `ChannelEmpty` / the pool error, after
+    /// that as `ChannelTimeout`.
+    pub(crate) fn block<T>(
+        &self,
+        deadline: Deadline,
+        mut op: impl FnMut() -> Result<T, CoreChannelError>,
+    ) -> Result<T, Error> {
+        let mut spurious = 0;
+        match self.attempt(&mut op, &mut spurious) {
+            Step::Done(r) => return self.done(r),
+            Step::Busy(w) if deadline == Deadline::Try => return Err(self.busy_error(w)),
+            Step::Busy(_) => {}
+        }
+        // What the last try waits for; every try below sets it.
+        let mut wait;
+        // Spin, then keep trying between yields (a peer on the same CPU gets to run), then
+        // sleep.
+        let spin_start = Instant::now();
+        loop {
+            let spun = spin_start.elapsed();
+            if spun < SPIN_FOR {
+                for _ in 0..SPIN_BATCH {
+                    Spin::relax();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+            match self.attempt(&mut op, &mut spurious) {
+                Step::Done(r) => return self.done(r),
+                Step::Busy(w) => wait = w,
+            }
+            if deadline.passed(Instant::now()) {
+                return Err(Error::ChannelTimeout);
+            }
+            if spun >= YIELD_FOR {
+                break;
+            }
+        }
+        // Sleep.
+        loop {
+            let sleeper = self.sleeper(wait);
+            let seen = sleeper.register();
+            match self.attempt(&mut op, &mut spurious) {
+                Step::Done(r) => {
+                    sleeper.unregister();
+                    return self.done(r);
+                }
+                Step::Busy(w) if w != wait => {
+                    sleeper.unregister();
+                    wait = w;
+                    continue;
+                }
+                Step::Busy(_) => {}
+            }
+            let now = Instant::now();
+            if deadline.passed(now) {
+                sleeper.unregister();
+                return Err(Error::ChannelTimeout);
+            }
+            sleep_on(sleeper.word(), seen, deadline.slice(now));
+            sleeper.unregister();
+            match self.attempt(&mut op, &mut spurious) {
+                Step::Done(r) => return self.done(r),
+                Step::Busy(w) => wait = w,
+            }
+            if deadline.passed(Instant::now()) {
+                return Err(Error::ChannelTimeout);
+            }
+        }
+    }
+
+    /// After a completed operation: wake the other side.
+    fn done<T>(&self, r: Result<T, Error>) -> Result<T, Error> {
+        if r.is_ok()
+            && let Some(ch) = self.ch
+        {
+            match self.op {
+                Op::Send => notify(ch.recv_event()),
+                Op::Recv => {
+                    // SYNC: `Event::notify` begins with a SeqCst fence, after any free the
+                    // receive made: it pairs with pool-space sleepers' SeqCst register.
+                    notify(ch.send_event());
+                    self.pool.wake_free_waiters_fenced();
+                }
+                Op::Other => {}
+            }
+        }
+        r
+    }
+}

@@ -1,0 +1,110 @@
+//! Helpers shared by the std adapter's integration tests: unique pool names, `/dev/shm`
+//! cleanup guards, watchdogs, and re-running the test binary as a child role.
+#![allow(dead_code)]
+
+use core::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Instant;
+
+/// Environment variable that names the role a re-executed test binary plays.
+pub const ROLE: &str = "DC_TEST_ROLE";
+
+/// A pool name unique to this process and `tag` (at most 29 bytes).
+pub fn unique_name(tag: &str) -> String {
+    let name = format!("t{}-{tag}", std::process::id());
+    assert!(name.len() <= 29, "test pool name {name:?} too long");
+    name
+}
+
+/// Removes `/dev/shm/<name>` when dropped (the test may have destroyed it already).
+pub struct ShmGuard(pub String);
+
+impl ShmGuard {
+    /// Guards `name`, removing a stale file of that name first.
+    pub fn new(name: &str) -> Self {
+        let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+        Self(name.to_owned())
+    }
+}
+
+impl Drop for ShmGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
+    }
+}
+
+/// Aborts the process if it is still running after `secs` seconds: a hung test fails
+/// instead of hanging CI.
+pub fn watchdog(secs: u64, what: &'static str) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("watchdog: {what} still running after {secs} s, aborting");
+        std::process::abort();
+    });
+}
+
+/// The role this process plays, if it is a re-executed child.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE).ok()
+}
+
+/// Re-runs this test binary as `role`, running only `test` (its full name), with `envs`.
+/// The child's stdout (libtest's summary lines) is discarded; stderr is inherited.
+pub fn spawn_role(test: &str, role: &str, envs: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .stdout(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn child role")
+}
+
+/// Waits for `child` at most `limit`; kills it and panics when it takes longer.
+pub fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kills children that are still running when dropped (a failing test leaves none behind).
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Lowercase hex of `b` (descriptors travel through the environment as hex).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Parses [`hex`].
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// CPU time this thread has used.
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
