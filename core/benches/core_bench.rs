@@ -8,11 +8,15 @@
 //!
 //! Run: `cargo bench -p dragon-channels-core --bench core_bench` (add `-- --quick` for a short run).
 
+#![allow(clippy::std_instead_of_core, missing_docs)] // a std benchmark program
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::time::Instant;
 
-use dragon_channels_core::{AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, Region};
+use dragon_channels_core::{
+    AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, Region,
+};
 use heapless::pool::boxed::{Box as HBox, BoxBlock};
 
 struct Mem(Vec<u64>);
@@ -103,22 +107,58 @@ fn heapless_setup() {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (reps, iters) = if quick { (5, 200_000u64) } else { (11, 2_000_000u64) };
+    let (reps, iters) = if quick {
+        (5, 200_000u64)
+    } else {
+        (11, 2_000_000u64)
+    };
     heapless_setup();
 
     let mut mem = Mem(vec![0u64; (64 << 20) / 8 + 16]);
-    let pool = Pool::init(mem.region(), &PoolConfig { min_block: 64, max_allocations: None, uid: 1 }, 1).unwrap();
+    let mut pool = Pool::init(
+        mem.region(),
+        &PoolConfig {
+            min_block: 64,
+            max_allocations: None,
+            uid: 1,
+        },
+        1,
+    )
+    .unwrap();
+    // As the std adapter does: spin briefly, then let a preempted lock holder run.
+    pool.set_relax(|spins| {
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else if spins < 256 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    });
 
     println!("## Pool: alloc+free pair, ns (median of {reps} runs of {iters})\n");
-    println!("| size | threads | dragon pool | glibc malloc | heapless::pool | pool/malloc | pool/heapless |");
+    println!(
+        "| size | threads | dragon pool | glibc malloc | heapless::pool | pool/malloc | pool/heapless |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for size in [64usize, 256, 1024, 4096] {
         for threads in [1usize, 2] {
             let ours = measure_threads(reps, threads, iters, |t, n| {
                 let p = pool.with_owner(10 + t as u32).unwrap();
                 for _ in 0..n {
-                    let a = p.alloc(size, AllocKind::Data).unwrap();
-                    p.free(black_box(a)).unwrap();
+                    // Stalled only means the lock holder was preempted for long: retry.
+                    let a = loop {
+                        match p.alloc(size, AllocKind::Data) {
+                            Err(dragon_channels_core::PoolError::Stalled { .. }) => continue,
+                            r => break r.unwrap(),
+                        }
+                    };
+                    while let Err(e) = p.free(black_box(a)) {
+                        assert!(
+                            matches!(e, dragon_channels_core::PoolError::Stalled { .. }),
+                            "{e}"
+                        );
+                    }
                 }
             });
             let layout = Layout::from_size_align(size, 8).unwrap();
@@ -143,7 +183,15 @@ fn main() {
 
     println!("\n## Channel: 64 B messages, two threads (median of {reps} runs)\n");
     let msgs = iters;
-    let ch = Channel::create(&pool, 1, &ChannelAttrs { capacity: 100, block_size: 64 }).unwrap();
+    let ch = Channel::create(
+        &pool,
+        1,
+        &ChannelAttrs {
+            capacity: 100,
+            block_size: 64,
+        },
+    )
+    .unwrap();
     let ours = measure(reps, msgs, |n| {
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -198,9 +246,20 @@ fn main() {
     });
     println!("| peer | ns/msg | Mmsg/s | ours vs peer (throughput) |");
     println!("|---|---:|---:|---:|");
-    println!("| dragon channel (try_* spin) | {ours:.1} | {:.2} | 1.00x |", 1e3 / ours);
-    println!("| crossbeam bounded(100) send/recv | {cb:.1} | {:.2} | {:.2}x |", 1e3 / cb, cb / ours);
-    println!("| crossbeam bounded(100) try_* spin | {cb_spin:.1} | {:.2} | {:.2}x |", 1e3 / cb_spin, cb_spin / ours);
+    println!(
+        "| dragon channel (try_* spin) | {ours:.1} | {:.2} | 1.00x |",
+        1e3 / ours
+    );
+    println!(
+        "| crossbeam bounded(100) send/recv | {cb:.1} | {:.2} | {:.2}x |",
+        1e3 / cb,
+        cb / ours
+    );
+    println!(
+        "| crossbeam bounded(100) try_* spin | {cb_spin:.1} | {:.2} | {:.2}x |",
+        1e3 / cb_spin,
+        cb_spin / ours
+    );
 
     println!("\n## Channel: uncontended try_send + try_recv pair, one thread, 64 B\n");
     let ours_pair = measure(reps, iters, |n| {
@@ -220,5 +279,8 @@ fn main() {
     });
     println!("| dragon pair ns | crossbeam pair ns | ratio (ours/crossbeam) |");
     println!("|---:|---:|---:|");
-    println!("| {ours_pair:.1} | {cb_pair:.1} | {:.2}x |", ours_pair / cb_pair);
+    println!(
+        "| {ours_pair:.1} | {cb_pair:.1} | {:.2}x |",
+        ours_pair / cb_pair
+    );
 }

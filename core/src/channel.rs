@@ -62,7 +62,6 @@ pub const MAX_CAPACITY: u32 = 1 << 24;
 /// Largest block size.
 pub const MAX_BLOCK_SIZE: u32 = 1 << 24;
 
-const STATE_READY: u32 = 0x5245_4459;
 const STATE_DESTROYED: u32 = 0x4445_4144;
 const ROLE_RECV: u32 = 1 << 31;
 const OWNER_MASK: u32 = !ROLE_RECV;
@@ -392,7 +391,8 @@ impl Channel {
             },
         };
         // SYNC: publish channel (Release) <-> attach / every operation (Acquire state load).
-        ch.atomic(H_STATE).store(STATE_READY, Ordering::Release);
+        ch.atomic(H_STATE)
+            .store(Self::ready_token(c_uid, &alloc), Ordering::Release);
         Ok(ch)
     }
 
@@ -531,7 +531,7 @@ impl Channel {
         // SYNC: destroy (AcqRel CAS) <-> operations' Acquire state load.
         self.atomic(H_STATE)
             .compare_exchange(
-                STATE_READY,
+                Self::ready_token(self.uid, &self.alloc),
                 STATE_DESTROYED,
                 Ordering::AcqRel,
                 Ordering::Acquire,
@@ -852,6 +852,17 @@ impl Channel {
             if c == 0 || is_alive(c & OWNER_MASK) {
                 continue;
             }
+            // Take the dead party's claim over (keeping its role bit), so that of several
+            // parties recovering at once exactly one repairs this slot, and no live party
+            // touches it meanwhile.
+            let mine = (c & ROLE_RECV) | self.pool.owner();
+            // SYNC: take over claim (CAS AcqRel) <-> the dead party's last Release stores.
+            if claim_a
+                .compare_exchange(c, mine, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
             let seq_a = self.slot_atomic(s, S_SEQ);
             let seq = seq_a.load(Ordering::Acquire);
             let ix = seq & mask;
@@ -883,7 +894,7 @@ impl Channel {
                 rep.claims_released += 1;
             }
             // SYNC: release claim (Release) <-> claim CAS (Acquire).
-            let _ = claim_a.compare_exchange(c, 0, Ordering::Release, Ordering::Relaxed);
+            claim_a.store(0, Ordering::Release);
         }
         if rep.tombstones + rep.lost_in_receive > 0 {
             self.recv_event().notify();
@@ -931,9 +942,21 @@ impl Channel {
         unsafe { self.region().atomic(slot + field) }
     }
 
+    /// The state word of a live channel: specific to this channel (uid, record, generation),
+    /// so a stale handle whose memory was reused by another channel still reads "destroyed".
+    fn ready_token(uid: u64, alloc: &Alloc) -> u32 {
+        let mut b = [0u8; 14];
+        b[..8].copy_from_slice(&uid.to_le_bytes());
+        b[8..12].copy_from_slice(&alloc.id().to_le_bytes());
+        b[12..].copy_from_slice(&alloc.generation().to_le_bytes());
+        let t = fnv1a(&b);
+        if t == 0 || t == STATE_DESTROYED { 1 } else { t }
+    }
+
     fn check_ready(&self) -> Result<(), ChannelError> {
         // SYNC: Acquire <-> publish channel (Release) in `create`, destroy's CAS.
-        if self.atomic(H_STATE).load(Ordering::Acquire) != STATE_READY {
+        if self.atomic(H_STATE).load(Ordering::Acquire) != Self::ready_token(self.uid, &self.alloc)
+        {
             return Err(ChannelError::Destroyed);
         }
         Ok(())
@@ -976,16 +999,15 @@ impl Channel {
                         if fault::dies(me, Step::SendClaimed) {
                             return Err(ChannelError::Died);
                         }
+                        // Holding the claim of the slot whose sequence says "position `tail`",
+                        // this party alone may move `tail` past it: a plain store suffices
+                        // (one CAS per operation, not two).
                         if seq_a.load(Ordering::Acquire) == tail
-                            && tail_a
-                                .compare_exchange(
-                                    tail,
-                                    self.next_pos(tail),
-                                    Ordering::SeqCst,
-                                    Ordering::Relaxed,
-                                )
-                                .is_ok()
+                            && tail_a.load(Ordering::Relaxed) == tail
                         {
+                            // SYNC: advance tail (Release) <-> other senders' tail load and the
+                            // receivers' empty check (fence + tail load).
+                            tail_a.store(self.next_pos(tail), Ordering::Release);
                             if fault::dies(me, Step::SendAdvanced) {
                                 return Err(ChannelError::Died);
                             }
@@ -993,6 +1015,8 @@ impl Channel {
                         }
                         claim.store(0, Ordering::Release);
                     }
+                    // Another sender claimed this position first: move on once it advances.
+                    Err(_) if tail_a.load(Ordering::Relaxed) != tail => spins = 0,
                     Err(holder) => self.stall(&mut spins, holder)?,
                 }
             } else if seq.wrapping_add(self.geo.one_lap) == tail.wrapping_add(1) {
@@ -1004,7 +1028,9 @@ impl Channel {
                 }
                 let holder = self.slot_atomic(s, S_CLAIM).load(Ordering::Relaxed);
                 self.stall(&mut spins, holder)?;
-            } else if tail_a.load(Ordering::Relaxed) == tail {
+            } else if tail_a.load(Ordering::Relaxed) != tail {
+                spins = 0;
+            } else {
                 // `tail` did not move, yet its slot is for no lap near it: only a corrupt
                 // sequence word stays like this.
                 spins += 1;
@@ -1023,7 +1049,7 @@ impl Channel {
                 owner: holder & OWNER_MASK,
             });
         }
-        spin_hint();
+        self.pool.relax(*spins);
         Ok(())
     }
 
@@ -1113,7 +1139,11 @@ impl Channel {
                 if let Err(holder) =
                     claim.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 {
-                    self.stall(&mut spins, holder)?;
+                    if head_a.load(Ordering::Relaxed) != head {
+                        spins = 0; // another receiver took this position: progress
+                    } else {
+                        self.stall(&mut spins, holder)?;
+                    }
                     continue;
                 }
                 if fault::dies(me & OWNER_MASK, Step::RecvClaimed) {
@@ -1142,25 +1172,17 @@ impl Channel {
                 };
                 let valid =
                     tomb || (flags == F_INLINE && len <= self.block_size()) || side.is_some();
-                if !tomb && valid {
-                    if let Err(e) = prepare(len, side.is_some()) {
-                        claim.store(0, Ordering::Release);
-                        return Err(e);
-                    }
-                }
-                // SYNC: advance head (SeqCst) <-> senders' full check (fence + head load).
-                if head_a
-                    .compare_exchange(
-                        head,
-                        self.next_pos(head),
-                        Ordering::SeqCst,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
+                if !tomb
+                    && valid
+                    && let Err(e) = prepare(len, side.is_some())
                 {
                     claim.store(0, Ordering::Release);
-                    return Err(ChannelError::Corrupt("head moved under a claim"));
+                    return Err(e);
                 }
+                // The claim makes this receiver the only one that may move `head` past this
+                // position (checked above): a plain store.
+                // SYNC: advance head (Release) <-> senders' full check (fence + head load).
+                head_a.store(self.next_pos(head), Ordering::Release);
                 if fault::dies(me & OWNER_MASK, Step::RecvAdvanced) {
                     return Err(ChannelError::Died);
                 }
@@ -1197,7 +1219,9 @@ impl Channel {
                 // A sender took this position and is writing it.
                 let holder = self.slot_atomic(s, S_CLAIM).load(Ordering::Relaxed);
                 self.stall(&mut spins, holder)?;
-            } else if head_a.load(Ordering::Relaxed) == head {
+            } else if head_a.load(Ordering::Relaxed) != head {
+                spins = 0;
+            } else {
                 // As in `claim_send`: an unmoving `head` whose slot matches no lap is corrupt.
                 spins += 1;
                 if spins >= STALL_SPINS {

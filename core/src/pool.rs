@@ -141,7 +141,11 @@ struct PoolHeader {
     free_min_blocks: u32,
     /// Times the metadata was rebuilt after a dead lock holder.
     rebuilds: u32,
-    _reserved2: [u32; 4],
+    /// Bumped by every lock holder (Relaxed, under the lock): waiters see the lock change
+    /// hands even when the same owner id takes it again, so only a holder that keeps it
+    /// counts as stalled.
+    lock_epoch: AtomicU32,
+    _reserved2: [u32; 3],
     /// Head block index of each order's free list (`NIL` when empty).
     free_heads: [u32; MAX_ORDERS],
     /// Length of each order's free list.
@@ -470,6 +474,7 @@ impl Pool {
         r.init_atomic(off!(lock), 0);
         r.init_atomic(off!(free_seq), 0);
         r.init_atomic(off!(waiters), 0);
+        r.init_atomic(off!(lock_epoch), 0);
         let pool = Self {
             region,
             geo,
@@ -558,6 +563,11 @@ impl Pool {
     /// default is a CPU spin hint; the std adapter yields the thread after a while.
     pub fn set_relax(&mut self, relax: fn(u32)) {
         self.relax = relax;
+    }
+
+    /// One relax step of a waiter that has spun `spins` times (the hook of [`Pool::set_relax`]).
+    pub(crate) fn relax(&self, spins: u32) {
+        (self.relax)(spins);
     }
 
     /// This handle's owner id.
@@ -817,11 +827,12 @@ impl Pool {
         }
         let g = self.lock()?;
         for rec in 0..self.geo.max_records {
-            if let Some(info) = self.record_info(rec) {
-                if info.owner & STRUCT_OWNER_BIT == 0 && !is_alive(info.owner) {
-                    self.free_locked(&info.alloc)?;
-                    rep.freed += 1;
-                }
+            if let Some(info) = self.record_info(rec)
+                && info.owner & STRUCT_OWNER_BIT == 0
+                && !is_alive(info.owner)
+            {
+                self.free_locked(&info.alloc)?;
+                rep.freed += 1;
             }
         }
         drop(g);
@@ -841,11 +852,12 @@ impl Pool {
         let g = self.lock()?;
         let mut n = 0;
         for rec in 0..self.geo.max_records {
-            if let Some(info) = self.record_info(rec) {
-                if info.owner == owner && Some(&info.alloc) != keep {
-                    self.free_locked(&info.alloc)?;
-                    n += 1;
-                }
+            if let Some(info) = self.record_info(rec)
+                && info.owner == owner
+                && Some(&info.alloc) != keep
+            {
+                self.free_locked(&info.alloc)?;
+                n += 1;
             }
         }
         drop(g);
@@ -894,12 +906,27 @@ impl Pool {
 
     fn lock(&self) -> Result<Guard<'_>, PoolError> {
         let lock = self.hdr_atomic(off!(lock));
+        let epoch = self.hdr_atomic(off!(lock_epoch));
         let mut spins = 0u32;
+        let mut seen = epoch.load(Ordering::Relaxed);
         loop {
             // SYNC: acquire lock (CAS Acquire) <-> release lock (store Release in Guard::drop).
             match lock.compare_exchange_weak(0, self.owner, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return Ok(Guard { pool: self }),
+                Ok(_) => {
+                    // Exclusive under the lock: a plain increment suffices.
+                    epoch.store(
+                        epoch.load(Ordering::Relaxed).wrapping_add(1),
+                        Ordering::Relaxed,
+                    );
+                    return Ok(Guard { pool: self });
+                }
                 Err(holder) => {
+                    let now = epoch.load(Ordering::Relaxed);
+                    if now != seen {
+                        // The lock changed hands meanwhile: contention, not a stall.
+                        seen = now;
+                        spins = 0;
+                    }
                     spins += 1;
                     if spins >= STALL_SPINS {
                         return Err(PoolError::Stalled { owner: holder });

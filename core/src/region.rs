@@ -94,7 +94,7 @@ impl Region {
     /// Volatile read of a plain `u32` at `off` (4-aligned, inside the region).
     #[inline]
     pub(crate) fn read_u32(&self, off: usize) -> u32 {
-        debug_assert!(self.contains(off, 4) && off % 4 == 0);
+        debug_assert!(self.contains(off, 4) && off.is_multiple_of(4));
         // SAFETY: in bounds and aligned (asserted above; callers derive `off` from validated
         // geometry); volatile so the value is read exactly once.
         unsafe { self.ptr(off).cast::<u32>().read_volatile() }
@@ -103,7 +103,7 @@ impl Region {
     /// Volatile write of a plain `u32` at `off` (4-aligned, inside the region).
     #[inline]
     pub(crate) fn write_u32(&self, off: usize, v: u32) {
-        debug_assert!(self.contains(off, 4) && off % 4 == 0);
+        debug_assert!(self.contains(off, 4) && off.is_multiple_of(4));
         // SAFETY: as in `read_u32`; the caller holds the lock that protects this word.
         unsafe { self.ptr(off).cast::<u32>().write_volatile(v) }
     }
@@ -146,7 +146,7 @@ impl Region {
     pub(crate) unsafe fn atomic<'a>(&self, off: usize) -> &'a AtomicU32 {
         debug_assert!(
             self.contains(off, core::mem::size_of::<AtomicU32>())
-                && off % core::mem::align_of::<AtomicU32>() == 0
+                && off.is_multiple_of(core::mem::align_of::<AtomicU32>())
         );
         // SAFETY: the caller guarantees an atomic lives at `off` and that the mapping outlives
         // `'a`; atomics may be shared between threads and processes.
@@ -157,7 +157,7 @@ impl Region {
     pub(crate) fn init_atomic(&self, off: usize, v: u32) {
         debug_assert!(
             self.contains(off, core::mem::size_of::<AtomicU32>())
-                && off % core::mem::align_of::<AtomicU32>() == 0
+                && off.is_multiple_of(core::mem::align_of::<AtomicU32>())
         );
         // SAFETY: in bounds and aligned; called by the creator before the region is published.
         unsafe { self.ptr(off).cast::<AtomicU32>().write(AtomicU32::new(v)) }

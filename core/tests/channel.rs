@@ -1,6 +1,7 @@
 //! The channel's battery (crossbeam-queue / rtrb style): smoke, capacity, minimum capacity,
 //! len/empty/full, spsc, mpmc exactly-once with checksums, FIFO per sender; plus payload modes,
 //! descriptors, destroy, deadlines and corruption.
+#![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
 
 mod common;
 
@@ -329,7 +330,12 @@ fn spsc_fifo() {
     std::thread::scope(|s| {
         s.spawn(|| {
             for i in 0..n {
-                while ch.try_send(&i.to_le_bytes(), 0, 0) == Err(ChannelError::Full) {
+                // Full, or Stalled (the receiver was preempted mid-receive): retry.
+                while let Err(e) = ch.try_send(&i.to_le_bytes(), 0, 0) {
+                    assert!(
+                        matches!(e, ChannelError::Full | ChannelError::Stalled { .. }),
+                        "{e}"
+                    );
                     std::hint::spin_loop();
                 }
             }
@@ -340,7 +346,9 @@ fn spsc_fifo() {
                 loop {
                     match ch.try_recv_into(&mut b) {
                         Ok(_) => break,
-                        Err(ChannelError::Empty) => std::hint::spin_loop(),
+                        Err(ChannelError::Empty | ChannelError::Stalled { .. }) => {
+                            std::hint::spin_loop()
+                        }
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -384,9 +392,9 @@ fn mpmc_exactly_once_with_checksums() {
                     loop {
                         match ch.try_send(&msg, u64::from(t), u64::from(i)) {
                             Ok(()) => break,
-                            Err(ChannelError::Full) | Err(ChannelError::Pool(_)) => {
-                                std::thread::yield_now()
-                            }
+                            Err(ChannelError::Full)
+                            | Err(ChannelError::Pool(_))
+                            | Err(ChannelError::Stalled { .. }) => std::thread::yield_now(),
                             Err(e) => panic!("{e}"),
                         }
                     }
@@ -419,7 +427,9 @@ fn mpmc_exactly_once_with_checksums() {
                                 got.push((t, i));
                             }
                             Err(ChannelError::Empty) if all_sent => return got,
-                            Err(ChannelError::Empty) => std::thread::yield_now(),
+                            Err(ChannelError::Empty | ChannelError::Stalled { .. }) => {
+                                std::thread::yield_now()
+                            }
                             Err(e) => panic!("{e}"),
                         }
                     }

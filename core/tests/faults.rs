@@ -1,6 +1,7 @@
 //! A party stopped at each step of pool and channel operations (fault injection), declared
 //! dead, and recovered: the others carry on, nothing else is lost, and the pool returns to its
 //! baseline.
+#![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
 
 mod common;
 
@@ -28,7 +29,7 @@ fn doom(owner: u32, step: Step) {
     fault::set_hook(Some(hook));
 }
 
-const SURVIVOR: u32 = 1;
+
 
 #[derive(Clone, Copy, Debug)]
 enum Victim {

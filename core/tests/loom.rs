@@ -4,12 +4,15 @@
 //! executions and asserts loom explored more than one interleaving.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p dragon-channels-core --release --test loom`
+#![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
 #![cfg(loom)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dragon_channels_core::{AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, Region};
+use dragon_channels_core::{
+    AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, Region,
+};
 
 struct Mem(Vec<u64>);
 
@@ -91,10 +94,20 @@ fn capacity_one_full_empty_edges() {
         RUNS.fetch_add(1, Ordering::Relaxed);
         let mem = Mem::new(8 * 1024);
         let p = Pool::init(mem.region(), &PoolConfig::default(), 1).unwrap();
-        let ch = Channel::create(&p, 1, &ChannelAttrs { capacity: 1, block_size: 8 }).unwrap();
+        let ch = Channel::create(
+            &p,
+            1,
+            &ChannelAttrs {
+                capacity: 1,
+                block_size: 8,
+            },
+        )
+        .unwrap();
         let (m1, m2) = (mem.clone(), mem.clone());
         let tx = loom::thread::spawn(move || {
-            let sent: Vec<u8> = (1..=2).filter(|&v| ch.try_send(&[v], 0, 0).is_ok()).collect();
+            let sent: Vec<u8> = (1..=2)
+                .filter(|&v| ch.try_send(&[v], 0, 0).is_ok())
+                .collect();
             drop(m1);
             sent
         });
@@ -118,7 +131,10 @@ fn capacity_one_full_empty_edges() {
             got.push(b[0]);
         }
         assert_eq!(got, sent, "exactly once, in order");
-        assert_eq!(sent[0], 1, "an empty channel of capacity 1 accepts a message");
+        assert_eq!(
+            sent[0], 1,
+            "an empty channel of capacity 1 accepts a message"
+        );
     });
     explored(&RUNS, "capacity_one_full_empty_edges");
 }
@@ -133,7 +149,15 @@ fn mpmc_exactly_once() {
         RUNS.fetch_add(1, Ordering::Relaxed);
         let mem = Mem::new(8 * 1024);
         let p = Pool::init(mem.region(), &PoolConfig::default(), 1).unwrap();
-        let ch = Channel::create(&p, 1, &ChannelAttrs { capacity: 2, block_size: 8 }).unwrap();
+        let ch = Channel::create(
+            &p,
+            1,
+            &ChannelAttrs {
+                capacity: 2,
+                block_size: 8,
+            },
+        )
+        .unwrap();
         let senders: Vec<_> = [10u8, 20]
             .into_iter()
             .map(|v| {
@@ -167,7 +191,10 @@ fn mpmc_exactly_once() {
         for s in senders {
             s.join().unwrap();
         }
-        let mut got: Vec<u8> = receivers.into_iter().filter_map(|r| r.join().unwrap()).collect();
+        let mut got: Vec<u8> = receivers
+            .into_iter()
+            .filter_map(|r| r.join().unwrap())
+            .collect();
         let mut b = [0u8; 1];
         while ch.try_recv_into(&mut b).is_ok() {
             got.push(b[0]);

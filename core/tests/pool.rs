@@ -1,5 +1,6 @@
 //! The pool's battery: validation, allocation rules, descriptors, queries, a model-checked
 //! property test, a multi-thread stress test, corruption and dead-party recovery.
+#![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
 
 mod common;
 
@@ -276,11 +277,11 @@ fn blocking_alloc_times_out_and_zero_deadline_tries_once() {
     assert_eq!(r, Err(PoolError::OutOfSpace));
     let r = p.alloc_blocking::<_, spin::relax::Spin>(64, AllocKind::Data, &clock, Some(20_000));
     assert_eq!(r, Err(PoolError::Timeout));
-    assert!(t0.elapsed() >= std::time::Duration::from_millis(20));
+    assert!(t0.elapsed() >= core::time::Duration::from_millis(20));
     // Another thread frees; the blocked allocation succeeds.
     std::thread::scope(|s| {
         s.spawn(|| {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(core::time::Duration::from_millis(10));
             p.free(all.pop().unwrap()).unwrap();
         });
         let r = p.alloc_blocking::<_, spin::relax::Spin>(64, AllocKind::Data, &clock, None);

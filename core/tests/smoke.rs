@@ -1,3 +1,5 @@
+//! Smoke test: the pool and channel round trip once, and everything comes back.
+#![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
 mod common;
 use common::*;
 use dragon_channels_core::*;

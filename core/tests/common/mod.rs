@@ -34,14 +34,26 @@ impl Mem {
     }
 }
 
+/// A pool whose waiters spin briefly, then yield, then sleep, as the std adapter's do: with
+/// more threads than cores a preempted lock or slot holder must get to run.
 pub fn pool(mem: &mut Mem, min_block: u32) -> Pool {
-    Pool::init(
-        mem.region(),
-        &PoolConfig {
-            min_block,
-            ..Default::default()
-        },
-        1,
-    )
-    .unwrap()
+    let cfg = PoolConfig {
+        min_block,
+        ..Default::default()
+    };
+    let mut p = Pool::init(mem.region(), &cfg, 1).unwrap();
+    p.set_relax(relax);
+    p
+}
+
+/// Spin, then yield, then sleep: `sched_yield` alone does not guarantee that a preempted
+/// holder on the same core runs (CFS may pick the yielder again).
+pub fn relax(spins: u32) {
+    if spins < 64 {
+        core::hint::spin_loop();
+    } else if spins < 256 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(core::time::Duration::from_micros(50));
+    }
 }
