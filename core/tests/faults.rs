@@ -29,8 +29,6 @@ fn doom(owner: u32, step: Step) {
     fault::set_hook(Some(hook));
 }
 
-
-
 #[derive(Clone, Copy, Debug)]
 enum Victim {
     SendInline,
