@@ -1256,11 +1256,14 @@ fn block_on<T, C: Clock + ?Sized, R: spin::RelaxStrategy, F: FnMut() -> Result<T
     busy: ChannelError,
     mut op: F,
 ) -> Result<T, ChannelError> {
+    // A deadline reached before the call means "try once": report the busy state. One that
+    // passes while waiting (even during the first try) is a timeout.
+    let try_once = expired(clock, deadline);
     match op() {
         Err(e) if e == busy => {}
         other => return other,
     }
-    if expired(clock, deadline) {
+    if try_once {
         return Err(busy);
     }
     loop {

@@ -642,11 +642,14 @@ impl Pool {
         clock: &C,
         deadline: Deadline,
     ) -> Result<Alloc, PoolError> {
+        // A deadline reached before the call means "try once"; one that passes later is a
+        // timeout.
+        let try_once = expired(clock, deadline);
         let first = match self.alloc(size, kind) {
             Err(PoolError::OutOfSpace) => PoolError::OutOfSpace,
             other => return other,
         };
-        if expired(clock, deadline) {
+        if try_once {
             return Err(first);
         }
         loop {
