@@ -274,6 +274,7 @@ pub struct Channel {
 }
 
 /// A claimed slot, for the duration of one step.
+#[derive(Clone, Copy)]
 struct Claimed {
     slot: usize,
     pos: u32,
@@ -701,16 +702,8 @@ impl Channel {
                     let _ = side.free(a);
                     return Err(e);
                 }
-                r.write_u64(s + S_HINTS, hints);
-                r.write_u64(s + S_CLIENT, clientid);
-                return self.publish_side(s);
             }
-            SendMode::Transfer { alloc, len } => {
-                self.put_side(c, alloc, len)?;
-                r.write_u64(s + S_HINTS, hints);
-                r.write_u64(s + S_CLIENT, clientid);
-                return self.publish_side(s);
-            }
+            SendMode::Transfer { alloc, len } => self.put_side(c, alloc, len)?,
         }
         r.write_u64(s + S_HINTS, hints);
         r.write_u64(s + S_CLIENT, clientid);
@@ -1076,12 +1069,6 @@ impl Channel {
             return Err(e.into());
         }
         Ok(())
-    }
-
-    /// Publishes the claimed slot `s` (its sequence word still holds the claimed position).
-    fn publish_side(&self, s: usize) -> Result<(), ChannelError> {
-        let pos = self.slot_atomic(s, S_SEQ).load(Ordering::Relaxed);
-        self.publish_send(Claimed { slot: s, pos })
     }
 
     fn publish_send(&self, c: Claimed) -> Result<(), ChannelError> {

@@ -510,13 +510,7 @@ fn events_register_and_notify() {
 #[test]
 fn random_channel_corruption_gives_errors_only() {
     let iterations = scaled(400);
-    let mut seed = 0xDEAD_BEEF_u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rnd = common::xorshift(0xDEAD_BEEF_u64);
     for _ in 0..iterations {
         let mut m = Mem::new(128 * 1024);
         let p = pool(&mut m, 64);

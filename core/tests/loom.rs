@@ -74,6 +74,18 @@ fn pool_concurrent_alloc_free() {
     explored(&RUNS, "pool_concurrent_alloc_free");
 }
 
+/// A fresh region with a pool and a channel of `capacity` one-byte-ish slots.
+fn channel_in_new_region(capacity: u32) -> (Arc<Mem>, Channel) {
+    let mem = Mem::new(8 * 1024);
+    let p = Pool::init(mem.region(), &PoolConfig::default(), 1).unwrap();
+    let attrs = ChannelAttrs {
+        capacity,
+        block_size: 8,
+    };
+    let ch = Channel::create(&p, 1, &attrs).unwrap();
+    (mem, ch)
+}
+
 fn model(f: impl Fn() + Sync + Send + 'static) {
     model_bounded(2, f);
 }
@@ -92,17 +104,7 @@ fn capacity_one_full_empty_edges() {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     model(|| {
         RUNS.fetch_add(1, Ordering::Relaxed);
-        let mem = Mem::new(8 * 1024);
-        let p = Pool::init(mem.region(), &PoolConfig::default(), 1).unwrap();
-        let ch = Channel::create(
-            &p,
-            1,
-            &ChannelAttrs {
-                capacity: 1,
-                block_size: 8,
-            },
-        )
-        .unwrap();
+        let (mem, ch) = channel_in_new_region(1);
         let (m1, m2) = (mem.clone(), mem.clone());
         let tx = loom::thread::spawn(move || {
             let sent: Vec<u8> = (1..=2)
@@ -147,17 +149,7 @@ fn mpmc_exactly_once() {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     model_bounded(1, || {
         RUNS.fetch_add(1, Ordering::Relaxed);
-        let mem = Mem::new(8 * 1024);
-        let p = Pool::init(mem.region(), &PoolConfig::default(), 1).unwrap();
-        let ch = Channel::create(
-            &p,
-            1,
-            &ChannelAttrs {
-                capacity: 2,
-                block_size: 8,
-            },
-        )
-        .unwrap();
+        let (mem, ch) = channel_in_new_region(2);
         let senders: Vec<_> = [10u8, 20]
             .into_iter()
             .map(|v| {

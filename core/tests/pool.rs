@@ -343,13 +343,7 @@ fn random_metadata_corruption_gives_errors_only() {
     // Flip random bytes of a live pool's header, table and records, then run operations:
     // only errors may come back (no panic, no access outside the region: Miri checks that).
     let iterations = scaled(300);
-    let mut seed = 0x1234_5678_9abc_def0u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rnd = common::xorshift(0x1234_5678_9abc_def0u64);
     for _ in 0..iterations {
         let mut m = Mem::new(64 * 1024);
         let p = pool(&mut m, 64);

@@ -59,20 +59,55 @@ impl core::error::Error for TransferError {
     }
 }
 
-/// A send handle on a channel.
+/// What both handle kinds hold: the channel, whether the handle is open, its default timeout.
 #[derive(Debug)]
-pub struct ChannelSendH {
+struct HandleState {
     ch: Channel,
     open: bool,
     default_timeout: Timeout,
 }
 
+impl HandleState {
+    fn open(&mut self) -> Result<(), Error> {
+        if self.open {
+            return Err(Error::ChannelError(Reason::AlreadyOpen));
+        }
+        self.ch.check_live()?;
+        self.open = true;
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), Error> {
+        if !self.open {
+            return Err(Error::ChannelHandleNotOpen);
+        }
+        self.open = false;
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.open {
+            Ok(())
+        } else {
+            Err(Error::ChannelHandleNotOpen)
+        }
+    }
+}
+
+/// A send handle on a channel.
+#[derive(Debug)]
+pub struct ChannelSendH {
+    h: HandleState,
+}
+
 impl ChannelSendH {
     pub(crate) fn new(ch: Channel, default_timeout: Timeout) -> Self {
         Self {
-            ch,
-            open: false,
-            default_timeout,
+            h: HandleState {
+                ch,
+                open: false,
+                default_timeout,
+            },
         }
     }
 
@@ -82,12 +117,7 @@ impl ChannelSendH {
     /// [`Error::ChannelDestroyed`] when the channel was destroyed, [`Error::ChannelError`]
     /// with [`Reason::AlreadyOpen`] when it is open.
     pub fn open(&mut self) -> Result<(), Error> {
-        if self.open {
-            return Err(Error::ChannelError(Reason::AlreadyOpen));
-        }
-        self.ch.check_live()?;
-        self.open = true;
-        Ok(())
+        self.h.open()
     }
 
     /// Closes the handle.
@@ -95,34 +125,22 @@ impl ChannelSendH {
     /// # Errors
     /// [`Error::ChannelHandleNotOpen`] when it is not open.
     pub fn close(&mut self) -> Result<(), Error> {
-        if !self.open {
-            return Err(Error::ChannelHandleNotOpen);
-        }
-        self.open = false;
-        Ok(())
+        self.h.close()
     }
 
     /// Whether the handle is open.
     pub fn is_open(&self) -> bool {
-        self.open
+        self.h.open
     }
 
     /// The timeout used by calls that pass [`Timeout::Default`].
     pub fn default_timeout(&self) -> Timeout {
-        self.default_timeout
+        self.h.default_timeout
     }
 
     /// The channel.
     pub fn channel(&self) -> &Channel {
-        &self.ch
-    }
-
-    fn check_open(&self) -> Result<(), Error> {
-        if self.open {
-            Ok(())
-        } else {
-            Err(Error::ChannelHandleNotOpen)
-        }
+        &self.h.ch
     }
 
     /// Sends a copy of `msg`'s payload with its `hints` and `clientid` (`copy_on_send`); with
@@ -140,7 +158,7 @@ impl ChannelSendH {
         dest_msg: Option<&mut Message>,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        self.check_open()?;
+        self.h.check_open()?;
         let payload = msg
             .bytes()
             .map_err(|_| Error::ChannelSendError(Reason::EmptyMessage))?;
@@ -163,7 +181,7 @@ impl ChannelSendH {
     /// As [`ChannelSendH::send`], plus [`Reason::ForeignMemory`] for memory of another
     /// pool; the message comes back in the error.
     pub fn send_transfer(&self, mut msg: Message, timeout: Timeout) -> Result<(), TransferError> {
-        if let Err(error) = self.check_open() {
+        if let Err(error) = self.h.check_open() {
             return Err(TransferError {
                 error,
                 message: msg,
@@ -202,7 +220,7 @@ impl ChannelSendH {
         dest_msg: Option<&mut Message>,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        self.check_open()?;
+        self.h.check_open()?;
         let n = msg_bytes.len();
         if msg_len < n {
             return Err(Error::ChannelSendError(Reason::MsgLenTooShort {
@@ -237,10 +255,11 @@ impl ChannelSendH {
         clientid: u64,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        let core = &self.ch.core;
-        self.ch
+        let core = &self.h.ch.core;
+        self.h
+            .ch
             .ctx(Op::Send)
-            .block(timeout.deadline(self.default_timeout), || {
+            .block(timeout.deadline(self.h.default_timeout), || {
                 core.try_send(bytes, hints, clientid)
             })
     }
@@ -252,17 +271,18 @@ impl ChannelSendH {
         clientid: u64,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        if !mem.pool.same_pool(&self.ch.pool) {
+        if !mem.pool.same_pool(&self.h.ch.pool) {
             return Err(Error::ChannelSendError(Reason::ForeignMemory));
         }
         let mode = SendMode::Transfer {
             alloc: mem.alloc,
             len: mem.len,
         };
-        let core = &self.ch.core;
-        self.ch
+        let core = &self.h.ch.core;
+        self.h
+            .ch
             .ctx(Op::Send)
-            .block(timeout.deadline(self.default_timeout), || {
+            .block(timeout.deadline(self.h.default_timeout), || {
                 core.try_send_mode(mode, hints, clientid)
             })
     }
@@ -302,17 +322,17 @@ impl ChannelSendH {
 /// A receive handle on a channel.
 #[derive(Debug)]
 pub struct ChannelRecvH {
-    ch: Channel,
-    open: bool,
-    default_timeout: Timeout,
+    h: HandleState,
 }
 
 impl ChannelRecvH {
     pub(crate) fn new(ch: Channel, default_timeout: Timeout) -> Self {
         Self {
-            ch,
-            open: false,
-            default_timeout,
+            h: HandleState {
+                ch,
+                open: false,
+                default_timeout,
+            },
         }
     }
 
@@ -322,12 +342,7 @@ impl ChannelRecvH {
     /// [`Error::ChannelDestroyed`] when the channel was destroyed, [`Error::ChannelError`]
     /// with [`Reason::AlreadyOpen`] when it is open.
     pub fn open(&mut self) -> Result<(), Error> {
-        if self.open {
-            return Err(Error::ChannelError(Reason::AlreadyOpen));
-        }
-        self.ch.check_live()?;
-        self.open = true;
-        Ok(())
+        self.h.open()
     }
 
     /// Closes the handle.
@@ -335,34 +350,22 @@ impl ChannelRecvH {
     /// # Errors
     /// [`Error::ChannelHandleNotOpen`] when it is not open.
     pub fn close(&mut self) -> Result<(), Error> {
-        if !self.open {
-            return Err(Error::ChannelHandleNotOpen);
-        }
-        self.open = false;
-        Ok(())
+        self.h.close()
     }
 
     /// Whether the handle is open.
     pub fn is_open(&self) -> bool {
-        self.open
+        self.h.open
     }
 
     /// The timeout used by calls that pass [`Timeout::Default`].
     pub fn default_timeout(&self) -> Timeout {
-        self.default_timeout
+        self.h.default_timeout
     }
 
     /// The channel.
     pub fn channel(&self) -> &Channel {
-        &self.ch
-    }
-
-    fn check_open(&self) -> Result<(), Error> {
-        if self.open {
-            Ok(())
-        } else {
-            Err(Error::ChannelHandleNotOpen)
-        }
+        &self.h.ch
     }
 
     /// Receives the next message as a new [`Message`] that owns the payload's memory (a
@@ -375,18 +378,19 @@ impl ChannelRecvH {
     /// [`Error::ChannelRecvError`] when the pool has no memory for an inline payload and the
     /// timeout is try-once (the message stays queued).
     pub fn recv(&self, timeout: Timeout) -> Result<Message, Error> {
-        self.check_open()?;
-        let core = &self.ch.core;
+        self.h.check_open()?;
+        let core = &self.h.ch.core;
         let (alloc, got) = self
+            .h
             .ch
             .ctx(Op::Recv)
-            .block(timeout.deadline(self.default_timeout), || {
+            .block(timeout.deadline(self.h.default_timeout), || {
                 core.try_recv_alloc()
             })?;
-        match MsgMem::new(&self.ch.pool, alloc, got.len) {
+        match MsgMem::new(&self.h.ch.pool, alloc, got.len) {
             Some(mem) => Ok(Message::from_mem(mem, got.hints, got.clientid)),
             None => {
-                let _ = self.ch.pool.inner.free(alloc);
+                let _ = self.h.ch.pool.inner.free(alloc);
                 Err(Error::ChannelRecvError(Reason::Core(
                     dragon_channels_core::ChannelError::Corrupt("received allocation"),
                 )))
@@ -402,17 +406,18 @@ impl ChannelRecvH {
     /// As [`ChannelRecvH::recv`], plus [`Error::ChannelRecvError`] with
     /// [`Reason::DestinationTooSmall`] when the payload does not fit (it stays queued).
     pub fn recv_into(&self, dest_msg: &mut Message, timeout: Timeout) -> Result<(), Error> {
-        self.check_open()?;
+        self.h.check_open()?;
         let Some(mem) = dest_msg.mem.as_mut() else {
             *dest_msg = self.recv(timeout)?;
             return Ok(());
         };
-        let core = &self.ch.core;
+        let core = &self.h.ch.core;
         let buf = mem.block_mut();
         let got = self
+            .h
             .ch
             .ctx(Op::Recv)
-            .block(timeout.deadline(self.default_timeout), || {
+            .block(timeout.deadline(self.h.default_timeout), || {
                 core.try_recv_into(&mut *buf)
             })?;
         mem.len = got.len;
@@ -426,23 +431,24 @@ impl ChannelRecvH {
     /// # Errors
     /// As [`ChannelRecvH::recv`].
     pub fn recv_bytes(&self, timeout: Timeout) -> Result<Vec<u8>, Error> {
-        self.check_open()?;
-        let core = &self.ch.core;
+        self.h.check_open()?;
+        let core = &self.h.ch.core;
         let mut buf = vec![0u8; core.block_size().max(64)];
-        let got = self
-            .ch
-            .ctx(Op::Recv)
-            .block(timeout.deadline(self.default_timeout), || {
-                loop {
-                    match core.try_recv_into(&mut buf) {
-                        Err(dragon_channels_core::ChannelError::DestinationTooSmall {
-                            needed,
-                            ..
-                        }) => buf.resize(needed, 0),
-                        other => return other,
+        let got =
+            self.h
+                .ch
+                .ctx(Op::Recv)
+                .block(timeout.deadline(self.h.default_timeout), || {
+                    loop {
+                        match core.try_recv_into(&mut buf) {
+                            Err(dragon_channels_core::ChannelError::DestinationTooSmall {
+                                needed,
+                                ..
+                            }) => buf.resize(needed, 0),
+                            other => return other,
+                        }
                     }
-                }
-            })?;
+                })?;
         buf.truncate(got.len);
         Ok(buf)
     }

@@ -324,14 +324,7 @@ impl MemoryPool {
         let waited = Instant::now();
         let nonce = loop {
             let (nonce, state) = shm::peek_identity(&file, name)?;
-            let len = file
-                .metadata()
-                .map_err(|e| MemoryPoolError::Io {
-                    op: "stat",
-                    name: name.to_owned(),
-                    source: e,
-                })?
-                .len();
+            let len = shm::file_len(&file, name)?;
             match state {
                 STATE_READY if len >= HEADER_LEN as u64 => break nonce,
                 STATE_DESTROYED => return Err(MemoryPoolError::Destroyed(name.to_owned())),
@@ -392,14 +385,7 @@ impl MemoryPool {
             name: name.to_owned(),
             why,
         };
-        let len = file
-            .metadata()
-            .map_err(|e| MemoryPoolError::Io {
-                op: "stat",
-                name: name.to_owned(),
-                source: e,
-            })?
-            .len();
+        let len = shm::file_len(file, name)?;
         let len = usize::try_from(len).map_err(|_| MemoryPoolError::TooLarge(usize::MAX))?;
         if len < HEADER_LEN {
             return Err(not_a_pool("file shorter than a pool header"));

@@ -199,6 +199,18 @@ pub(crate) fn peek_identity(file: &File, name: &str) -> Result<(u64, u32), Memor
     Ok((nonce, u32_at(O_STATE)))
 }
 
+/// Length of the pool file `name` (open as `file`).
+pub(crate) fn file_len(file: &File, name: &str) -> Result<u64, MemoryPoolError> {
+    Ok(file
+        .metadata()
+        .map_err(|e| MemoryPoolError::Io {
+            op: "stat",
+            name: name.to_owned(),
+            source: e,
+        })?
+        .len())
+}
+
 /// Unlinks the pool file of `name`.
 pub(crate) fn unlink(name: &str) -> Result<(), MemoryPoolError> {
     std::fs::remove_file(path_of(name)).map_err(|e| match e.kind() {

@@ -57,3 +57,13 @@ pub fn relax(spins: u32) {
         std::thread::sleep(core::time::Duration::from_micros(50));
     }
 }
+
+/// A deterministic xorshift64 generator for the corruption tests.
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
