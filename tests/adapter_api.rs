@@ -31,7 +31,7 @@ fn small() -> Option<ChannelAttrs> {
 
 #[test]
 fn pool_create_attach_serialize_destroy() {
-    watchdog(60, "pool_create_attach_serialize_destroy");
+    let _watchdog = watchdog(60, "pool_create_attach_serialize_destroy");
     let (p, _g) = pool("pcad", 1 << 20);
     let path = format!("/dev/shm/{}", p.name());
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
@@ -90,7 +90,7 @@ fn pool_create_attach_serialize_destroy() {
 
 #[test]
 fn pool_names_are_validated() {
-    watchdog(60, "pool_names_are_validated");
+    let _watchdog = watchdog(60, "pool_names_are_validated");
     for (name, frag) in [
         ("", "empty"),
         ("a/b", "'/'"),
@@ -123,7 +123,7 @@ fn pool_names_are_validated() {
 
 #[test]
 fn full_tmpfs_is_an_error_not_sigbus() {
-    watchdog(60, "full_tmpfs_is_an_error_not_sigbus");
+    let _watchdog = watchdog(60, "full_tmpfs_is_an_error_not_sigbus");
     let st = rustix::fs::statvfs("/dev/shm").unwrap();
     let too_big = (st.f_blocks * st.f_frsize).saturating_mul(2) as usize;
     let name = unique_name("nospace");
@@ -142,7 +142,7 @@ fn full_tmpfs_is_an_error_not_sigbus() {
 
 #[test]
 fn send_and_receive_forms_intermix() {
-    watchdog(60, "send_and_receive_forms_intermix");
+    let _watchdog = watchdog(60, "send_and_receive_forms_intermix");
     let (p, _g) = pool("forms", 1 << 20);
     let baseline = p.stats().unwrap();
     let ch = Channel::create(
@@ -239,7 +239,7 @@ fn send_and_receive_forms_intermix() {
 
 #[test]
 fn uid_in_use_and_destroyed_channel() {
-    watchdog(60, "uid_in_use_and_destroyed_channel");
+    let _watchdog = watchdog(60, "uid_in_use_and_destroyed_channel");
     let (p, _g) = pool("uid", 1 << 20);
     let ch = Channel::create(&p, 5, small()).unwrap();
     match Channel::create(&p, 5, small()) {
@@ -268,7 +268,7 @@ fn uid_in_use_and_destroyed_channel() {
 
 #[test]
 fn closed_handles_refuse_use() {
-    watchdog(60, "closed_handles_refuse_use");
+    let _watchdog = watchdog(60, "closed_handles_refuse_use");
     let (p, _g) = pool("closed", 1 << 20);
     let ch = Channel::create(&p, 1, small()).unwrap();
     let mut s = ch.sendh().unwrap();
@@ -308,7 +308,7 @@ fn closed_handles_refuse_use() {
 
 #[test]
 fn timeouts_wait_at_least_their_duration() {
-    watchdog(60, "timeouts_wait_at_least_their_duration");
+    let _watchdog = watchdog(60, "timeouts_wait_at_least_their_duration");
     let (p, _g) = pool("timeouts", 1 << 20);
     let ch = Channel::create(&p, 1, small()).unwrap();
     let mut s = ch.sendh().unwrap();
@@ -393,7 +393,7 @@ fn timeouts_wait_at_least_their_duration() {
 
 #[test]
 fn blocked_receiver_uses_almost_no_cpu() {
-    watchdog(60, "blocked_receiver_uses_almost_no_cpu");
+    let _watchdog = watchdog(60, "blocked_receiver_uses_almost_no_cpu");
     let (p, _g) = pool("cpu", 1 << 20);
     let ch = Channel::create(&p, 1, small()).unwrap();
     let mut r = ch.recvh().unwrap();
@@ -423,7 +423,7 @@ fn blocked_receiver_uses_almost_no_cpu() {
 
 #[test]
 fn attach_with_bad_bytes_gives_clear_errors() {
-    watchdog(60, "attach_with_bad_bytes_gives_clear_errors");
+    let _watchdog = watchdog(60, "attach_with_bad_bytes_gives_clear_errors");
     let (p, _g) = pool("badattach", 1 << 20);
     let ch = Channel::create(&p, 3, small()).unwrap();
     let ser = ch.serialize();
@@ -498,7 +498,7 @@ fn attach_with_bad_bytes_gives_clear_errors() {
 
 #[test]
 fn messages_and_pool_memory() {
-    watchdog(60, "messages_and_pool_memory");
+    let _watchdog = watchdog(60, "messages_and_pool_memory");
     let (p, _g) = pool("msgs", 1 << 20);
     let (q, _gq) = pool("msgs2", 1 << 20);
     let base = p.stats().unwrap();

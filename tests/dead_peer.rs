@@ -124,12 +124,12 @@ fn killed_at_every_step_survivors_carry_on() {
     const TEST: &str = "killed_at_every_step_survivors_carry_on";
     if let Some(r) = role() {
         if r == "victim" {
-            watchdog(120, "dead_peer victim");
+            let _watchdog = watchdog(120, "dead_peer victim");
             victim(step_named(&std::env::var(STEP).unwrap()));
         }
         return;
     }
-    watchdog(600, TEST);
+    let _watchdog = watchdog(600, TEST);
     let name = unique_name("steps");
     let _g = ShmGuard::new(&name);
     let pool = MemoryPool::create(1 << 20, &name, 9).unwrap();
@@ -226,7 +226,7 @@ fn killed_at_every_step_survivors_carry_on() {
 fn killed_sender_holding_a_claimed_slot_and_an_allocation() {
     const TEST: &str = "killed_sender_holding_a_claimed_slot_and_an_allocation";
     if let Some(r) = role() {
-        watchdog(120, "dead_peer child");
+        let _watchdog = watchdog(120, "dead_peer child");
         match r.as_str() {
             "victim" => victim(Step::SendAdvanced),
             "survivor" => {
@@ -243,7 +243,7 @@ fn killed_sender_holding_a_claimed_slot_and_an_allocation() {
         }
         return;
     }
-    watchdog(300, TEST);
+    let _watchdog = watchdog(300, TEST);
     let name = unique_name("deadsend");
     let _g = ShmGuard::new(&name);
     let pool = MemoryPool::create(1 << 20, &name, 9).unwrap();
@@ -312,7 +312,7 @@ fn killed_receiver_holding_a_message() {
     const TEST: &str = "killed_receiver_holding_a_message";
     if let Some(r) = role() {
         if r == "victim" {
-            watchdog(120, "dead_peer child");
+            let _watchdog = watchdog(120, "dead_peer child");
             let ch = attach_env(DESC);
             let mut rh = ch.recvh().unwrap();
             rh.open().unwrap();
@@ -322,7 +322,7 @@ fn killed_receiver_holding_a_message() {
         }
         return;
     }
-    watchdog(120, TEST);
+    let _watchdog = watchdog(120, TEST);
     let name = unique_name("deadrecv");
     let _g = ShmGuard::new(&name);
     let pool = MemoryPool::create(1 << 20, &name, 9).unwrap();

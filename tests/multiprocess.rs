@@ -31,7 +31,7 @@ fn channel_from_env() -> Channel {
 fn seed_example_across_two_processes() {
     if let Some(r) = role() {
         if r == "seed-sender" {
-            watchdog(60, "seed-sender child");
+            let _watchdog = watchdog(60, "seed-sender child");
             let ch = channel_from_env();
             let mut sendh = ch.sendh().unwrap();
             sendh.open().unwrap();
@@ -41,7 +41,7 @@ fn seed_example_across_two_processes() {
         }
         return;
     }
-    watchdog(120, "seed_example_across_two_processes");
+    let _watchdog = watchdog(120, "seed_example_across_two_processes");
     let name = unique_name("seed");
     let _g = ShmGuard::new(&name);
     let mpool = MemoryPool::create(1 << 20, &name, 0).unwrap();
@@ -276,7 +276,7 @@ fn four_senders_four_receivers_exactly_once() {
     let total = total_messages();
     let per = total / SENDERS;
     if let Some(r) = role() {
-        watchdog(900, "stress child");
+        let _watchdog = watchdog(900, "stress child");
         let ch = channel_from_env();
         let me: u32 = std::env::var("DC_TEST_INDEX").unwrap().parse().unwrap();
         if r == "stress-sender" {
@@ -292,7 +292,7 @@ fn four_senders_four_receivers_exactly_once() {
         }
         return;
     }
-    watchdog(900, "four_senders_four_receivers_exactly_once");
+    let _watchdog = watchdog(900, "four_senders_four_receivers_exactly_once");
     let name = unique_name("stress");
     let _g = ShmGuard::new(&name);
     let pool = MemoryPool::create(16 << 20, &name, 4).unwrap();
@@ -394,7 +394,7 @@ fn ten_blocked_receivers_released_by_ten_sends() {
     const N: u32 = 10;
     if let Some(r) = role() {
         if r == "blocked-receiver" {
-            watchdog(120, "blocked-receiver child");
+            let _watchdog = watchdog(120, "blocked-receiver child");
             let ch = channel_from_env();
             let mut recvh = ch.recvh().unwrap();
             recvh.open().unwrap();
@@ -403,7 +403,7 @@ fn ten_blocked_receivers_released_by_ten_sends() {
         }
         return;
     }
-    watchdog(180, "ten_blocked_receivers_released_by_ten_sends");
+    let _watchdog = watchdog(180, "ten_blocked_receivers_released_by_ten_sends");
     let name = unique_name("blocked");
     let _g = ShmGuard::new(&name);
     let pool = MemoryPool::create(1 << 20, &name, 10).unwrap();

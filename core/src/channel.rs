@@ -1012,8 +1012,13 @@ impl Channel {
                     Err(_) if tail_a.load(Ordering::Relaxed) != tail => spins = 0,
                     Err(holder) => self.stall(&mut spins, holder)?,
                 }
-            } else if seq.wrapping_add(self.geo.one_lap) == tail.wrapping_add(1) {
-                // The slot still holds last lap's message: full unless a receiver is mid-way.
+            } else if seq.wrapping_add(self.geo.one_lap) == tail.wrapping_add(1)
+                || seq.wrapping_add(self.geo.one_lap) == tail
+            {
+                // The slot is still in last lap: its message is queued (`seq` = last lap's
+                // position + 1), or last lap's sender took the position and has not published
+                // yet (`seq` = last lap's position; it may be preempted, not only dead). Full
+                // unless a receiver is mid-way.
                 fence(Ordering::SeqCst);
                 let head = head_a.load(Ordering::Relaxed);
                 if head.wrapping_add(self.geo.one_lap) == tail {
@@ -1196,14 +1201,17 @@ impl Channel {
                     return Err(ChannelError::Corrupt("slot header"));
                 }
                 return Ok(got);
-            } else if seq == head {
-                // SYNC: fence (SeqCst) <-> sender's tail CAS (SeqCst): an empty verdict is
-                // not reordered before the head load.
+            } else if seq == head || seq.wrapping_add(self.geo.one_lap) == head.wrapping_add(1) {
+                // Nothing published at `head`: the slot waits for this lap's sender, or last
+                // lap's receiver has taken its message and not released the slot yet (it may
+                // be preempted, not only dead; no sender can take `head` before it does).
+                // SYNC: fence (SeqCst) <-> sender's tail store and the fence of its full
+                // check: an empty verdict is not reordered before the head load.
                 fence(Ordering::SeqCst);
                 if tail_a.load(Ordering::Relaxed) == head {
                     return Err(ChannelError::Empty);
                 }
-                // A sender took this position and is writing it.
+                // A sender took this position and is writing it (or `tail` moved since).
                 let holder = self.slot_atomic(s, S_CLAIM).load(Ordering::Relaxed);
                 self.stall(&mut spins, holder)?;
             } else if head_a.load(Ordering::Relaxed) != head {

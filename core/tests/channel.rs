@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Mem, pool};
+use common::{Failed, Mem, pool, watchdog};
 use dragon_channels_core::channel::Poll;
 use dragon_channels_core::{
     Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, SendMode,
@@ -327,8 +327,11 @@ fn spsc_fifo() {
     let p = pool(&mut m, 64);
     let ch = Channel::create(&p, 1, &attrs(4, 16)).unwrap();
     let n = scaled(100_000) as u64;
+    let _watchdog = watchdog(300, "spsc_fifo");
+    let failed = &Failed::default();
     std::thread::scope(|s| {
         s.spawn(|| {
+            let _g = failed.guard();
             for i in 0..n {
                 // Full, or Stalled (the receiver was preempted mid-receive): retry.
                 while let Err(e) = ch.try_send(&i.to_le_bytes(), 0, 0) {
@@ -336,17 +339,20 @@ fn spsc_fifo() {
                         matches!(e, ChannelError::Full | ChannelError::Stalled { .. }),
                         "{e}"
                     );
+                    failed.check();
                     std::hint::spin_loop();
                 }
             }
         });
         s.spawn(|| {
+            let _g = failed.guard();
             let mut b = [0u8; 8];
             for i in 0..n {
                 loop {
                     match ch.try_recv_into(&mut b) {
                         Ok(_) => break,
                         Err(ChannelError::Empty | ChannelError::Stalled { .. }) => {
+                            failed.check();
                             std::hint::spin_loop()
                         }
                         Err(e) => panic!("{e}"),
@@ -368,12 +374,15 @@ fn mpmc_exactly_once_with_checksums() {
     let base = p.stats().unwrap();
     let ch = Channel::create(&p, 1, &attrs(16, 64)).unwrap();
     let per_sender = scaled(20_000);
+    let _watchdog = watchdog(300, "mpmc_exactly_once_with_checksums");
+    let failed = &Failed::default();
     let finished = &AtomicUsize::new(0);
     let received: Vec<Vec<(u32, u32)>> = std::thread::scope(|s| {
         for t in 0..4u32 {
             let p2 = p.with_owner(10 + t).unwrap();
             let d = ch.serialize();
             s.spawn(move || {
+                let _g = failed.guard();
                 let ch = Channel::attach(&p2, &d, None).unwrap();
                 for i in 0..per_sender as u32 {
                     let len = if i % 7 == 0 {
@@ -394,7 +403,10 @@ fn mpmc_exactly_once_with_checksums() {
                             Ok(()) => break,
                             Err(ChannelError::Full)
                             | Err(ChannelError::Pool(_))
-                            | Err(ChannelError::Stalled { .. }) => std::thread::yield_now(),
+                            | Err(ChannelError::Stalled { .. }) => {
+                                failed.check();
+                                std::thread::yield_now()
+                            }
                             Err(e) => panic!("{e}"),
                         }
                     }
@@ -407,6 +419,7 @@ fn mpmc_exactly_once_with_checksums() {
                 let p2 = p.with_owner(20 + r).unwrap();
                 let d = ch.serialize();
                 s.spawn(move || {
+                    let _g = failed.guard();
                     let ch = Channel::attach(&p2, &d, None).unwrap();
                     let mut got = Vec::new();
                     let mut last = [None::<u32>; 4];
@@ -428,6 +441,7 @@ fn mpmc_exactly_once_with_checksums() {
                             }
                             Err(ChannelError::Empty) if all_sent => return got,
                             Err(ChannelError::Empty | ChannelError::Stalled { .. }) => {
+                                failed.check();
                                 std::thread::yield_now()
                             }
                             Err(e) => panic!("{e}"),
@@ -453,24 +467,37 @@ fn one_sender_overall_order_with_many_receivers() {
     let p = pool(&mut m, 64);
     let ch = Channel::create(&p, 1, &attrs(8, 16)).unwrap();
     let n = scaled(40_000) as u64;
+    let _watchdog = watchdog(300, "one_sender_overall_order_with_many_receivers");
+    let failed = &Failed::default();
     let stop = AtomicBool::new(false);
     let per: Vec<Vec<u64>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..3)
             .map(|_| {
                 s.spawn(|| {
+                    let _g = failed.guard();
                     let mut v = Vec::new();
                     let mut b = [0u8; 8];
                     while !(stop.load(Ordering::Acquire) && ch.is_empty()) {
-                        if ch.try_recv_into(&mut b).is_ok() {
-                            v.push(u64::from_le_bytes(b));
+                        match ch.try_recv_into(&mut b) {
+                            Ok(_) => v.push(u64::from_le_bytes(b)),
+                            Err(ChannelError::Empty | ChannelError::Stalled { .. }) => {
+                                failed.check()
+                            }
+                            Err(e) => panic!("{e}"),
                         }
                     }
                     v
                 })
             })
             .collect();
+        let _g = failed.guard();
         for i in 0..n {
-            while ch.try_send(&i.to_le_bytes(), 0, 0).is_err() {
+            while let Err(e) = ch.try_send(&i.to_le_bytes(), 0, 0) {
+                assert!(
+                    matches!(e, ChannelError::Full | ChannelError::Stalled { .. }),
+                    "{e}"
+                );
+                failed.check();
                 std::hint::spin_loop();
             }
         }

@@ -196,3 +196,101 @@ fn mpmc_exactly_once() {
     });
     explored(&RUNS, "mpmc_exactly_once");
 }
+
+/// Errors a try-once call may give while other parties are mid-operation.
+fn transient(e: &ChannelError) -> bool {
+    matches!(
+        e,
+        ChannelError::Full | ChannelError::Empty | ChannelError::Stalled { .. }
+    )
+}
+
+/// Capacity 1 with two parties of one role lapping a third: a sender preempted after taking
+/// the only position leaves the slot one lap behind the next sender (`Full`, never
+/// `Corrupt`), and a receiver preempted before releasing the slot leaves it one lap behind
+/// the next receiver (`Empty`). Whatever the interleaving, only transient errors come back and
+/// every message sent arrives exactly once.
+#[test]
+fn capacity_one_lapped_by_a_preempted_party() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    model(|| {
+        RUNS.fetch_add(1, Ordering::Relaxed);
+        let (mem, ch) = channel_in_new_region(1);
+        // Receivers' side: one message queued, two receivers race for it while a sender
+        // tries to send the next.
+        ch.try_send(&[1], 0, 0).unwrap();
+        let threads: Vec<_> = (0..3u8)
+            .map(|i| {
+                let m = mem.clone();
+                loom::thread::spawn(move || {
+                    let r = if i == 0 {
+                        ch.try_send(&[2], 0, 0).map(|()| None)
+                    } else {
+                        let mut b = [0u8; 1];
+                        ch.try_recv_into(&mut b).map(|_| Some(b[0]))
+                    };
+                    drop(m);
+                    (i, r)
+                })
+            })
+            .collect();
+        let mut sent = vec![1u8];
+        let mut got = Vec::new();
+        for t in threads {
+            match t.join().unwrap() {
+                (0, Ok(_)) => sent.push(2),
+                (_, Ok(Some(v))) => got.push(v),
+                (_, Ok(None)) => unreachable!(),
+                (i, Err(e)) => assert!(transient(&e), "party {i}: {e}"),
+            }
+        }
+        let mut b = [0u8; 1];
+        while ch.try_recv_into(&mut b).is_ok() {
+            got.push(b[0]);
+        }
+        got.sort_unstable();
+        assert_eq!(got, sent, "exactly once");
+        assert!(ch.is_empty());
+    });
+    explored(
+        &RUNS,
+        "capacity_one_lapped_by_a_preempted_party (receivers)",
+    );
+    static RUNS2: AtomicUsize = AtomicUsize::new(0);
+    model(|| {
+        RUNS2.fetch_add(1, Ordering::Relaxed);
+        let (mem, ch) = channel_in_new_region(1);
+        // Senders' side: two senders race for the only slot while a receiver tries.
+        let threads: Vec<_> = (0..3u8)
+            .map(|i| {
+                let m = mem.clone();
+                loom::thread::spawn(move || {
+                    let r = if i < 2 {
+                        ch.try_send(&[10 + i], 0, 0).map(|()| None)
+                    } else {
+                        let mut b = [0u8; 1];
+                        ch.try_recv_into(&mut b).map(|_| Some(b[0]))
+                    };
+                    drop(m);
+                    (i, r)
+                })
+            })
+            .collect();
+        let (mut sent, mut got) = (Vec::new(), Vec::new());
+        for t in threads {
+            match t.join().unwrap() {
+                (i, Ok(None)) => sent.push(10 + i),
+                (_, Ok(Some(v))) => got.push(v),
+                (i, Err(e)) => assert!(transient(&e), "party {i}: {e}"),
+            }
+        }
+        let mut b = [0u8; 1];
+        while ch.try_recv_into(&mut b).is_ok() {
+            got.push(b[0]);
+        }
+        sent.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, sent, "exactly once");
+    });
+    explored(&RUNS2, "capacity_one_lapped_by_a_preempted_party (senders)");
+}

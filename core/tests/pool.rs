@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Mem, pool};
+use common::{Mem, pool, watchdog};
 use dragon_channels_core::pool::{SIZE_CLASSES, STRUCT_OWNER_BIT};
 use dragon_channels_core::{Alloc, AllocKind, Pool, PoolConfig, PoolError};
 use proptest::prelude::*;
@@ -291,6 +291,7 @@ fn blocking_alloc_times_out_and_zero_deadline_tries_once() {
 
 #[test]
 fn many_threads_alloc_and_free_without_overlap() {
+    let _watchdog = watchdog(300, "many_threads_alloc_and_free_without_overlap");
     let mut m = Mem::new(4 * MIB);
     let p = pool(&mut m, 64);
     let base = p.stats().unwrap();

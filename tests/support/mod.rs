@@ -6,6 +6,11 @@ use core::time::Duration;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Instant;
 
+#[path = "../../core/tests/common/watchdog.rs"]
+mod watchdog;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use watchdog::{Failed, watchdog};
+
 /// Environment variable that names the role a re-executed test binary plays.
 pub const ROLE: &str = "DC_TEST_ROLE";
 
@@ -31,16 +36,6 @@ impl Drop for ShmGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
     }
-}
-
-/// Aborts the process if it is still running after `secs` seconds: a hung test fails
-/// instead of hanging CI.
-pub fn watchdog(secs: u64, what: &'static str) {
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("watchdog: {what} still running after {secs} s, aborting");
-        std::process::abort();
-    });
 }
 
 /// The role this process plays, if it is a re-executed child.

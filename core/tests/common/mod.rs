@@ -1,7 +1,11 @@
-//! Shared helpers for the core's integration tests: an aligned owned region.
+//! Shared helpers for the core's integration tests: an aligned owned region, a watchdog.
 #![allow(dead_code)]
 
 use dragon_channels_core::{Pool, PoolConfig, Region};
+
+mod watchdog;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use watchdog::{Failed, watchdog};
 
 /// Owned, 64-byte-aligned memory standing in for a shared region.
 pub struct Mem {
