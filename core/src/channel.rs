@@ -75,6 +75,9 @@ const STALL_SPINS: u32 = 4;
 const F_INLINE: u32 = 1;
 const F_SIDE: u32 = 2;
 const F_TOMBSTONE: u32 = 8;
+/// The slot is free, but the side allocation its descriptor names still has to be freed (the
+/// receiver could not take the pool lock): the next sender to claim the slot frees it.
+const F_FREE_PENDING: u32 = 16;
 
 const LINE: usize = 64;
 
@@ -589,7 +592,8 @@ impl Channel {
                 return if hix < tix {
                     tix - hix
                 } else if hix > tix {
-                    cap - hix + tix
+                    // Saturating: a corrupt `head` may hold an index beyond the capacity.
+                    (cap + tix).saturating_sub(hix)
                 } else if tail == head {
                     0
                 } else {
@@ -669,41 +673,59 @@ impl Channel {
     ) -> Result<(), ChannelError> {
         self.check_ready()?;
         if let SendMode::Transfer { alloc, len } = mode {
-            let (_, size) = self
-                .side_pool()
-                .resolve(&alloc)
-                .map_err(|_| ChannelError::BadMessage)?;
+            let (_, size) = self.side_pool().resolve(&alloc).map_err(|e| match e {
+                crate::PoolError::Stale | crate::PoolError::BadDescriptor => {
+                    ChannelError::BadMessage
+                }
+                // A stalled pool lock says nothing about the message.
+                e => e.into(),
+            })?;
             if len > size {
                 return Err(ChannelError::BadMessage);
             }
         }
-        let c = self.claim_send()?;
+        // A payload that needs a side allocation gets it, filled, before a position is
+        // claimed: a send that fails for want of memory must not cost a slot. (A sender that
+        // dies meanwhile owns the allocation, so recovery frees it.) The full check first
+        // spares the allocation and copy when the channel is visibly full.
+        let side_copy = match mode {
+            SendMode::Copy(bytes) if bytes.len() > self.block_size() => {
+                if self.is_full() {
+                    return Err(ChannelError::Full);
+                }
+                let side = self.side_pool();
+                let a = side.alloc(bytes.len(), AllocKind::ChannelBuffer)?;
+                if let Some((off, _)) = side.span_unchecked(&a) {
+                    side.region().copy_in(off, bytes);
+                }
+                Some((a, bytes.len()))
+            }
+            _ => None,
+        };
+        let c = match self.claim_send() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some((a, _)) = side_copy {
+                    let _ = self.side_pool().free(a);
+                }
+                return Err(e);
+            }
+        };
         let r = self.region();
         let s = c.slot;
-        match mode {
-            SendMode::Copy(bytes) if bytes.len() <= self.block_size() => {
+        match (mode, side_copy) {
+            (_, Some((a, len))) => {
+                if let Err(e) = self.put_side(c, a, len) {
+                    let _ = self.side_pool().free(a);
+                    return Err(e);
+                }
+            }
+            (SendMode::Copy(bytes), None) => {
                 r.copy_in(s + SLOT_HDR, bytes);
                 r.write_u32(s + S_LEN, bytes.len() as u32);
                 r.write_u32(s + S_FLAGS, F_INLINE);
             }
-            SendMode::Copy(bytes) => {
-                let side = self.side_pool();
-                let a = match side.alloc(bytes.len(), AllocKind::ChannelBuffer) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        self.abort_send(c);
-                        return Err(e.into());
-                    }
-                };
-                if let Some((off, _)) = side.span_unchecked(&a) {
-                    side.region().copy_in(off, bytes);
-                }
-                if let Err(e) = self.put_side(c, a, bytes.len()) {
-                    let _ = side.free(a);
-                    return Err(e);
-                }
-            }
-            SendMode::Transfer { alloc, len } => self.put_side(c, alloc, len)?,
+            (SendMode::Transfer { alloc, len }, None) => self.put_side(c, alloc, len)?,
         }
         r.write_u64(s + S_HINTS, hints);
         r.write_u64(s + S_CLIENT, clientid);
@@ -758,12 +780,17 @@ impl Channel {
                         if let Some((off, _)) = sp.span_unchecked(&a) {
                             sp.region().copy_out(off, &mut dest[..len]);
                         }
-                        if sp.free(a) == Err(crate::PoolError::Died) {
-                            return Err(ChannelError::Died);
+                        match sp.free(a) {
+                            Ok(()) => {}
+                            Err(crate::PoolError::Died) => return Err(ChannelError::Died),
+                            // The pool lock is stalled (its holder may be dead): leave the
+                            // free to the slot's next sender rather than leak it.
+                            Err(crate::PoolError::Stalled { .. }) => return Ok(true),
+                            Err(_) => {}
                         }
                     }
                 }
-                Ok(())
+                Ok(false)
             },
         )
     }
@@ -788,7 +815,13 @@ impl Channel {
             |ch, s, len, side| {
                 match side {
                     Some(a) => {
-                        let _ = ch.side_pool().set_owner(&a, ch.side_pool().owner());
+                        // A stalled pool lock leaves the allocation recorded as the channel's;
+                        // the caller still owns it and frees it by descriptor.
+                        if ch.side_pool().set_owner(&a, ch.side_pool().owner())
+                            == Err(crate::PoolError::Died)
+                        {
+                            return Err(ChannelError::Died);
+                        }
                         out = Some(a);
                     }
                     None => {
@@ -802,7 +835,7 @@ impl Channel {
                         }
                     }
                 }
-                Ok(())
+                Ok(false)
             },
         );
         if let Some(a) = fresh.take() {
@@ -859,10 +892,14 @@ impl Channel {
             let seq_a = self.slot_atomic(s, S_SEQ);
             let seq = seq_a.load(Ordering::Acquire);
             let ix = seq & mask;
-            if c & ROLE_RECV == 0
-                && ix == i as u32
-                && self.atomic(H_TAIL).load(Ordering::Acquire) != seq
-            {
+            // A claim does not say whether its party got as far as moving `tail` or `head`:
+            // it may have died between its claim CAS and the re-check that follows, on a slot
+            // that had meanwhile moved on to a later position. Only an index that has moved
+            // past the slot's position says the dead party took that position.
+            let moved_past = |index: usize, pos: u32| {
+                (self.atomic(index).load(Ordering::Acquire).wrapping_sub(pos) as i32) > 0
+            };
+            if c & ROLE_RECV == 0 && ix == i as u32 && moved_past(H_TAIL, seq) {
                 // Sender took position `seq` but did not publish: tombstone it.
                 self.free_side_if_ours(s);
                 let r = self.region();
@@ -872,7 +909,7 @@ impl Channel {
                 rep.tombstones += 1;
             } else if c & ROLE_RECV != 0
                 && ix == i as u32 + 1
-                && self.atomic(H_HEAD).load(Ordering::Acquire) != seq.wrapping_sub(1)
+                && moved_past(H_HEAD, seq.wrapping_sub(1))
             {
                 // Receiver took position `seq - 1` but did not release the slot.
                 if self.region().read_u32(s + S_FLAGS) & F_SIDE != 0 && self.free_side_if_ours(s) {
@@ -985,6 +1022,9 @@ impl Channel {
             // SYNC: acquire slot (Acquire) <-> receiver's slot release (Release).
             let seq = seq_a.load(Ordering::Acquire);
             if seq == tail {
+                if fault::dies(me, Step::SendRead) {
+                    return Err(ChannelError::Died);
+                }
                 let claim = self.slot_atomic(s, S_CLAIM);
                 // SYNC: claim (CAS Acquire) <-> release claim (Release) of the last claimant.
                 match claim.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
@@ -998,6 +1038,13 @@ impl Channel {
                         if seq_a.load(Ordering::Acquire) == tail
                             && tail_a.load(Ordering::Relaxed) == tail
                         {
+                            // Finish a free the slot's last receiver could not do, before
+                            // taking the position: if the pool is still stalled, the slot is
+                            // left as it was and the caller gets the pool's error.
+                            if let Err(e) = self.finish_pending_free(s) {
+                                claim.store(0, Ordering::Release);
+                                return Err(e);
+                            }
                             // SYNC: advance tail (Release) <-> other senders' tail load and the
                             // receivers' empty check (fence + tail load).
                             tail_a.store(self.next_pos(tail), Ordering::Release);
@@ -1092,6 +1139,27 @@ impl Channel {
         Ok(())
     }
 
+    /// Frees the side allocation a receiver left to the slot's next sender
+    /// ([`F_FREE_PENDING`]); the caller holds the slot's claim.
+    fn finish_pending_free(&self, s: usize) -> Result<(), ChannelError> {
+        let r = self.region();
+        if r.read_u32(s + S_FLAGS) & F_FREE_PENDING == 0 {
+            return Ok(());
+        }
+        let mut d = [0u8; Alloc::SERIALIZED_LEN];
+        r.copy_out(s + S_DESC, &mut d);
+        if let Some(a) = Alloc::from_bytes(&d) {
+            match self.side_pool().free(a) {
+                // Stale: freed already (by a sender that died before clearing the flag, or
+                // by recovery).
+                Ok(()) | Err(crate::PoolError::Stale | crate::PoolError::BadDescriptor) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        r.write_u32(s + S_FLAGS, 0);
+        Ok(())
+    }
+
     /// Frees the slot's side allocation if the channel still owns it. Returns whether it did.
     fn free_side_if_ours(&self, s: usize) -> bool {
         let mut d = [0u8; Alloc::SERIALIZED_LEN];
@@ -1112,7 +1180,7 @@ impl Channel {
     fn recv_inner(
         &self,
         mut prepare: impl FnMut(usize, bool) -> Result<(), ChannelError>,
-        mut take: impl FnMut(&Self, usize, usize, Option<Alloc>) -> Result<(), ChannelError>,
+        mut take: impl FnMut(&Self, usize, usize, Option<Alloc>) -> Result<bool, ChannelError>,
     ) -> Result<Received, ChannelError> {
         self.check_ready()?;
         let (tail_a, head_a) = (self.atomic(H_TAIL), self.atomic(H_HEAD));
@@ -1126,6 +1194,9 @@ impl Channel {
             // SYNC: acquire message (Acquire) <-> publish message (Release).
             let seq = seq_a.load(Ordering::Acquire);
             if seq == head.wrapping_add(1) {
+                if fault::dies(me & OWNER_MASK, Step::RecvRead) {
+                    return Err(ChannelError::Died);
+                }
                 let claim = self.slot_atomic(s, S_CLAIM);
                 // SYNC: claim (CAS Acquire) <-> release claim (Release).
                 if let Err(holder) =
@@ -1183,11 +1254,9 @@ impl Channel {
                     hints: r.read_u64(s + S_HINTS),
                     clientid: r.read_u64(s + S_CLIENT),
                 };
-                if !tomb && valid {
-                    // An injected death inside `take` stops here, leaving the slot claimed.
-                    take(self, s, len, side)?;
-                }
-                r.write_u32(s + S_FLAGS, 0);
+                // An injected death inside `take` stops here, leaving the slot claimed.
+                let pending = !tomb && valid && take(self, s, len, side)?;
+                r.write_u32(s + S_FLAGS, if pending { F_FREE_PENDING } else { 0 });
                 if fault::dies(me & OWNER_MASK, Step::RecvTaken) {
                     return Err(ChannelError::Died);
                 }

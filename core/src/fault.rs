@@ -17,6 +17,9 @@ pub enum Step {
     PoolAllocRecorded,
     /// Pool `free`: block marked free, record not yet released, not merged.
     PoolFreeCommitted,
+    /// Send: `tail` and its slot's sequence read, claim not tried (a party stopped here holds
+    /// nothing; a paused one may find the slot moved on when it resumes).
+    SendRead,
     /// Send: slot claimed, `tail` not advanced.
     SendClaimed,
     /// Send: `tail` advanced, payload not written.
@@ -25,6 +28,8 @@ pub enum Step {
     SendWritten,
     /// Send: published, claim not released.
     SendPublished,
+    /// Receive: `head` and its slot's sequence read, claim not tried (as [`Step::SendRead`]).
+    RecvRead,
     /// Receive: slot claimed, `head` not advanced.
     RecvClaimed,
     /// Receive: `head` advanced, payload not taken.

@@ -317,3 +317,141 @@ fn paused_party_one_lap_behind_is_neither_corrupt_nor_lost() {
     }
     ch.destroy().unwrap();
 }
+
+/// A party that read `tail` (or `head`), was preempted while the ring moved a lap on, and
+/// died right after its claim CAS succeeded (before the re-check that would have released
+/// it) holds a claim on a slot it never took. Recovery must only release that claim: before
+/// the fix it tombstoned the slot's future position (the sender case; the ring then reported
+/// `Corrupt`) or threw away the message queued there (the receiver case).
+#[test]
+fn stale_claim_of_a_dead_party_is_only_released() {
+    let mut m = Mem::new(64 * 1024);
+    let p = pool(&mut m, 64);
+    let baseline = p.stats().unwrap();
+    let attrs = ChannelAttrs {
+        capacity: 2,
+        block_size: 16,
+    };
+    let ch = Channel::create(&p, 1, &attrs).unwrap();
+    let mut b = [0u8; 512];
+    for (victim, sender) in [(500u32, true), (501, false)] {
+        let (reached, resume) = pause_at(
+            victim,
+            if sender {
+                Step::SendRead
+            } else {
+                Step::RecvRead
+            },
+        );
+        let vp = Pool::attach(m.region(), victim).unwrap();
+        let vch = Channel::attach(&vp, &ch.serialize(), None).unwrap();
+        if !sender {
+            ch.try_send(b"to be taken", 0, 0).unwrap(); // the victim reads this position
+        }
+        let r = std::thread::scope(|s| {
+            let v = s.spawn(|| {
+                if sender {
+                    vch.try_send(b"never", 0, 0)
+                } else {
+                    vch.try_recv_into(&mut [0u8; 16]).map(|_| ())
+                }
+            });
+            reached
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the victim reads its position");
+            // Move the victim's slot on: to a later free position (sender case) or to a later
+            // queued message (receiver case), with the index still behind that position.
+            let moved = if sender {
+                ch.try_send(b"a", 1, 0)
+                    .and_then(|()| ch.try_recv_into(&mut b).map(|_| ()))
+            } else {
+                ch.try_recv_into(&mut b).map(|_| ()).and_then(|()| {
+                    ch.try_send(b"b", 2, 0)?;
+                    ch.try_send(&[3u8; 300], 3, 0) // a side allocation at the future position
+                })
+            };
+            doom(
+                victim,
+                if sender {
+                    Step::SendClaimed
+                } else {
+                    Step::RecvClaimed
+                },
+            );
+            resume.send(()).unwrap();
+            (moved, v.join().unwrap())
+        });
+        assert_eq!(r, (Ok(()), Err(ChannelError::Died)), "victim {victim}");
+        let rep = ch.recover(&|o| o != victim).unwrap();
+        assert_eq!(
+            (
+                rep.claims_released,
+                rep.tombstones,
+                rep.lost_in_receive,
+                rep.freed
+            ),
+            (1, 0, 0, 0),
+            "victim {victim}: {rep:?}"
+        );
+        // Nothing lost: the receiver case's two messages arrive, then several clean laps.
+        if !sender {
+            assert_eq!(ch.try_recv_into(&mut b).unwrap().hints, 2);
+            assert_eq!(ch.try_recv_into(&mut b).unwrap().hints, 3);
+        }
+        assert_eq!(ch.try_recv_into(&mut b), Err(ChannelError::Empty));
+        for i in 0..8u64 {
+            ch.try_send(&[i as u8; 100], i, 0).unwrap();
+            assert_eq!(
+                ch.try_recv_into(&mut b).unwrap().hints,
+                i,
+                "victim {victim}"
+            );
+        }
+    }
+    ch.destroy().unwrap();
+    let mut after = p.stats().unwrap();
+    after.rebuilds = 0;
+    assert_eq!(after, baseline);
+}
+
+/// A receiver whose free of a side allocation finds the pool lock held by a dead party does
+/// not leak it: the receive completes, the slot is marked, and after the pool is recovered
+/// the slot's next sender frees it. Pool utilization returns to its baseline.
+#[test]
+fn free_blocked_by_a_dead_lock_holder_is_finished_by_the_next_sender() {
+    let mut m = Mem::new(128 * 1024);
+    let p = pool(&mut m, 64);
+    let baseline = p.stats().unwrap();
+    let attrs = ChannelAttrs {
+        capacity: 1,
+        block_size: 16,
+    };
+    let ch = Channel::create(&p, 1, &attrs).unwrap();
+    let with_channel = p.stats().unwrap();
+    ch.try_send(&[7u8; 300], 7, 0).unwrap(); // a side allocation
+    // A party dies holding the pool lock.
+    let victim = 600;
+    doom(victim, Step::PoolAllocSplit);
+    let vp = Pool::attach(m.region(), victim).unwrap();
+    assert_eq!(vp.alloc(64, AllocKind::Data), Err(PoolError::Died));
+    // The receive still delivers; its free is left to the slot's next sender.
+    let mut b = [0u8; 512];
+    let g = ch.try_recv_into(&mut b).unwrap();
+    assert_eq!((g.len, g.hints, b[299]), (300, 7, 7));
+    // The next sender cannot finish the free yet: it reports the stall, takes no position.
+    assert_eq!(
+        ch.try_send(b"x", 1, 0),
+        Err(ChannelError::Stalled { owner: victim })
+    );
+    assert_eq!(ch.len(), 0);
+    p.recover(&|o| o != victim).unwrap();
+    ch.try_send(b"x", 1, 0).unwrap();
+    assert_eq!(ch.try_recv_into(&mut b).unwrap().hints, 1);
+    let mut after = p.stats().unwrap();
+    after.rebuilds = 0;
+    assert_eq!(after, with_channel, "the side allocation was freed");
+    ch.destroy().unwrap();
+    let mut after = p.stats().unwrap();
+    after.rebuilds = 0;
+    assert_eq!(after, baseline);
+}

@@ -205,19 +205,6 @@ pub(crate) fn notify(ev: Event<'_>) {
     }
 }
 
-/// Core reports that are not corruption when they follow a long stall: the core counts
-/// stall spins and "position moved, reload" spins in one counter that is never reset, so a
-/// call that waited its whole spin budget for a slow peer and then loses one race reports
-/// `Corrupt("... does not match any slot")`. The adapter retries them, up to
-/// [`SPURIOUS_LIMIT`] times in a row (each follows a full stall of the core's spin budget, so
-/// real corruption, which repeats, still surfaces).
-const SPURIOUS_CORRUPT: [&str; 2] = [
-    "head does not match any slot",
-    "tail does not match any slot",
-];
-/// See [`SPURIOUS_CORRUPT`].
-const SPURIOUS_LIMIT: u32 = 16;
-
 /// Where a blocking operation runs: the pool (recovery, pool-space waits) and the channel
 /// (event words, channel recovery).
 pub(crate) struct Ctx<'a> {
@@ -259,32 +246,21 @@ impl Ctx<'_> {
         }
     }
 
-    /// One try, with recovery when it stalls on a dead party. `spurious` counts the core's
-    /// false "does not match any slot" reports in a row (see [`SPURIOUS_CORRUPT`]).
-    fn attempt<T>(
-        &self,
-        op: &mut impl FnMut() -> Result<T, CoreChannelError>,
-        spurious: &mut u32,
-    ) -> Step<T> {
+    /// One try, with recovery when it stalls on a dead party (a claimed slot, or the pool
+    /// lock inside a channel operation).
+    fn attempt<T>(&self, op: &mut impl FnMut() -> Result<T, CoreChannelError>) -> Step<T> {
         loop {
-            let r = op();
-            if !matches!(r, Err(CoreChannelError::Corrupt(_))) {
-                *spurious = 0;
-            }
-            match r {
-                Err(CoreChannelError::Corrupt(why))
-                    if SPURIOUS_CORRUPT.contains(&why) && *spurious < SPURIOUS_LIMIT =>
-                {
-                    *spurious += 1;
-                    return Step::Busy(self.own_wait());
-                }
+            match op() {
                 Ok(v) => return Step::Done(Ok(v)),
                 Err(CoreChannelError::Full) => return Step::Busy(Wait::Slot),
                 Err(CoreChannelError::Empty) => return Step::Busy(Wait::Message),
                 Err(CoreChannelError::Pool(CorePoolError::OutOfSpace)) => {
                     return Step::Busy(Wait::PoolSpace);
                 }
-                Err(CoreChannelError::Stalled { owner }) => {
+                Err(
+                    CoreChannelError::Stalled { owner }
+                    | CoreChannelError::Pool(CorePoolError::Stalled { owner }),
+                ) => {
                     // Owner 0: the holder let go as the core gave up; just try again.
                     if owner == 0 || self.pool.is_alive(owner) {
                         return Step::Busy(self.own_wait());
@@ -307,8 +283,7 @@ impl Ctx<'_> {
         deadline: Deadline,
         mut op: impl FnMut() -> Result<T, CoreChannelError>,
     ) -> Result<T, Error> {
-        let mut spurious = 0;
-        match self.attempt(&mut op, &mut spurious) {
+        match self.attempt(&mut op) {
             Step::Done(r) => return self.done(r),
             Step::Busy(w) if deadline == Deadline::Try => return Err(self.busy_error(w)),
             Step::Busy(_) => {}
@@ -334,7 +309,7 @@ impl Ctx<'_> {
             } else {
                 std::thread::yield_now();
             }
-            match self.attempt(&mut op, &mut spurious) {
+            match self.attempt(&mut op) {
                 Step::Done(r) => return self.done(r),
                 Step::Busy(w) => wait = w,
             }
@@ -349,7 +324,7 @@ impl Ctx<'_> {
         loop {
             let sleeper = self.sleeper(wait);
             let seen = sleeper.register();
-            match self.attempt(&mut op, &mut spurious) {
+            match self.attempt(&mut op) {
                 Step::Done(r) => {
                     sleeper.unregister();
                     return self.done(r);
@@ -368,7 +343,7 @@ impl Ctx<'_> {
             }
             sleep_on(sleeper.word(), seen, deadline.slice(now));
             sleeper.unregister();
-            match self.attempt(&mut op, &mut spurious) {
+            match self.attempt(&mut op) {
                 Step::Done(r) => return self.done(r),
                 Step::Busy(w) => wait = w,
             }
