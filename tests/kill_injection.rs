@@ -1,0 +1,420 @@
+//! Kill injection: 4 sender and 4 receiver processes share one channel while the parent kills
+//! a random one of them with SIGKILL at a random moment, at least 200 times in one run
+//! (`DC_KILLS` overrides the count), restarting it each time.
+//!
+//! What it shows, from a ledger of sends and receives kept in a second shared mapping:
+//! - survivors never wedge: after every kill the number of messages received grows again
+//!   within a bounded time (the maximum and percentiles are printed);
+//! - every message whose send returned success is received exactly once, intact, unless a
+//!   receiver died holding it (those are counted apart, and there can be at most one per
+//!   receiver kill); messages whose sender died inside `send` may or may not arrive (counted);
+//! - no send times out, no child fails, no message is received twice or damaged;
+//! - after the run and a recovery pass, the pool's free space and live allocations are back
+//!   at their baseline.
+//!
+//! The run prints its counts: `cargo test -p dragon-channels --test kill_injection -- --nocapture`.
+#![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
+
+#[path = "support/mod.rs"]
+mod support;
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use core::time::Duration;
+use std::process::Child;
+use std::time::Instant;
+
+use dragon_channels::{Channel, ChannelAttrs, Error, MemoryPool, Message, Timeout};
+use support::{Children, ShmGuard, hex, role, spawn_role, unhex, unique_name, watchdog};
+
+const TEST: &str = "senders_and_receivers_killed_at_random_carry_on";
+const DESC: &str = "DC_KILL_DESC";
+const LEDGER: &str = "DC_KILL_LEDGER";
+const INDEX: &str = "DC_KILL_INDEX";
+const ROLES: usize = 4;
+/// Sequence numbers per sender (the ledger's bitmaps are this long).
+const MAX_SEQ: u32 = 1 << 20;
+const BITMAP_WORDS: usize = (MAX_SEQ / 32) as usize;
+/// A wait on the channel that lasts this long is a wedge.
+const WEDGE: Duration = Duration::from_secs(10);
+
+// Ledger word indices.
+const STOP_SENDERS: usize = 0;
+const STOP_RECEIVERS: usize = 1;
+const TIMEOUTS: usize = 2;
+const DAMAGED: usize = 3;
+const DUPLICATES: usize = 4;
+const CHILD_ERRORS: usize = 5;
+const RECEIVED: usize = 6;
+/// Per receiver: the message it holds between `recv` returning and recording it (key + 1).
+const HOLDING: usize = 8;
+/// Per sender: the next sequence number to attempt (a restarted sender skips the one its
+/// predecessor may have been sending).
+const NEXT_SEQ: usize = 16;
+const SENT_BITS: usize = 64;
+const RECV_BITS: usize = SENT_BITS + ROLES * BITMAP_WORDS;
+const LEDGER_WORDS: usize = RECV_BITS + ROLES * BITMAP_WORDS;
+
+/// The ledger: 32-bit atomics in a shared mapping of `/dev/shm/<name>`.
+struct Ledger {
+    map: memmap2::MmapMut,
+}
+
+impl Ledger {
+    fn create(name: &str) -> Self {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        f.set_len((LEDGER_WORDS * 4) as u64).unwrap();
+        Self::map(&f)
+    }
+
+    fn open(name: &str) -> Self {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        Self::map(&f)
+    }
+
+    fn map(f: &std::fs::File) -> Self {
+        // SAFETY: the file is ours (this test's unique name); other processes change it only
+        // through the atomics below, never by resizing it.
+        let map = unsafe { memmap2::MmapMut::map_mut(f) }.unwrap();
+        assert!(map.len() >= LEDGER_WORDS * 4);
+        Self { map }
+    }
+
+    fn word(&self, i: usize) -> &AtomicU32 {
+        assert!(i < LEDGER_WORDS);
+        // SAFETY: the mapping is page aligned and at least LEDGER_WORDS * 4 bytes long
+        // (checked in `map`), `i` is in range, and every access to it is atomic.
+        unsafe { &*self.map.as_ptr().cast::<AtomicU32>().add(i) }
+    }
+
+    fn get(&self, i: usize) -> u32 {
+        // SYNC: Acquire <-> the Release/AcqRel writes of other processes.
+        self.word(i).load(Ordering::Acquire)
+    }
+
+    fn add(&self, i: usize) {
+        self.word(i).fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Sets the bit of (`sender`, `seq`) in the bitmap at `base`; returns whether it was set
+    /// already.
+    fn set_bit(&self, base: usize, sender: u32, seq: u32) -> bool {
+        let w = base + sender as usize * BITMAP_WORDS + (seq / 32) as usize;
+        let bit = 1 << (seq % 32);
+        self.word(w).fetch_or(bit, Ordering::AcqRel) & bit != 0
+    }
+
+    fn bit(&self, base: usize, sender: u32, seq: u32) -> bool {
+        let w = base + sender as usize * BITMAP_WORDS + (seq / 32) as usize;
+        self.get(w) & (1 << (seq % 32)) != 0
+    }
+}
+
+fn fnv(b: &[u8]) -> u32 {
+    b.iter().fold(0x811C_9DC5u32, |h, &x| {
+        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Payload length of a sender's message: mostly 64 B (inline), every 8th 3000 B (a side
+/// allocation of the channel's pool).
+fn len_of(seq: u32) -> usize {
+    if seq % 8 == 7 { 3000 } else { 64 }
+}
+
+/// `[sender][seq][len][checksum of the rest][pattern...]`.
+fn compose(sender: u32, seq: u32, out: &mut [u8]) {
+    for (i, b) in out[16..].iter_mut().enumerate() {
+        *b = (i as u32 ^ seq ^ (sender << 5)) as u8;
+    }
+    out[0..4].copy_from_slice(&sender.to_le_bytes());
+    out[4..8].copy_from_slice(&seq.to_le_bytes());
+    let len = out.len() as u32;
+    out[8..12].copy_from_slice(&len.to_le_bytes());
+    let sum = fnv(&out[16..]);
+    out[12..16].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// `(sender, seq)` of an intact message, or `None`.
+fn check(m: &[u8]) -> Option<(u32, u32)> {
+    let word = |i: usize| u32::from_le_bytes(m[i..i + 4].try_into().unwrap());
+    if m.len() < 16 || word(8) as usize != m.len() || word(12) != fnv(&m[16..]) {
+        return None;
+    }
+    let (s, q) = (word(0), word(4));
+    (s < ROLES as u32 && q < MAX_SEQ).then_some((s, q))
+}
+
+fn sender(ch: &Channel, ledger: &Ledger, me: u32) {
+    let mut sendh = ch.sendh().unwrap();
+    sendh.open().unwrap();
+    let mut scratch = vec![0u8; 4096];
+    let t = Timeout::After(WEDGE);
+    while ledger.get(STOP_SENDERS) == 0 {
+        // Claim the sequence number before sending: a successor skips it if we die.
+        let seq = ledger
+            .word(NEXT_SEQ + me as usize)
+            .fetch_add(1, Ordering::AcqRel);
+        assert!(seq < MAX_SEQ, "ledger full");
+        let len = len_of(seq);
+        let r = if seq.is_multiple_of(3) {
+            // Transfer of ownership: the allocation moves to the receiver.
+            match Message::create_alloc_blocking(ch.pool(), len, t) {
+                Ok(mut m) => {
+                    compose(me, seq, m.bytes_memview().unwrap());
+                    sendh.send_transfer(m, t).map_err(|e| e.error)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            compose(me, seq, &mut scratch[..len]);
+            sendh.send_bytes(&scratch[..len], len, None, t)
+        };
+        match r {
+            Ok(()) => {
+                ledger.set_bit(SENT_BITS, me, seq);
+            }
+            Err(Error::ChannelTimeout) => ledger.add(TIMEOUTS),
+            Err(e) => {
+                eprintln!("kill_injection sender {me}: {e}");
+                ledger.add(CHILD_ERRORS);
+            }
+        }
+    }
+}
+
+fn receiver(ch: &Channel, ledger: &Ledger, me: u32) {
+    let mut recvh = ch.recvh().unwrap();
+    recvh.open().unwrap();
+    let t = Timeout::After(Duration::from_millis(200));
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let got = if n.is_multiple_of(2) {
+            recvh.recv(t).and_then(|m| m.bytes().map(<[u8]>::to_vec))
+        } else {
+            recvh.recv_bytes(t)
+        };
+        match got {
+            Ok(m) => match check(&m) {
+                Some((s, q)) => {
+                    let holding = ledger.word(HOLDING + me as usize);
+                    // SYNC: Release <-> the parent's Acquire read after killing us.
+                    holding.store((s << 24 | q) + 1, Ordering::Release);
+                    if ledger.set_bit(RECV_BITS, s, q) {
+                        ledger.add(DUPLICATES);
+                    }
+                    holding.store(0, Ordering::Release);
+                    ledger.add(RECEIVED);
+                }
+                None => ledger.add(DAMAGED),
+            },
+            Err(Error::ChannelTimeout) => {
+                if ledger.get(STOP_RECEIVERS) != 0 {
+                    return;
+                }
+            }
+            Err(e) => {
+                eprintln!("kill_injection receiver {me}: {e}");
+                ledger.add(CHILD_ERRORS);
+            }
+        }
+    }
+}
+
+/// p-th percentile (0..=100) of sorted `v`.
+fn pct(v: &[Duration], p: usize) -> Duration {
+    v[(v.len() - 1) * p / 100]
+}
+
+#[test]
+fn senders_and_receivers_killed_at_random_carry_on() {
+    if let Some(r) = role() {
+        let _watchdog = watchdog(600, "kill_injection child");
+        let ch = Channel::attach(&unhex(&std::env::var(DESC).unwrap())).unwrap();
+        let ledger = Ledger::open(&std::env::var(LEDGER).unwrap());
+        let me: u32 = std::env::var(INDEX).unwrap().parse().unwrap();
+        match r.as_str() {
+            "sender" => sender(&ch, &ledger, me),
+            "receiver" => receiver(&ch, &ledger, me),
+            _ => unreachable!("{r}"),
+        }
+        return;
+    }
+    let kills: usize = std::env::var("DC_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let _watchdog = watchdog(900, TEST);
+    let name = unique_name("kill");
+    let ledger_name = unique_name("kill-ledger");
+    let _g = (ShmGuard::new(&name), ShmGuard::new(&ledger_name));
+    let pool = MemoryPool::create(8 << 20, &name, 7).unwrap();
+    let attrs = ChannelAttrs {
+        capacity: 16,
+        block_size: 256,
+    };
+    let ch = Channel::create(&pool, 1, Some(attrs)).unwrap();
+    let baseline = pool.stats().unwrap();
+    let ledger = Ledger::create(&ledger_name);
+    let envs = |i: usize| {
+        vec![
+            (DESC, hex(&ch.serialize())),
+            (LEDGER, ledger_name.clone()),
+            (INDEX, i.to_string()),
+        ]
+    };
+    let spawn = |k: usize| -> Child {
+        let (role, i) = if k < ROLES {
+            ("sender", k)
+        } else {
+            ("receiver", k - ROLES)
+        };
+        spawn_role(TEST, role, &envs(i))
+    };
+    let mut kids = Children((0..2 * ROLES).map(spawn).collect());
+
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let t0 = Instant::now();
+    let (mut sender_kills, mut receiver_kills, mut held_by_dead) = (0, 0, Vec::new());
+    let mut to_progress = Vec::with_capacity(kills);
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_micros(2000 + next() % 30_000));
+        let k = (next() % (2 * ROLES as u64)) as usize;
+        let before = ledger.get(RECEIVED);
+        let killed_at = Instant::now();
+        let c = &mut kids.0[k];
+        if let Ok(Some(st)) = c.try_wait() {
+            panic!("child {k} exited on its own: {st}");
+        }
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+        if k < ROLES {
+            sender_kills += 1;
+        } else {
+            receiver_kills += 1;
+            let h = ledger.word(HOLDING + k - ROLES).swap(0, Ordering::AcqRel);
+            if h != 0 {
+                held_by_dead.push(((h - 1) >> 24, (h - 1) & 0xFF_FFFF));
+            }
+        }
+        kids.0[k] = spawn(k);
+        // Survivors (and the replacement) make progress again within a bounded time.
+        while ledger.get(RECEIVED) == before {
+            assert!(
+                killed_at.elapsed() < WEDGE,
+                "no message received for {WEDGE:?} after killing child {k}: wedged"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        to_progress.push(killed_at.elapsed());
+    }
+    let run = t0.elapsed();
+
+    // Stop: senders first, then receivers once the channel is drained.
+    ledger.word(STOP_SENDERS).store(1, Ordering::Release);
+    for c in &mut kids.0[..ROLES] {
+        let st = support::wait_child(c, 2 * WEDGE);
+        assert!(st.success(), "a sender failed: {st}");
+    }
+    ledger.word(STOP_RECEIVERS).store(1, Ordering::Release);
+    for c in &mut kids.0[ROLES..] {
+        let st = support::wait_child(c, 2 * WEDGE);
+        assert!(st.success(), "a receiver failed: {st}");
+    }
+    let pool_rec = pool.recover().unwrap();
+    let ch_rec = ch.recover().unwrap();
+    assert_eq!(ch.num_msgs(), 0, "drained");
+
+    // The accounts.
+    let (mut sent_ok, mut in_doubt, mut in_doubt_delivered, mut missing) = (0u64, 0u64, 0u64, 0);
+    let mut unexplained = Vec::new();
+    for s in 0..ROLES as u32 {
+        let attempted = ledger.get(NEXT_SEQ + s as usize);
+        for q in 0..attempted.min(MAX_SEQ) {
+            let (sent, got) = (ledger.bit(SENT_BITS, s, q), ledger.bit(RECV_BITS, s, q));
+            match (sent, got) {
+                (true, true) => sent_ok += 1,
+                (true, false) => {
+                    sent_ok += 1;
+                    missing += 1;
+                    if !held_by_dead.contains(&(s, q)) {
+                        unexplained.push((s, q));
+                    }
+                }
+                (false, got) => {
+                    in_doubt += 1;
+                    in_doubt_delivered += u64::from(got);
+                }
+            }
+        }
+        for q in attempted..MAX_SEQ {
+            assert!(!ledger.bit(RECV_BITS, s, q), "{s}/{q} received, never sent");
+        }
+    }
+    let mut tp = to_progress.clone();
+    tp.sort_unstable();
+    let after = pool.stats().unwrap();
+    println!(
+        "kill_injection: {kills} kills ({sender_kills} senders, {receiver_kills} receivers) in \
+         {run:.1?}; {sent_ok} sends returned success, {} received; {missing} lost with a \
+         receiver that died holding them ({} seen in its hands, {} inside recv or before recording); {in_doubt} \
+         sends interrupted by their sender's death ({in_doubt_delivered} of them delivered); \
+         duplicates {}, damaged {}, send timeouts {}, child errors {}; time from a kill to \
+         the next message received: p50 {:?}, p99 {:?}, max {:?}; final recovery: {pool_rec:?} \
+         {ch_rec:?}; pool live {} free {} (baseline live {} free {})",
+        ledger.get(RECEIVED),
+        held_by_dead.len(),
+        unexplained.len(),
+        ledger.get(DUPLICATES),
+        ledger.get(DAMAGED),
+        ledger.get(TIMEOUTS),
+        ledger.get(CHILD_ERRORS),
+        pct(&tp, 50),
+        pct(&tp, 99),
+        tp[tp.len() - 1],
+        after.live,
+        after.free,
+        baseline.live,
+        baseline.free,
+    );
+    assert_eq!(ledger.get(DUPLICATES), 0, "a message was received twice");
+    assert_eq!(ledger.get(DAMAGED), 0, "a message arrived damaged");
+    assert_eq!(ledger.get(TIMEOUTS), 0, "a send waited {WEDGE:?}: wedged");
+    assert_eq!(
+        ledger.get(CHILD_ERRORS),
+        0,
+        "a child got an error (see stderr)"
+    );
+    assert!(
+        missing <= receiver_kills,
+        "{missing} messages lost but only {receiver_kills} receivers died: {unexplained:?}"
+    );
+    assert!(
+        sent_ok > kills as u64,
+        "the run moved too few messages to mean much"
+    );
+    assert_eq!(
+        (after.live, after.free),
+        (baseline.live, baseline.free),
+        "pool back to its baseline after recovery; allocations: {:?}; live parties {:?}",
+        pool.allocations().unwrap(),
+        pool.live_parties()
+    );
+    ch.destroy().unwrap();
+    pool.destroy().unwrap();
+}
