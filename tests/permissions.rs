@@ -188,7 +188,8 @@ fn pool_file_is_private_to_its_user() {
 
     assert_eq!(got("uid"), uid.to_string(), "the child ran as nobody");
     // Attaching by name or descriptor, directly or through a channel: the open fails with
-    // the OS's permission error, and the text names the pool and says "permission denied".
+    // the OS's permission error, and the text names the pool, says "permission denied" and
+    // what to do.
     for what in ["attach", "attach_serialized"] {
         let r = got(what);
         assert!(r.starts_with("io open PermissionDenied | "), "{what}: {r}");
@@ -196,6 +197,10 @@ fn pool_file_is_private_to_its_user() {
         assert!(
             r.to_lowercase().contains("permission denied"),
             "{what}: {r}"
+        );
+        assert!(
+            r.contains("attach as that user"),
+            "says what to do: {what}: {r}"
         );
     }
     let r = got("channel_attach");

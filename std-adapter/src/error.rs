@@ -88,6 +88,13 @@ impl fmt::Display for MemoryPoolError {
                 f,
                 "no room in /dev/shm for pool {name:?} ({bytes} bytes): free space there or ask for a smaller pool"
             ),
+            Self::Io { op, name, source } if source.kind() == io::ErrorKind::PermissionDenied => {
+                write!(
+                    f,
+                    "{op} of pool {name:?} failed: {source}: pool files are mode 0600, private \
+                     to the user that created them; attach as that user"
+                )
+            }
             Self::Io { op, name, source } => write!(f, "{op} of pool {name:?} failed: {source}"),
             Self::NotAPool { name, why } => {
                 write!(f, "/dev/shm/{name} is not a dragon-channels pool: {why}")
