@@ -383,7 +383,8 @@ impl PoolStats {
         if self.total == 0 {
             return 0.0;
         }
-        100.0 * (self.total - self.free) as f64 / self.total as f64
+        // Saturating: `free` comes from shared memory, which may be corrupt.
+        100.0 * self.total.saturating_sub(self.free) as f64 / self.total as f64
     }
 }
 
@@ -1357,6 +1358,11 @@ impl Iterator for Allocations<'_> {
     type Item = Result<AllocInfo, PoolError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // Done (or stopped by a lock error, reported once): end without touching the lock, so
+        // a stalled lock does not make the iteration endless.
+        if self.next >= self.pool.geo.max_records {
+            return None;
+        }
         let g = match self.pool.lock() {
             Ok(g) => g,
             Err(e) => {

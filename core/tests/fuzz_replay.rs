@@ -1,0 +1,66 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) through the fuzz targets'
+//! bodies on the stable toolchain: every input, crash regressions included, must run without
+//! a panic. The bodies are `fuzz/src/targets.rs`, shared with the cargo-fuzz binaries.
+#![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
+
+#[path = "../../fuzz/src/targets.rs"]
+mod targets;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Runs every file of `fuzz/corpus/<name>/` through `target`; fails listing the inputs that
+/// panicked.
+fn replay(name: &str, target: fn(&[u8])) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(name);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "empty corpus {}", dir.display());
+    let start = Instant::now();
+    let mut failed = Vec::new();
+    for f in &files {
+        let data = std::fs::read(f).expect("corpus file");
+        if catch_unwind(AssertUnwindSafe(|| target(&data))).is_err() {
+            failed.push(
+                f.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    println!(
+        "{name}: replayed {} inputs in {:?}",
+        files.len(),
+        start.elapsed()
+    );
+    assert!(
+        failed.is_empty(),
+        "{name}: inputs that panicked: {failed:?}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // thousands of inputs; the targets' code runs under Miri elsewhere
+fn attach_bytes() {
+    replay("attach_bytes", targets::attach_bytes);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn adversary_region() {
+    replay("adversary_region", targets::adversary_region);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn api_model() {
+    replay("api_model", targets::api_model);
+}

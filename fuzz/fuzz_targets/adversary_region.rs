@@ -1,0 +1,4 @@
+//! cargo-fuzz entry point; the body is [`dragon_channels_fuzz::targets::adversary_region`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| dragon_channels_fuzz::targets::adversary_region(data));
