@@ -273,6 +273,8 @@ pub struct Channel {
     alloc: Alloc,
     uid: u64,
     struct_owner: u32,
+    /// The state word's value while this channel lives (see `ready_token`), computed once.
+    token: u32,
     geo: Geo,
 }
 
@@ -385,6 +387,7 @@ impl Channel {
             alloc,
             uid: c_uid,
             struct_owner: STRUCT_OWNER_BIT | alloc.id(),
+            token: Self::ready_token(c_uid, &alloc),
             geo: Geo {
                 base,
                 capacity: attrs.capacity,
@@ -395,8 +398,7 @@ impl Channel {
             },
         };
         // SYNC: publish channel (Release) <-> attach / every operation (Acquire state load).
-        ch.atomic(H_STATE)
-            .store(Self::ready_token(c_uid, &alloc), Ordering::Release);
+        ch.atomic(H_STATE).store(ch.token, Ordering::Release);
         Ok(ch)
     }
 
@@ -509,6 +511,7 @@ impl Channel {
             alloc,
             uid,
             struct_owner: STRUCT_OWNER_BIT | alloc.id(),
+            token: Self::ready_token(uid, &alloc),
             geo: Geo {
                 base,
                 capacity: attrs.capacity,
@@ -535,7 +538,7 @@ impl Channel {
         // SYNC: destroy (AcqRel CAS) <-> operations' Acquire state load.
         self.atomic(H_STATE)
             .compare_exchange(
-                Self::ready_token(self.uid, &self.alloc),
+                self.token,
                 STATE_DESTROYED,
                 Ordering::AcqRel,
                 Ordering::Acquire,
@@ -985,8 +988,7 @@ impl Channel {
 
     fn check_ready(&self) -> Result<(), ChannelError> {
         // SYNC: Acquire <-> publish channel (Release) in `create`, destroy's CAS.
-        if self.atomic(H_STATE).load(Ordering::Acquire) != Self::ready_token(self.uid, &self.alloc)
-        {
+        if self.atomic(H_STATE).load(Ordering::Acquire) != self.token {
             return Err(ChannelError::Destroyed);
         }
         Ok(())
