@@ -340,7 +340,7 @@ fn spsc_fifo() {
                         "{e}"
                     );
                     failed.check();
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
             }
         });
@@ -353,7 +353,7 @@ fn spsc_fifo() {
                         Ok(_) => break,
                         Err(ChannelError::Empty | ChannelError::Stalled { .. }) => {
                             failed.check();
-                            std::hint::spin_loop()
+                            std::thread::yield_now()
                         }
                         Err(e) => panic!("{e}"),
                     }
@@ -481,7 +481,8 @@ fn one_sender_overall_order_with_many_receivers() {
                         match ch.try_recv_into(&mut b) {
                             Ok(_) => v.push(u64::from_le_bytes(b)),
                             Err(ChannelError::Empty | ChannelError::Stalled { .. }) => {
-                                failed.check()
+                                failed.check();
+                                std::thread::yield_now()
                             }
                             Err(e) => panic!("{e}"),
                         }
@@ -498,7 +499,7 @@ fn one_sender_overall_order_with_many_receivers() {
                     "{e}"
                 );
                 failed.check();
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
         }
         stop.store(true, Ordering::Release);
