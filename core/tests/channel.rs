@@ -321,6 +321,19 @@ fn deadlines_try_once_then_time_out() {
     });
 }
 
+/// Sends `bytes`, retrying while the channel is Full or Stalled (a receiver was preempted
+/// mid-receive); any other error fails the test, as does another thread's failure.
+fn send_retrying(ch: &Channel, bytes: &[u8], failed: &Failed) {
+    while let Err(e) = ch.try_send(bytes, 0, 0) {
+        assert!(
+            matches!(e, ChannelError::Full | ChannelError::Stalled { .. }),
+            "{e}"
+        );
+        failed.check();
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn spsc_fifo() {
     let mut m = Mem::new(POOL_BYTES);
@@ -333,15 +346,7 @@ fn spsc_fifo() {
         s.spawn(|| {
             let _g = failed.guard();
             for i in 0..n {
-                // Full, or Stalled (the receiver was preempted mid-receive): retry.
-                while let Err(e) = ch.try_send(&i.to_le_bytes(), 0, 0) {
-                    assert!(
-                        matches!(e, ChannelError::Full | ChannelError::Stalled { .. }),
-                        "{e}"
-                    );
-                    failed.check();
-                    std::thread::yield_now();
-                }
+                send_retrying(&ch, &i.to_le_bytes(), failed);
             }
         });
         s.spawn(|| {
@@ -493,14 +498,7 @@ fn one_sender_overall_order_with_many_receivers() {
             .collect();
         let _g = failed.guard();
         for i in 0..n {
-            while let Err(e) = ch.try_send(&i.to_le_bytes(), 0, 0) {
-                assert!(
-                    matches!(e, ChannelError::Full | ChannelError::Stalled { .. }),
-                    "{e}"
-                );
-                failed.check();
-                std::thread::yield_now();
-            }
+            send_retrying(&ch, &i.to_le_bytes(), failed);
         }
         stop.store(true, Ordering::Release);
         hs.into_iter().map(|h| h.join().unwrap()).collect()

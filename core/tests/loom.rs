@@ -205,6 +205,35 @@ fn transient(e: &ChannelError) -> bool {
     )
 }
 
+/// A party's index and what its call returned.
+type PartyResult = (u8, Result<Option<u8>, ChannelError>);
+
+/// One try-once call per party, each on its own loom thread: party `i` sends `send[i]` when
+/// it is `Some`, else receives once (`Ok(Some(v))`: it received `v`; a send gives `Ok(None)`).
+fn try_once_each(
+    mem: &Arc<Mem>,
+    ch: Channel,
+    send: [Option<u8>; 3],
+) -> Vec<loom::thread::JoinHandle<PartyResult>> {
+    (0..3u8)
+        .zip(send)
+        .map(|(i, v)| {
+            let m = mem.clone();
+            loom::thread::spawn(move || {
+                let r = match v {
+                    Some(v) => ch.try_send(&[v], 0, 0).map(|()| None),
+                    None => {
+                        let mut b = [0u8; 1];
+                        ch.try_recv_into(&mut b).map(|_| Some(b[0]))
+                    }
+                };
+                drop(m);
+                (i, r)
+            })
+        })
+        .collect()
+}
+
 /// Capacity 1 with two parties of one role lapping a third: a sender preempted after taking
 /// the only position leaves the slot one lap behind the next sender (`Full`, never
 /// `Corrupt`), and a receiver preempted before releasing the slot leaves it one lap behind
@@ -219,21 +248,7 @@ fn capacity_one_lapped_by_a_preempted_party() {
         // Receivers' side: one message queued, two receivers race for it while a sender
         // tries to send the next.
         ch.try_send(&[1], 0, 0).unwrap();
-        let threads: Vec<_> = (0..3u8)
-            .map(|i| {
-                let m = mem.clone();
-                loom::thread::spawn(move || {
-                    let r = if i == 0 {
-                        ch.try_send(&[2], 0, 0).map(|()| None)
-                    } else {
-                        let mut b = [0u8; 1];
-                        ch.try_recv_into(&mut b).map(|_| Some(b[0]))
-                    };
-                    drop(m);
-                    (i, r)
-                })
-            })
-            .collect();
+        let threads = try_once_each(&mem, ch, [Some(2), None, None]);
         let mut sent = vec![1u8];
         let mut got = Vec::new();
         for t in threads {
@@ -261,21 +276,7 @@ fn capacity_one_lapped_by_a_preempted_party() {
         RUNS2.fetch_add(1, Ordering::Relaxed);
         let (mem, ch) = channel_in_new_region(1);
         // Senders' side: two senders race for the only slot while a receiver tries.
-        let threads: Vec<_> = (0..3u8)
-            .map(|i| {
-                let m = mem.clone();
-                loom::thread::spawn(move || {
-                    let r = if i < 2 {
-                        ch.try_send(&[10 + i], 0, 0).map(|()| None)
-                    } else {
-                        let mut b = [0u8; 1];
-                        ch.try_recv_into(&mut b).map(|_| Some(b[0]))
-                    };
-                    drop(m);
-                    (i, r)
-                })
-            })
-            .collect();
+        let threads = try_once_each(&mem, ch, [Some(10), Some(11), None]);
         let (mut sent, mut got) = (Vec::new(), Vec::new());
         for t in threads {
             match t.join().unwrap() {
