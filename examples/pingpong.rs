@@ -10,8 +10,15 @@
 //!   stores a flag (`AtomicU32`, Release), and the other spins on the flag (Acquire) and copies
 //!   the 64 bytes out.
 //!
+//! - Core: the same channels through the core's try-once `try_send` / `try_recv_into` in a busy
+//!   loop (a receiver polls [`Channel::may_recv`]-style readiness first): the queue's own cost,
+//!   without the adapter's blocking; the difference to the first row is the adapter's.
+//!
 //! Half round trip = round trip / 2. Run with
-//! `cargo run --release --example pingpong [-- iterations]` (default 200000).
+//! `cargo run --release --example pingpong [-- iterations]` (default 200000); with
+//! `DC_PINGPONG_PIN=1` the parent runs on CPU 0 and the peers on CPU 1.
+//!
+//! [`Channel::may_recv`]: dragon_channels_core::Channel::may_recv
 
 use core::time::Duration;
 use std::process::{Command, Stdio};
@@ -80,7 +87,39 @@ fn print_row(what: &str, s: &Stats) {
 
 // ----- channel ping-pong -----
 
-fn channel_parent(n: usize) -> Result<Stats, Box<dyn core::error::Error>> {
+/// Which API a channel ping-pong goes through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// The adapter's handles: blocking `send` / `recv_into` (spin, yield, futex sleep).
+    Handles,
+    /// The core's try-once `try_send` / `try_recv_into`, retried in a busy loop: the queue
+    /// alone, without the adapter's waiting and wake-ups.
+    CoreSpin,
+}
+
+impl Api {
+    fn role(self) -> &'static str {
+        match self {
+            Self::Handles => "channel",
+            Self::CoreSpin => "core",
+        }
+    }
+}
+
+/// Busy-retries a core try-once operation while it reports a full or empty channel.
+fn spin_core<T>(
+    mut op: impl FnMut() -> Result<T, dragon_channels_core::ChannelError>,
+) -> Result<T, dragon_channels_core::ChannelError> {
+    use dragon_channels_core::ChannelError as E;
+    loop {
+        match op() {
+            Err(E::Full | E::Empty) => {}
+            r => return r,
+        }
+    }
+}
+
+fn channel_parent(n: usize, api: Api) -> Result<Stats, Box<dyn core::error::Error>> {
     let name = format!("pingpong-{}", std::process::id());
     let pool = MemoryPool::create(4 << 20, &name, 1)?;
     let attrs = ChannelAttrs {
@@ -90,7 +129,7 @@ fn channel_parent(n: usize) -> Result<Stats, Box<dyn core::error::Error>> {
     let ping = Channel::create(&pool, 1, Some(attrs))?;
     let pong = Channel::create(&pool, 2, Some(attrs))?;
     let desc = format!("{}:{}", hex(&ping.serialize()), hex(&pong.serialize()));
-    let mut peer = spawn_peer("channel", &desc)?;
+    let mut peer = spawn_peer(api.role(), &desc)?;
 
     let mut sendh = ping.sendh()?;
     sendh.open()?;
@@ -102,8 +141,24 @@ fn channel_parent(n: usize) -> Result<Stats, Box<dyn core::error::Error>> {
     for i in 0..WARMUP + n {
         out.bytes_memview()?[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let t0 = Instant::now();
-        sendh.send(&out, None, Timeout::Block)?;
-        recvh.recv_into(&mut back, Timeout::Block)?;
+        match api {
+            Api::Handles => {
+                sendh.send(&out, None, Timeout::Block)?;
+                recvh.recv_into(&mut back, Timeout::Block)?;
+            }
+            Api::CoreSpin => {
+                let bytes = out.bytes()?;
+                spin_core(|| ping.core_channel().try_send(bytes, 0, 0))?;
+                let dest = back.bytes_memview()?;
+                let c = pong.core_channel();
+                spin_core(|| {
+                    while !c.may_recv() {
+                        core::hint::spin_loop();
+                    }
+                    c.try_recv_into(dest)
+                })?;
+            }
+        }
         let dt = t0.elapsed();
         if back.bytes()?[..8] != (i as u64).to_le_bytes() {
             return Err("peer echoed the wrong message".into());
@@ -126,7 +181,7 @@ fn channel_parent(n: usize) -> Result<Stats, Box<dyn core::error::Error>> {
     Ok(stats(rtt))
 }
 
-fn channel_peer(desc: &str) -> Result<(), Box<dyn core::error::Error>> {
+fn channel_peer(desc: &str, api: Api) -> Result<(), Box<dyn core::error::Error>> {
     let (a, b) = desc.split_once(':').ok_or("bad descriptor list")?;
     let ping = Channel::attach(&unhex(a))?;
     let pong = Channel::attach(&unhex(b))?;
@@ -136,11 +191,29 @@ fn channel_peer(desc: &str) -> Result<(), Box<dyn core::error::Error>> {
     sendh.open()?;
     let mut msg = Message::create_alloc(ping.pool(), LEN)?;
     loop {
-        recvh.recv_into(&mut msg, Timeout::Block)?;
+        match api {
+            Api::Handles => recvh.recv_into(&mut msg, Timeout::Block)?,
+            Api::CoreSpin => {
+                let dest = msg.bytes_memview()?;
+                let c = ping.core_channel();
+                spin_core(|| {
+                    while !c.may_recv() {
+                        core::hint::spin_loop();
+                    }
+                    c.try_recv_into(dest)
+                })?;
+            }
+        }
         if msg.bytes()?.iter().all(|&x| x == 0xFF) {
             return Ok(());
         }
-        sendh.send(&msg, None, Timeout::Block)?;
+        match api {
+            Api::Handles => sendh.send(&msg, None, Timeout::Block)?,
+            Api::CoreSpin => {
+                let bytes = msg.bytes()?;
+                spin_core(|| pong.core_channel().try_send(bytes, 0, 0))?;
+            }
+        }
     }
 }
 
@@ -277,9 +350,23 @@ fn floor_parent(n: usize) -> Result<Stats, Box<dyn core::error::Error>> {
     Ok(stats(rtt))
 }
 
+/// With `DC_PINGPONG_PIN` set, the parent runs on CPU 0 and every peer on CPU 1.
+fn pin(cpu: usize) {
+    if std::env::var_os("DC_PINGPONG_PIN").is_some() {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+            eprintln!("cannot pin to CPU {cpu}: {e}");
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn core::error::Error>> {
-    match std::env::var(ROLE).as_deref() {
-        Ok("channel") => return channel_peer(&std::env::var(DESC)?),
+    let role = std::env::var(ROLE);
+    pin(if role.is_ok() { 1 } else { 0 });
+    match role.as_deref() {
+        Ok("channel") => return channel_peer(&std::env::var(DESC)?, Api::Handles),
+        Ok("core") => return channel_peer(&std::env::var(DESC)?, Api::CoreSpin),
         Ok("floor") => {
             let map = floor::map(&std::env::var(DESC)?, false)?;
             floor::peer(&map);
@@ -290,8 +377,9 @@ fn main() -> Result<(), Box<dyn core::error::Error>> {
     let n = iterations();
     println!("two-process ping-pong, {LEN}-byte messages, {n} round trips (+{WARMUP} warm-up)");
     let t0 = Instant::now();
-    let ch = channel_parent(n)?;
+    let ch = channel_parent(n, Api::Handles)?;
     let t1 = Instant::now();
+    let co = channel_parent(n, Api::CoreSpin)?;
     let fl = floor_parent(n)?;
     let t2 = Instant::now();
     println!(
@@ -300,6 +388,7 @@ fn main() -> Result<(), Box<dyn core::error::Error>> {
         (t2 - t1).as_secs_f64()
     );
     print_row("channel (send / recv_into)", &ch);
+    print_row("core (try_*, busy retry)", &co);
     print_row("floor (raw AtomicU32 flags)", &fl);
     println!(
         "ratio channel / floor       p50 {:>8.1}x     p99 {:>8.1}x     p99.9 {:>8.1}x",

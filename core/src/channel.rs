@@ -617,6 +617,35 @@ impl Channel {
         self.len() == self.capacity()
     }
 
+    /// A hint for waiting receivers: whether the slot at `head` holds a published message.
+    /// Reads only the head word and that slot's sequence word (no fence, no tail), so a
+    /// receiver that spins on it leaves the sender's lines alone until a message arrives;
+    /// a `true` is then confirmed by a receive.
+    pub fn may_recv(&self) -> bool {
+        let head = self.atomic(H_HEAD).load(Ordering::Relaxed);
+        let Ok(ix) = self.index(head) else {
+            return true; // let the receive report the corruption
+        };
+        // Relaxed: a hint; the receive that follows acquires the message.
+        self.slot_atomic(self.slot_off(ix), S_SEQ)
+            .load(Ordering::Relaxed)
+            != head
+    }
+
+    /// A hint for waiting senders: whether the slot at `tail` is free for this lap (see
+    /// [`Channel::may_recv`]).
+    pub fn may_send(&self) -> bool {
+        let tail = self.atomic(H_TAIL).load(Ordering::Relaxed);
+        let Ok(ix) = self.index(tail) else {
+            return true;
+        };
+        // Relaxed: a hint; the send that follows acquires the slot.
+        let seq = self
+            .slot_atomic(self.slot_off(ix), S_SEQ)
+            .load(Ordering::Relaxed);
+        seq.wrapping_add(self.geo.one_lap) != tail.wrapping_add(1)
+    }
+
     /// Dragon's poll, answered at once: booleans as 0/1, counts as numbers.
     ///
     /// # Errors
@@ -1196,6 +1225,8 @@ impl Channel {
             // SYNC: acquire message (Acquire) <-> publish message (Release).
             let seq = seq_a.load(Ordering::Acquire);
             if seq == head.wrapping_add(1) {
+                // The payload's first line starts loading while the claim CAS below takes the
+                // header line (a locked instruction does not wait for a prefetch).
                 if fault::dies(me & OWNER_MASK, Step::RecvRead) {
                     return Err(ChannelError::Died);
                 }

@@ -246,7 +246,12 @@ pub fn set_affinity(set: &libc::cpu_set_t) {
 /// Pins the calling thread to `cpu` (modulo the CPU count); returns the previous mask.
 pub fn pin(cpu: usize) -> libc::cpu_set_t {
     let old = affinity();
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The online CPU count, not `available_parallelism`: that reads this thread's affinity
+    // mask, which a child of a pinned parent inherits (it said 1 there, and the peer that
+    // should run on CPU 1 pinned itself to CPU 0, beside the parent).
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let ncpu = usize::try_from(online).unwrap_or(1).max(1);
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes a bit inside it (the index is
     // below the CPU count, far below the set's 1024 bits).
     let set = unsafe {
