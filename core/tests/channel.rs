@@ -59,9 +59,13 @@ fn capacity_full_and_empty() {
         let ch = Channel::create(&p, u64::from(cap), &attrs(cap, 16)).unwrap();
         for lap in 0..5u32 {
             assert!(ch.is_empty());
+            // The waiting hints agree with what a try would say, in every lap.
+            assert!(!ch.may_recv() && ch.may_send());
             for i in 0..cap {
                 assert_eq!(ch.len(), i as usize);
                 ch.try_send(&(lap * 1000 + i).to_le_bytes(), 0, 0).unwrap();
+                assert!(ch.may_recv());
+                assert_eq!(ch.may_send(), i + 1 < cap);
             }
             assert!(ch.is_full());
             assert_eq!(ch.try_send(b"x", 0, 0), Err(ChannelError::Full));
@@ -71,6 +75,8 @@ fn capacity_full_and_empty() {
                 let mut b = [0u8; 4];
                 ch.try_recv_into(&mut b).unwrap();
                 assert_eq!(u32::from_le_bytes(b), lap * 1000 + i);
+                assert!(ch.may_send());
+                assert_eq!(ch.may_recv(), i + 1 < cap);
             }
             assert_eq!(ch.poll(Poll::Empty).unwrap(), 1);
             assert_eq!(ch.poll(Poll::In).unwrap(), 0);
