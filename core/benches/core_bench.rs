@@ -211,6 +211,37 @@ fn main() {
             }
         });
     });
+    // The same, waiting on the readiness hints (one word of the awaited slot) and trying
+    // only when they say so, as the std adapter's blocking calls do.
+    let ours_hint = measure(reps, msgs, |n| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let m = [7u8; 64];
+                for _ in 0..n {
+                    loop {
+                        while !ch.may_send() {
+                            std::hint::spin_loop();
+                        }
+                        if ch.try_send(&m, 0, 0) != Err(ChannelError::Full) {
+                            break;
+                        }
+                    }
+                }
+            });
+            let mut b = [0u8; 64];
+            for _ in 0..n {
+                loop {
+                    while !ch.may_recv() {
+                        std::hint::spin_loop();
+                    }
+                    if ch.try_recv_into(&mut b).is_ok() {
+                        break;
+                    }
+                }
+                black_box(&b);
+            }
+        });
+    });
     let (tx, rx) = crossbeam_channel::bounded::<[u8; 64]>(100);
     let cb = measure(reps, msgs, |n| {
         std::thread::scope(|s| {
@@ -249,6 +280,11 @@ fn main() {
     println!(
         "| dragon channel (try_* spin) | {ours:.1} | {:.2} | 1.00x |",
         1e3 / ours
+    );
+    println!(
+        "| dragon channel (may_* hint, then try_*) | {ours_hint:.1} | {:.2} | {:.2}x |",
+        1e3 / ours_hint,
+        ours_hint / ours
     );
     println!(
         "| crossbeam bounded(100) send/recv | {cb:.1} | {:.2} | {:.2}x |",
