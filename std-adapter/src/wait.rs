@@ -257,8 +257,18 @@ impl Ctx<'_> {
     /// One try, with recovery when it stalls on a dead party (a claimed slot, or the pool
     /// lock inside a channel operation).
     fn attempt<T>(&self, op: &mut impl FnMut() -> Result<T, CoreChannelError>) -> Step<T> {
+        let r = op();
+        self.attempt_from(r, op)
+    }
+
+    /// [`Ctx::attempt`] for a try whose result `r` is already known.
+    fn attempt_from<T>(
+        &self,
+        mut r: Result<T, CoreChannelError>,
+        op: &mut impl FnMut() -> Result<T, CoreChannelError>,
+    ) -> Step<T> {
         loop {
-            match op() {
+            match r {
                 Ok(v) => return Step::Done(Ok(v)),
                 Err(CoreChannelError::Full) => return Step::Busy(Wait::Slot),
                 Err(CoreChannelError::Empty) => return Step::Busy(Wait::Message),
@@ -279,6 +289,7 @@ impl Ctx<'_> {
                 }
                 Err(e) => return Step::Done(Err(from_core(e, self.op))),
             }
+            r = op();
         }
     }
 
@@ -286,24 +297,50 @@ impl Ctx<'_> {
     /// passes. Busy results are `Full`, `Empty` and pool `OutOfSpace`; with a try-once
     /// deadline they are returned as `ChannelFull` / `ChannelEmpty` / the pool error, after
     /// that as `ChannelTimeout`.
+    #[inline]
     pub(crate) fn block<T>(
         &self,
         deadline: Deadline,
         mut op: impl FnMut() -> Result<T, CoreChannelError>,
     ) -> Result<T, Error> {
-        // What the last try waits for. A blocking call whose hint already says "not yet"
-        // skips the first try: a receive that finds the channel empty reads the tail word
-        // (after a fence), and the sender then has to take that line back before its
+        // The fast path, kept small (it is most of the cost of a message that does not wait):
+        // one try, and on success the wake-up check. A blocking receive whose hint already
+        // says "not yet" skips the try: a receive that finds the channel empty reads the tail
+        // word (after a fence), and the sender then has to take that line back before its
         // message becomes visible, one more cache-line round trip on every message of a
         // ping-pong.
-        let mut wait = if deadline != Deadline::Try && !self.may_proceed(self.own_wait()) {
-            self.own_wait()
-        } else {
-            match self.attempt(&mut op) {
+        let first =
+            if self.op == Op::Recv && deadline != Deadline::Try && !self.may_proceed(Wait::Message)
+            {
+                None
+            } else {
+                match op() {
+                    Ok(v) => {
+                        self.notify_peers();
+                        return Ok(v);
+                    }
+                    Err(e) => Some(e),
+                }
+            };
+        self.block_slow(deadline, op, first)
+    }
+
+    /// [`Ctx::block`] after a first try that did not succeed (`first`; `None`: skipped).
+    #[inline(never)]
+    fn block_slow<T>(
+        &self,
+        deadline: Deadline,
+        mut op: impl FnMut() -> Result<T, CoreChannelError>,
+        first: Option<CoreChannelError>,
+    ) -> Result<T, Error> {
+        // What the last try waits for.
+        let mut wait = match first {
+            None => self.own_wait(),
+            Some(e) => match self.attempt_from(Err(e), &mut op) {
                 Step::Done(r) => return self.done(r),
                 Step::Busy(w) if deadline == Deadline::Try => return Err(self.busy_error(w)),
                 Step::Busy(w) => w,
-            }
+            },
         };
         // Spin, then keep polling between yields (a peer on the same CPU gets to run), then
         // sleep. While spinning, poll the core's readiness hint, which reads one word of the
@@ -378,9 +415,16 @@ impl Ctx<'_> {
 
     /// After a completed operation: wake the other side.
     fn done<T>(&self, r: Result<T, Error>) -> Result<T, Error> {
-        if r.is_ok()
-            && let Some(ch) = self.ch
-        {
+        if r.is_ok() {
+            self.notify_peers();
+        }
+        r
+    }
+
+    /// After a successful operation: wake sleepers of the other side, if any registered.
+    #[inline]
+    fn notify_peers(&self) {
+        if let Some(ch) = self.ch {
             match self.op {
                 Op::Send => notify(ch.recv_event()),
                 Op::Recv => {
@@ -392,6 +436,5 @@ impl Ctx<'_> {
                 Op::Other => {}
             }
         }
-        r
     }
 }
