@@ -185,6 +185,7 @@ impl<'a> Event<'a> {
 
     /// Call after making the condition true. Returns whether sleepers may need a wake-up
     /// (the word was bumped); then the caller wakes them.
+    #[inline]
     pub fn notify(&self) -> bool {
         // SYNC: fence (SeqCst) <-> register's SeqCst RMW: either the waiter sees the change
         // in its re-check, or we see the waiter here.
@@ -623,6 +624,7 @@ impl Channel {
     /// Reads only the head word and that slot's sequence word (no fence, no tail), so a
     /// receiver that spins on it leaves the sender's lines alone until a message arrives;
     /// a `true` is then confirmed by a receive.
+    #[inline]
     pub fn may_recv(&self) -> bool {
         let head = self.atomic(H_HEAD).load(Ordering::Relaxed);
         let Ok(ix) = self.index(head) else {
@@ -636,6 +638,7 @@ impl Channel {
 
     /// A hint for waiting senders: whether the slot at `tail` is free for this lap (see
     /// [`Channel::may_recv`]).
+    #[inline]
     pub fn may_send(&self) -> bool {
         let tail = self.atomic(H_TAIL).load(Ordering::Relaxed);
         let Ok(ix) = self.index(tail) else {
@@ -689,6 +692,7 @@ impl Channel {
     /// # Errors
     /// [`ChannelError::Full`], [`ChannelError::Destroyed`], [`ChannelError::Stalled`],
     /// [`ChannelError::Pool`] when a side allocation is needed and the pool has no room.
+    #[inline]
     pub fn try_send(&self, bytes: &[u8], hints: u64, clientid: u64) -> Result<(), ChannelError> {
         self.try_send_mode(SendMode::Copy(bytes), hints, clientid)
     }
@@ -827,6 +831,7 @@ impl Channel {
     /// # Errors
     /// [`ChannelError::Empty`], [`ChannelError::DestinationTooSmall`],
     /// [`ChannelError::Destroyed`], [`ChannelError::Stalled`].
+    #[inline]
     pub fn try_recv_into(&self, dest: &mut [u8]) -> Result<Received, ChannelError> {
         let capacity = dest.len();
         self.recv_inner(
@@ -1264,8 +1269,6 @@ impl Channel {
             // SYNC: acquire message (Acquire) <-> publish message (Release).
             let seq = seq_a.load(Ordering::Acquire);
             if seq == head.wrapping_add(1) {
-                // The payload's first line starts loading while the claim CAS below takes the
-                // header line (a locked instruction does not wait for a prefetch).
                 if fault::dies(me & OWNER_MASK, Step::RecvRead) {
                     return Err(ChannelError::Died);
                 }
