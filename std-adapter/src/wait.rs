@@ -3,10 +3,15 @@
 //!
 //! # Algorithm
 //! A blocking call converts its [`Timeout`] into a deadline once (`Instant::now() + t`), then:
-//! 1. tries the core's try-once operation;
-//! 2. retries for about [`SPIN_FOR`] with `spin_loop` hints, then after each `yield_now`
-//!    until [`YIELD_FOR`] has passed (a peer that is about to answer costs no futex call, and
-//!    one that shares our CPU gets to run);
+//! 1. tries the core's try-once operation (a blocking receive whose readiness hint,
+//!    `Channel::may_recv`, says "nothing yet" skips this try);
+//! 2. polls the hint (`may_recv` / `may_send`: one word of the awaited slot) for about
+//!    [`SPIN_FOR`] with a `spin_loop` hint between polls, then after each `yield_now` until
+//!    [`YIELD_FOR`] has passed, and tries again whenever the hint says so or every
+//!    [`TRY_EVERY`] polls (a peer that is about to answer costs no futex call, and one that
+//!    shares our CPU gets to run). Polling the hint rather than retrying matters: a failed
+//!    receive reads the tail word, and a waiter that keeps taking that line from the sender
+//!    makes every message pay a cache-line round trip;
 //! 3. sleeps: registers on the core's event words (`Channel::recv_event` for receivers,
 //!    `send_event` for senders, the pool's free counter for allocations), tries once more,
 //!    and waits on the word with `FUTEX_WAIT` (shared, not `FUTEX_PRIVATE`, since the word lives
@@ -38,7 +43,7 @@ use crate::error::{Error, Op, from_core};
 use crate::pool::PoolInner;
 use crate::sync::{AtomicU32, Ordering};
 
-/// How long a blocked call spins (CPU spin hints between tries) before it starts yielding.
+/// How long a blocked call spins (CPU spin hints between polls) before it starts yielding.
 /// Short, because a peer that shares the CPU cannot answer while we spin.
 pub const SPIN_FOR: Duration = Duration::from_micros(2);
 /// Polls of the readiness hint between two reads of the clock while spinning (one CPU spin
