@@ -119,6 +119,23 @@ fn spin_core<T>(
     }
 }
 
+/// Core copy send on `ch`, retried while the channel is full.
+fn core_send(ch: &Channel, bytes: &[u8]) -> Result<(), dragon_channels_core::ChannelError> {
+    spin_core(|| ch.core_channel().try_send(bytes, 0, 0))
+}
+
+/// Core receive from `ch` into `dest`: polls the readiness hint, then tries.
+fn core_recv(ch: &Channel, dest: &mut [u8]) -> Result<(), dragon_channels_core::ChannelError> {
+    let c = ch.core_channel();
+    spin_core(|| {
+        while !c.may_recv() {
+            core::hint::spin_loop();
+        }
+        c.try_recv_into(dest)
+    })
+    .map(|_| ())
+}
+
 fn channel_parent(n: usize, api: Api) -> Result<Stats, Box<dyn core::error::Error>> {
     let name = format!("pingpong-{}", std::process::id());
     let pool = MemoryPool::create(4 << 20, &name, 1)?;
@@ -147,16 +164,8 @@ fn channel_parent(n: usize, api: Api) -> Result<Stats, Box<dyn core::error::Erro
                 recvh.recv_into(&mut back, Timeout::Block)?;
             }
             Api::CoreSpin => {
-                let bytes = out.bytes()?;
-                spin_core(|| ping.core_channel().try_send(bytes, 0, 0))?;
-                let dest = back.bytes_memview()?;
-                let c = pong.core_channel();
-                spin_core(|| {
-                    while !c.may_recv() {
-                        core::hint::spin_loop();
-                    }
-                    c.try_recv_into(dest)
-                })?;
+                core_send(&ping, out.bytes()?)?;
+                core_recv(&pong, back.bytes_memview()?)?;
             }
         }
         let dt = t0.elapsed();
@@ -193,26 +202,14 @@ fn channel_peer(desc: &str, api: Api) -> Result<(), Box<dyn core::error::Error>>
     loop {
         match api {
             Api::Handles => recvh.recv_into(&mut msg, Timeout::Block)?,
-            Api::CoreSpin => {
-                let dest = msg.bytes_memview()?;
-                let c = ping.core_channel();
-                spin_core(|| {
-                    while !c.may_recv() {
-                        core::hint::spin_loop();
-                    }
-                    c.try_recv_into(dest)
-                })?;
-            }
+            Api::CoreSpin => core_recv(&ping, msg.bytes_memview()?)?,
         }
         if msg.bytes()?.iter().all(|&x| x == 0xFF) {
             return Ok(());
         }
         match api {
             Api::Handles => sendh.send(&msg, None, Timeout::Block)?,
-            Api::CoreSpin => {
-                let bytes = msg.bytes()?;
-                spin_core(|| pong.core_channel().try_send(bytes, 0, 0))?;
-            }
+            Api::CoreSpin => core_send(&pong, msg.bytes()?)?,
         }
     }
 }

@@ -75,17 +75,18 @@ impl Shm {
         unsafe { &*self.base().add(off).cast::<AtomicU32>() }
     }
 
-    /// Copies 64 bytes in or out at `off`; the sequence or flag protocol orders the accesses.
-    fn copy(&self, off: usize, src: *const u8, dst_in: bool, other: *mut u8) {
-        // SAFETY: `off + 64` is inside the buffer; the other thread touches these bytes only
-        // before the Release store / after the Acquire load that bracket this copy.
-        unsafe {
-            if dst_in {
-                core::ptr::copy_nonoverlapping(src, self.base().add(off), 64);
-            } else {
-                core::ptr::copy_nonoverlapping(self.base().add(off), other, 64);
-            }
-        }
+    /// Copies `msg` in at `off`; the sequence or flag protocol orders the accesses.
+    fn copy_in(&self, off: usize, msg: &[u8; 64]) {
+        // SAFETY: `off + 64` is inside the buffer; the other thread reads these bytes only
+        // after the Release store that follows this copy.
+        unsafe { core::ptr::copy_nonoverlapping(msg.as_ptr(), self.base().add(off), 64) }
+    }
+
+    /// Copies 64 bytes out at `off` into `out` (see [`Shm::copy_in`]).
+    fn copy_out(&self, off: usize, out: &mut [u8; 64]) {
+        // SAFETY: `off + 64` is inside the buffer; the writer finished before the Release
+        // store this thread acquired.
+        unsafe { core::ptr::copy_nonoverlapping(self.base().add(off), out.as_mut_ptr(), 64) }
     }
 }
 
@@ -95,7 +96,7 @@ unsafe impl Sync for Shm {}
 fn send(m: &Shm, dir: usize, i: u32, msg: &[u8; 64], v: Variant) {
     let d = dir * DIR;
     if v == Variant::Floor {
-        m.copy(d + PAYLOAD, msg.as_ptr(), true, core::ptr::null_mut());
+        m.copy_in(d + PAYLOAD, msg);
         // SYNC: Release <-> the receiver's Acquire spin in `recv`.
         m.atomic(d + SEQ).store(2 * i - 1, Ordering::Release);
         return;
@@ -111,7 +112,7 @@ fn send(m: &Shm, dir: usize, i: u32, msg: &[u8; 64], v: Variant) {
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed);
     }
     m.atomic(d + TAIL).store(i, Ordering::Release);
-    m.copy(d + PAYLOAD, msg.as_ptr(), true, core::ptr::null_mut());
+    m.copy_in(d + PAYLOAD, msg);
     m.atomic(d + LEN).store(64, Ordering::Relaxed);
     // SYNC: publish (Release) <-> the receiver's Acquire spin.
     m.atomic(d + SEQ).store(2 * i - 1, Ordering::Release);
@@ -127,7 +128,7 @@ fn recv(m: &Shm, dir: usize, i: u32, out: &mut [u8; 64], v: Variant) {
         core::hint::spin_loop();
     }
     if v == Variant::Floor {
-        m.copy(d + PAYLOAD, core::ptr::null(), false, out.as_mut_ptr());
+        m.copy_out(d + PAYLOAD, out);
         return;
     }
     if v == Variant::Skeleton {
@@ -137,7 +138,7 @@ fn recv(m: &Shm, dir: usize, i: u32, out: &mut [u8; 64], v: Variant) {
     }
     m.atomic(d + HEAD).store(i, Ordering::Release);
     let _ = m.atomic(d + LEN).load(Ordering::Relaxed);
-    m.copy(d + PAYLOAD, core::ptr::null(), false, out.as_mut_ptr());
+    m.copy_out(d + PAYLOAD, out);
     // SYNC: release the slot (Release) <-> the next sender's Acquire spin.
     m.atomic(d + SEQ).store(2 * i, Ordering::Release);
     if v == Variant::Skeleton {
@@ -155,6 +156,17 @@ fn spin<T>(mut op: impl FnMut() -> Result<T, ChannelError>) -> Result<T, Channel
     }
 }
 
+/// Core receive into `out`: polls the readiness hint, then tries.
+fn core_recv(ch: &Channel, out: &mut [u8; 64]) -> Result<(), ChannelError> {
+    spin(|| {
+        while !ch.may_recv() {
+            core::hint::spin_loop();
+        }
+        ch.try_recv_into(out)
+    })
+    .map(|_| ())
+}
+
 /// One round of `n` round trips; returns (p50, p99) half round trips in ns.
 fn round(v: Variant, n: u32, ping: &Channel, pong: &Channel) -> Result<(u64, u64), ChannelError> {
     let shm = Shm::new();
@@ -164,12 +176,7 @@ fn round(v: Variant, n: u32, ping: &Channel, pong: &Channel) -> Result<(u64, u64
             let mut b = [0u8; 64];
             for i in 1..=n {
                 if v == Variant::Core {
-                    spin(|| {
-                        while !ping.may_recv() {
-                            core::hint::spin_loop();
-                        }
-                        ping.try_recv_into(&mut b)
-                    })?;
+                    core_recv(ping, &mut b)?;
                     spin(|| pong.try_send(&b, 0, 0))?;
                 } else {
                     recv(&shm, 0, i, &mut b, v);
@@ -184,12 +191,7 @@ fn round(v: Variant, n: u32, ping: &Channel, pong: &Channel) -> Result<(u64, u64
             let t0 = Instant::now();
             if v == Variant::Core {
                 spin(|| ping.try_send(&b, 0, 0))?;
-                spin(|| {
-                    while !pong.may_recv() {
-                        core::hint::spin_loop();
-                    }
-                    pong.try_recv_into(&mut b)
-                })?;
+                core_recv(pong, &mut b)?;
             } else {
                 send(&shm, 0, i, &b, v);
                 recv(&shm, 1, i, &mut b, v);

@@ -627,13 +627,8 @@ impl Channel {
     #[inline]
     pub fn may_recv(&self) -> bool {
         let head = self.atomic(H_HEAD).load(Ordering::Relaxed);
-        let Ok(ix) = self.index(head) else {
-            return true; // let the receive report the corruption
-        };
-        // Relaxed: a hint; the receive that follows acquires the message.
-        self.slot_atomic(self.slot_off(ix), S_SEQ)
-            .load(Ordering::Relaxed)
-            != head
+        // A corrupt `head`: `true`, so that the receive reports it.
+        self.hint_seq(head).is_none_or(|(_, seq)| seq != head)
     }
 
     /// A hint for waiting senders: whether the slot at `tail` is free for this lap (see
@@ -641,14 +636,17 @@ impl Channel {
     #[inline]
     pub fn may_send(&self) -> bool {
         let tail = self.atomic(H_TAIL).load(Ordering::Relaxed);
-        let Ok(ix) = self.index(tail) else {
-            return true;
-        };
-        // Relaxed: a hint; the send that follows acquires the slot.
-        let seq = self
-            .slot_atomic(self.slot_off(ix), S_SEQ)
-            .load(Ordering::Relaxed);
-        seq.wrapping_add(self.geo.one_lap) != tail.wrapping_add(1)
+        self.hint_seq(tail)
+            .is_none_or(|(_, seq)| seq.wrapping_add(self.geo.one_lap) != tail.wrapping_add(1))
+    }
+
+    /// The slot of position `pos` and its sequence word, read for a hint only (Relaxed: the
+    /// operation that acts on the hint acquires the slot itself); `None` when `pos` names no
+    /// slot.
+    #[inline]
+    fn hint_seq(&self, pos: u32) -> Option<(usize, u32)> {
+        let s = self.slot_off(self.index(pos).ok()?);
+        Some((s, self.slot_atomic(s, S_SEQ).load(Ordering::Relaxed)))
     }
 
     /// Dragon's poll, answered at once: booleans as 0/1, counts as numbers.
@@ -790,15 +788,11 @@ impl Channel {
             for _ in 0..PREFETCH_AHEAD {
                 ahead = self.next_pos(ahead);
             }
-            let mask = self.geo.one_lap - 1;
-            let ix = (ahead & mask) as usize;
-            // A capacity up to the distance wraps onto the sender's own slot: nothing to gain.
-            if ix >= self.geo.capacity as usize || ahead & mask == pos & mask {
-                return;
-            }
-            let s = self.slot_off(ix);
-            // Relaxed: only decides whether to issue a hint.
-            if self.slot_atomic(s, S_SEQ).load(Ordering::Relaxed) == ahead {
+            // A capacity up to the distance wraps onto the sender's own slot, whose sequence
+            // now says "published", never `ahead`: nothing is prefetched.
+            if let Some((s, seq)) = self.hint_seq(ahead)
+                && seq == ahead
+            {
                 self.region().prefetch_write(s);
                 self.region().prefetch_write(s + LINE);
             }
