@@ -81,6 +81,7 @@ const F_FREE_PENDING: u32 = 16;
 
 const LINE: usize = 64;
 /// How many positions past its own a sender prefetches (see `Channel::prefetch_ahead`).
+#[cfg(not(any(loom, miri)))]
 const PREFETCH_AHEAD: u32 = 2;
 
 /// Channel creation attributes.
