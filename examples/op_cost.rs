@@ -1,48 +1,220 @@
-//! Cost of one uncontended send + receive pair through the adapter's handles, in one process:
-//! the per-message work the two-process ping-pong pays on top of the hardware floor. Meant
-//! for instruction counting, e.g.
-//! `valgrind --tool=callgrind target/release/examples/op_cost 10000` against the same with
-//! 20000 (the difference over 10000 is the cost of one pair); without valgrind it prints the
-//! mean time of a pair.
+//! Instructions per message: one uncontended send + receive pair, in one process, through our
+//! handles and the core beside crossbeam-channel's `try_send` + `try_recv` and a 64-byte
+//! `Box` allocation + free. Instruction counts are exact and repeatable on a noisy machine,
+//! where times are not.
+//!
+//! `cargo run --release --example op_cost` runs itself under `valgrind --tool=callgrind` for
+//! every row, once with N and once with 2N pairs; the difference over N is the cost of one
+//! pair (start-up and teardown cancel out). `op_cost ROW N` runs one row without valgrind and
+//! prints its mean time per pair (rows: `handles`, `bytes`, `core`, `crossbeam`, `box`).
 
+use core::hint::black_box;
+use std::process::Command;
 use std::time::Instant;
 
-use dragon_channels::{Channel, ChannelAttrs, MemoryPool, Message, Timeout};
+use dragon_channels::{
+    Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, MemoryPool, Message, Timeout,
+};
 
-fn main() -> Result<(), Box<dyn core::error::Error>> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+/// Every row: name, what one iteration does.
+const ROWS: [(&str, &str); 5] = [
+    (
+        "handles",
+        "ChannelSendH::send + ChannelRecvH::recv_into, 64 B messages",
+    ),
+    (
+        "bytes",
+        "ChannelSendH::send_bytes + ChannelRecvH::recv_bytes, 64 B",
+    ),
+    (
+        "core",
+        "core Channel::try_send + try_recv_into, 64 B (no handles)",
+    ),
+    (
+        "crossbeam",
+        "crossbeam-channel bounded(16) try_send + try_recv of [u8; 64]",
+    ),
+    ("box", "Box::new([u8; 64]) + drop (malloc + free)"),
+];
+
+/// Pairs per callgrind run (and twice as many in the second run).
+const CALLGRIND_N: usize = 20_000;
+
+type Res<T> = Result<T, Box<dyn core::error::Error>>;
+
+fn main() -> Res<()> {
+    let mut args = std::env::args().skip(1);
+    match (args.next(), args.next()) {
+        (Some(row), n) => {
+            let n = n.and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+            let t0 = Instant::now();
+            run(&row, n)?;
+            let dt = t0.elapsed();
+            println!(
+                "{row}: {n} pairs, {:.1} ns per pair",
+                dt.as_nanos() as f64 / n as f64
+            );
+            Ok(())
+        }
+        (None, _) => callgrind_table(),
+    }
+}
+
+/// Runs `n` iterations of `row`. Each row is a function of its own that is never inlined,
+/// so that one row's code does not change how the compiler lays out another's.
+fn run(row: &str, n: usize) -> Res<()> {
+    match row {
+        "handles" | "bytes" | "core" => with_channel(|pool, ch| match row {
+            "handles" => handles(pool, ch, n),
+            "bytes" => bytes(ch, n),
+            _ => core_row(ch, n),
+        }),
+        "crossbeam" => crossbeam(n),
+        "box" => boxed(n),
+        other => Err(
+            format!("unknown row {other:?}: one of handles, bytes, core, crossbeam, box").into(),
+        ),
+    }
+}
+
+#[inline(always)]
+fn check(got: &[u8], i: usize) -> Res<()> {
+    if got[..8] != (i as u64).to_le_bytes() {
+        return Err("received the wrong message".into());
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn crossbeam(n: usize) -> Res<()> {
+    let (s, r) = crossbeam_channel::bounded::<[u8; 64]>(16);
+    let mut msg = [0u8; 64];
+    for i in 0..n {
+        msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        s.try_send(black_box(msg))?;
+        let back = r.try_recv()?;
+        check(&back, i)?;
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn boxed(n: usize) -> Res<()> {
+    for i in 0..n {
+        let mut b = Box::new([0u8; 64]);
+        b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        check(&black_box(b)[..], i)?;
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn handles(pool: &MemoryPool, ch: &Channel, n: usize) -> Res<()> {
+    let (sendh, recvh) = open_handles(ch)?;
+    let mut out = Message::create_alloc(pool, 64)?;
+    let mut back = Message::create_alloc(pool, 64)?;
+    for i in 0..n {
+        out.bytes_memview()?[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        sendh.send(&out, None, Timeout::Block)?;
+        recvh.recv_into(&mut back, Timeout::Block)?;
+        check(back.bytes()?, i)?;
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn bytes(ch: &Channel, n: usize) -> Res<()> {
+    let (sendh, recvh) = open_handles(ch)?;
+    let mut out = [0u8; 64];
+    for i in 0..n {
+        out[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        sendh.send_bytes(&out, 64, None, Timeout::Block)?;
+        check(&recvh.recv_bytes(Timeout::Block)?, i)?;
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn core_row(ch: &Channel, n: usize) -> Res<()> {
+    let core = ch.core_channel();
+    let (mut out, mut back) = ([0u8; 64], [0u8; 64]);
+    for i in 0..n {
+        out[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        core.try_send(&out, 0, 0)?;
+        core.try_recv_into(&mut back)?;
+        check(&back, i)?;
+    }
+    Ok(())
+}
+
+fn open_handles(ch: &Channel) -> Res<(ChannelSendH, ChannelRecvH)> {
+    let mut sendh = ch.sendh()?;
+    sendh.open()?;
+    let mut recvh = ch.recvh()?;
+    recvh.open()?;
+    Ok((sendh, recvh))
+}
+
+/// A pool with one channel (capacity 16, 256 inline bytes per slot) for `f`; both are
+/// destroyed afterwards.
+fn with_channel(f: impl FnOnce(&MemoryPool, &Channel) -> Res<()>) -> Res<()> {
     let name = format!("op-cost-{}", std::process::id());
     let pool = MemoryPool::create(4 << 20, &name, 1)?;
     let attrs = ChannelAttrs {
         capacity: 16,
         block_size: 256,
     };
-    let ch = Channel::create(&pool, 1, Some(attrs))?;
-    let mut sendh = ch.sendh()?;
-    sendh.open()?;
-    let mut recvh = ch.recvh()?;
-    recvh.open()?;
-    let mut out = Message::create_alloc(&pool, 64)?;
-    let mut back = Message::create_alloc(&pool, 64)?;
-    let t0 = Instant::now();
-    for i in 0..n {
-        out.bytes_memview()?[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        sendh.send(&out, None, Timeout::Block)?;
-        recvh.recv_into(&mut back, Timeout::Block)?;
-        if back.bytes()?[..8] != (i as u64).to_le_bytes() {
-            return Err("received the wrong message".into());
-        }
-    }
-    let dt = t0.elapsed();
-    println!(
-        "{n} send + recv_into pairs, 64 B: {:.1} ns per pair",
-        dt.as_nanos() as f64 / n as f64
-    );
-    drop((out, back, sendh, recvh));
-    ch.destroy()?;
+    let result = Channel::create(&pool, 1, Some(attrs))
+        .map_err(Into::into)
+        .and_then(|ch| {
+            let r = f(&pool, &ch);
+            ch.destroy()?;
+            r
+        });
     pool.destroy()?;
+    result
+}
+
+/// Instructions of one run of `row` with `n` pairs, under callgrind.
+fn instructions(exe: &str, row: &str, n: usize) -> Res<u64> {
+    let out_file =
+        std::env::temp_dir().join(format!("op-cost-{}-{row}-{n}.cg", std::process::id()));
+    let out = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .args([exe, row, &n.to_string()])
+        .output()
+        .map_err(|e| format!("running valgrind ({e}): install it (apt-get install valgrind)"))?;
+    let _ = std::fs::remove_file(&out_file);
+    let text = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("callgrind run of {row} failed:\n{text}").into());
+    }
+    text.lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no instruction count in callgrind's output:\n{text}").into())
+}
+
+fn callgrind_table() -> Res<()> {
+    let exe = std::env::current_exe()?;
+    let exe = exe.to_str().ok_or("executable path is not UTF-8")?;
+    let n = CALLGRIND_N;
+    println!(
+        "Instructions per iteration (callgrind, runs of {n} and {} iterations, difference / {n}):\n",
+        2 * n
+    );
+    println!("| row | what one iteration does | instructions | vs crossbeam |");
+    println!("|---|---|---:|---:|");
+    let mut counts = Vec::new();
+    for (row, _) in ROWS {
+        let per =
+            (instructions(exe, row, 2 * n)? as f64 - instructions(exe, row, n)? as f64) / n as f64;
+        counts.push(per);
+    }
+    let cb = counts[3];
+    for ((row, what), per) in ROWS.iter().zip(&counts) {
+        println!("| {row} | {what} | {per:.0} | {:.2}x |", per / cb);
+    }
     Ok(())
 }

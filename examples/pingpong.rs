@@ -1,15 +1,10 @@
 //! Two-process ping-pong of 64-byte messages: half-round-trip latency percentiles of the
-//! channel API, beside the hardware floor measured in the same run.
+//! channel API and of the bare core queue, measured back to back in the same run.
 //!
 //! - Channel: the parent creates a pool with a `ping` and a `pong` channel and re-executes
 //!   itself as the peer, passing the channels' serialized descriptors in the environment. The
 //!   parent sends 64 bytes on `ping` (copy send, inline) and waits for the peer to send them
 //!   back on `pong` (blocking receive into a reused message), `N` times.
-//! - Floor: the same two processes' worth of work on raw shared memory: a 4 KiB `/dev/shm`
-//!   mapping (the same kind of `MAP_SHARED` mapping), where each side copies the 64 bytes in,
-//!   stores a flag (`AtomicU32`, Release), and the other spins on the flag (Acquire) and copies
-//!   the 64 bytes out.
-//!
 //! - Core: the same channels through the core's try-once `try_send` / `try_recv_into` in a busy
 //!   loop (a receiver polls [`Channel::may_recv`]-style readiness first): the queue's own cost,
 //!   without the adapter's blocking; the difference to the first row is the adapter's.
@@ -17,6 +12,11 @@
 //! Half round trip = round trip / 2. Run with
 //! `cargo run --release --example pingpong [-- iterations]` (default 200000); with
 //! `DC_PINGPONG_PIN=1` the parent runs on CPU 0 and the peers on CPU 1.
+//!
+//! The hardware floor (the same ping-pong over raw atomics on a shared mapping) and other IPC
+//! mechanisms are measured beside the channel by the benchmark suite:
+//! `cargo run --release --manifest-path examples/peers/Cargo.toml` (`-- --pingpong 64 200000`
+//! for just the channel and the floor at 64 B).
 //!
 //! [`Channel::may_recv`]: dragon_channels_core::Channel::may_recv
 
@@ -214,139 +214,6 @@ fn channel_peer(desc: &str, api: Api) -> Result<(), Box<dyn core::error::Error>>
     }
 }
 
-// ----- the floor: raw atomics on a shared mapping -----
-
-/// Raw shared-memory ping-pong. The workspace bans naming atomics outside the core's and the
-/// adapter's `sync` modules; this benchmark measures exactly such a raw atomic, on purpose.
-#[allow(clippy::disallowed_types)]
-mod floor {
-    use core::sync::atomic::{AtomicU32, Ordering};
-    use core::time::Duration;
-    use std::fs::OpenOptions;
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::time::Instant;
-
-    use memmap2::{MmapMut, MmapOptions};
-
-    use super::LEN;
-
-    const FLAG_A: usize = 0;
-    const FLAG_B: usize = 64;
-    const BUF_A: usize = 128;
-    const BUF_B: usize = 256;
-    const SIZE: usize = 4096;
-    const STOP: u32 = u32::MAX;
-
-    pub(super) fn path(parent_pid: u32) -> String {
-        format!("/dev/shm/pingpong-floor-{parent_pid}")
-    }
-
-    pub(super) fn map(path: &str, create: bool) -> std::io::Result<MmapMut> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(create)
-            .mode(0o600)
-            .open(path)?;
-        if create {
-            file.set_len(SIZE as u64)?;
-        }
-        // SAFETY: a private benchmark file shared only by the two processes of this example;
-        // it is accessed through atomics and raw copies only.
-        unsafe { MmapOptions::new().len(SIZE).map_mut(&file) }
-    }
-
-    fn flag(map: &MmapMut, off: usize) -> &AtomicU32 {
-        // SAFETY: `off` is 4-aligned inside the page-aligned mapping; a zeroed u32 is a valid
-        // AtomicU32; the reference lives no longer than the mapping.
-        unsafe { &*map.as_ptr().add(off).cast::<AtomicU32>() }
-    }
-
-    fn copy_in(map: &MmapMut, off: usize, src: &[u8; LEN]) {
-        // SAFETY: `off..off + LEN` is inside the mapping; the other side only reads these
-        // bytes after the flag store that follows (Release/Acquire).
-        unsafe {
-            core::ptr::copy_nonoverlapping(src.as_ptr(), map.as_ptr().add(off).cast_mut(), LEN);
-        }
-    }
-
-    fn copy_out(map: &MmapMut, off: usize, dst: &mut [u8; LEN]) {
-        // SAFETY: as in `copy_in`; the writer stored the flag we acquired after its copy.
-        unsafe { core::ptr::copy_nonoverlapping(map.as_ptr().add(off), dst.as_mut_ptr(), LEN) }
-    }
-
-    fn wait_for(f: &AtomicU32, want: u32) -> u32 {
-        loop {
-            // SYNC: Acquire <-> the other side's flag store (Release) after its copy.
-            let v = f.load(Ordering::Acquire);
-            if v == want || v == STOP {
-                return v;
-            }
-            core::hint::spin_loop();
-        }
-    }
-
-    pub(super) fn parent(map: &MmapMut, n: usize, warmup: usize) -> Vec<Duration> {
-        let (a, b) = (flag(map, FLAG_A), flag(map, FLAG_B));
-        let mut msg = [0u8; LEN];
-        let mut back = [0u8; LEN];
-        let mut rtt = Vec::with_capacity(n);
-        for i in 1..=(warmup + n) as u32 {
-            msg[..4].copy_from_slice(&i.to_le_bytes());
-            let t0 = Instant::now();
-            copy_in(map, BUF_A, &msg);
-            // SYNC: Release <-> peer's Acquire load in `wait_for`.
-            a.store(i, Ordering::Release);
-            wait_for(b, i);
-            copy_out(map, BUF_B, &mut back);
-            let dt = t0.elapsed();
-            assert_eq!(
-                back[..4],
-                i.to_le_bytes(),
-                "floor peer echoed the wrong bytes"
-            );
-            if i as usize > warmup {
-                rtt.push(dt);
-            }
-        }
-        // SYNC: Release <-> peer's Acquire load in `wait_for`.
-        a.store(STOP, Ordering::Release);
-        rtt
-    }
-
-    pub(super) fn peer(map: &MmapMut) {
-        let (a, b) = (flag(map, FLAG_A), flag(map, FLAG_B));
-        let mut msg = [0u8; LEN];
-        let mut i = 1u32;
-        loop {
-            if wait_for(a, i) == STOP {
-                return;
-            }
-            copy_out(map, BUF_A, &mut msg);
-            copy_in(map, BUF_B, &msg);
-            // SYNC: Release <-> parent's Acquire load in `wait_for`.
-            b.store(i, Ordering::Release);
-            i += 1;
-        }
-    }
-}
-
-fn floor_parent(n: usize) -> Result<Stats, Box<dyn core::error::Error>> {
-    let path = floor::path(std::process::id());
-    let map = floor::map(&path, true)?;
-    let mut peer = spawn_peer("floor", &path);
-    let rtt = match &mut peer {
-        Ok(_) => floor::parent(&map, n, WARMUP),
-        Err(_) => Vec::new(),
-    };
-    let _ = std::fs::remove_file(&path);
-    let status = peer?.wait()?;
-    if !status.success() {
-        return Err(format!("floor peer failed: {status}").into());
-    }
-    Ok(stats(rtt))
-}
-
 /// With `DC_PINGPONG_PIN` set, the parent runs on CPU 0 and every peer on CPU 1.
 fn pin(cpu: usize) {
     if std::env::var_os("DC_PINGPONG_PIN").is_some() {
@@ -364,11 +231,6 @@ fn main() -> Result<(), Box<dyn core::error::Error>> {
     match role.as_deref() {
         Ok("channel") => return channel_peer(&std::env::var(DESC)?, Api::Handles),
         Ok("core") => return channel_peer(&std::env::var(DESC)?, Api::CoreSpin),
-        Ok("floor") => {
-            let map = floor::map(&std::env::var(DESC)?, false)?;
-            floor::peer(&map);
-            return Ok(());
-        }
         _ => {}
     }
     let n = iterations();
@@ -377,21 +239,13 @@ fn main() -> Result<(), Box<dyn core::error::Error>> {
     let ch = channel_parent(n, Api::Handles)?;
     let t1 = Instant::now();
     let co = channel_parent(n, Api::CoreSpin)?;
-    let fl = floor_parent(n)?;
     let t2 = Instant::now();
     println!(
-        "wall time: channel {:.2} s, floor {:.2} s",
+        "wall time: channel {:.2} s, core {:.2} s",
         (t1 - t0).as_secs_f64(),
         (t2 - t1).as_secs_f64()
     );
     print_row("channel (send / recv_into)", &ch);
     print_row("core (try_*, busy retry)", &co);
-    print_row("floor (raw AtomicU32 flags)", &fl);
-    println!(
-        "ratio channel / floor       p50 {:>8.1}x     p99 {:>8.1}x     p99.9 {:>8.1}x",
-        ch.p50 / fl.p50,
-        ch.p99 / fl.p99,
-        ch.p999 / fl.p999
-    );
     Ok(())
 }

@@ -258,8 +258,9 @@ fn killed_sender_holding_a_claimed_slot_and_an_allocation() {
 
     let mut victim = Children(vec![spawn_role(TEST, "victim", &envs)]);
     let victim_id = recv_ready(&ctrl);
-    // The victim holds the slot at the head and its two allocations (the side allocation of
-    // the message it was sending is not made yet at this step).
+    // The victim holds the slot at the head, its two allocations, and the side allocation of
+    // the message it was sending (made and filled before the slot was claimed, still its
+    // own: the channel takes it over only once the slot holds its descriptor).
     assert_eq!(ch.core_channel().claims().0, victim_id);
     let mut held: Vec<_> = pool
         .allocations()
@@ -269,7 +270,14 @@ fn killed_sender_holding_a_claimed_slot_and_an_allocation() {
         .map(|a| (a.kind, a.size))
         .collect();
     held.sort_by_key(|h| h.1);
-    assert_eq!(held, [(AllocKind::Data, 64), (AllocKind::Data, 1024)]);
+    assert_eq!(
+        held,
+        [
+            (AllocKind::Data, 64),
+            (AllocKind::ChannelBuffer, 512),
+            (AllocKind::Data, 1024)
+        ]
+    );
     assert!(pool.is_alive(victim_id));
 
     let mut s = ch.sendh().unwrap();

@@ -12,7 +12,8 @@
 //! - after the run and a recovery pass, the pool's free space and live allocations are back
 //!   at their baseline.
 //!
-//! The run prints its counts: `cargo test -p dragon-channels --test kill_injection -- --nocapture`.
+//! The run prints its counts:
+//! `cargo test -p dragon-channels-tests --test kill_injection -- --nocapture`.
 #![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
 
 #[path = "support/mod.rs"]

@@ -115,7 +115,7 @@ fn main() {
     heapless_setup();
 
     let mut mem = Mem(vec![0u64; (64 << 20) / 8 + 16]);
-    let mut pool = Pool::init(
+    let pool = Pool::init(
         mem.region(),
         &PoolConfig {
             min_block: 64,
@@ -125,16 +125,6 @@ fn main() {
         1,
     )
     .unwrap();
-    // As the std adapter does: spin briefly, then let a preempted lock holder run.
-    pool.set_relax(|spins| {
-        if spins < 64 {
-            std::hint::spin_loop();
-        } else if spins < 256 {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(std::time::Duration::from_micros(50));
-        }
-    });
 
     println!("## Pool: alloc+free pair, ns (median of {reps} runs of {iters})\n");
     println!(

@@ -1,55 +1,48 @@
-//! The channel: a bounded MPMC message queue that lives in one pool allocation.
+//! The channel: messages in a queue (`queue.rs`) that lives in one pool allocation, with
+//! Dragon's payload modes, attributes, poll, descriptors and events.
 //!
-//! # Algorithm
-//! Dmitry Vyukov's bounded MPMC array queue, in the stamp form of crossbeam-channel's
-//! `flavors/array.rs` (reimplemented over region offsets and 32-bit atomics): `tail` and
-//! `head` are positions `lap | index` with `one_lap = (capacity + 1).next_power_of_two()`;
-//! slot `i` carries a sequence word that says which position may use it next (`pos` for a
-//! sender, `pos + 1` for a receiver). Strict FIFO, each message delivered exactly once.
+//! The queue moves slots between senders and receivers; this module decides what a slot
+//! holds and who owns the memory a message names:
+//! - **inline**: a payload of at most `block_size` bytes is copied into the slot;
+//! - **side allocation**: a larger payload is copied into an allocation from the channel's
+//!   pool (or its buffer pool) made *before* a position is claimed, so a send that fails for
+//!   want of memory costs no slot; the slot holds the allocation's descriptor;
+//! - **transfer**: the sender's own allocation is put in the slot (zero copy) and moves to the
+//!   receiver.
 //!
-//! One addition makes process death recoverable: before a party advances `tail` or `head` it
-//! claims the slot by a CAS of the slot's `claim` word from 0 to its owner id (with a role
-//! bit), and releases it after publishing. A claim therefore always names who is working on a
-//! slot and in which step, so [`Channel::recover`] can finish or undo a dead party's step.
-//!
-//! # Memory layout (offsets from the channel allocation)
+//! # Memory layout (offsets from the channel allocation; `ChannelHeader`)
 //! ```text
 //! [config 64 B][state 64 B][tail 64 B][head 64 B][recv event 64 B][send event 64 B]
-//! [slot 0][slot 1]...     slot = [seq, claim, len, flags, hints, clientid, desc 16 B][inline bytes]
+//! [slot 0][slot 1]...   slot = [SlotHead 8 B][MsgHead 40 B][inline bytes], padded to 64 B
 //! ```
-//! Each slot is padded to 64 bytes so neighbours do not share a cache line. A payload of at
-//! most `block_size` bytes is copied inline; a larger one goes into a side allocation from the
-//! channel's pool (or its buffer pool) and the slot holds the descriptor. A transfer send puts
-//! the sender's own allocation in the slot (zero copy).
+//! Each index word and event sits on a cache line of its own; each slot is padded to whole
+//! lines so neighbours do not share one.
 //!
-//! # What a party that dies leaves behind
-//! - Sender, after claiming and before advancing `tail`: a claim; `recover` releases it.
-//! - Sender, after advancing `tail` and before publishing: receivers wait at that position
-//!   (they report [`ChannelError::Stalled`]); `recover` publishes a tombstone that receivers
-//!   skip, and frees a side allocation the slot already owned. The message is not sent (its
-//!   send never returned success).
-//! - Sender, after publishing: the message is delivered; `recover` only releases the claim.
-//! - Receiver, before advancing `head`: the message stays queued; `recover` releases the claim.
-//! - Receiver, after advancing `head` and before releasing the slot: the message is lost with
-//!   the receiver (it was taken); `recover` frees its side allocation and the slot.
-//! - Receiver, after releasing the slot: a transferred allocation is now owned by the dead
-//!   receiver; `Pool::recover` frees it.
-//! - Side allocations are owned by the sender until the slot holds their descriptor, then by
-//!   the channel (a structure owner id), then by the receiver, so each death frees each
-//!   allocation exactly once.
+//! # Ownership of side allocations, and what a party that dies leaves behind
+//! A side allocation is owned by its sender until the slot holds its descriptor, then by the
+//! channel (a structure owner id), then by its receiver, so each death frees it exactly once:
+//! - Sender after claiming and before commit: a claim; recovery releases it.
+//! - Sender after commit, before publishing: recovery makes the position a tombstone that
+//!   receivers skip, freeing a side allocation the channel already owned. The message is not
+//!   sent (its send never returned success).
+//! - Receiver after commit, before releasing the slot: the message is lost with the receiver;
+//!   recovery frees the side allocation the channel still owns and releases the slot.
+//! - Receiver after releasing the slot: a transferred allocation is the dead receiver's;
+//!   `Pool::recover` frees it.
+//! - A receiver that could not free a side allocation (the pool lock was stalled) leaves the
+//!   slot marked "free pending": the slot's next sender frees it before taking the position.
 
-use core::cell::Cell;
+use core::mem::{offset_of, size_of};
 
-use heapless::Vec;
-
-use crate::error::ChannelError;
-use crate::fault::{self, Step};
+use crate::descriptor::{self, DescriptorError, Reader, Writer};
+use crate::error::{ChannelError, PoolError};
+use crate::event::{Event, EventWords};
 use crate::pool::{Alloc, AllocKind, Pool, STRUCT_OWNER_BIT};
+use crate::queue::{Abandoned, Queue, SLOT_HEAD, Taken};
 use crate::region::Region;
-use crate::sync::{AtomicU32, Ordering, fence, spin_hint};
-use crate::time::{Clock, Deadline, expired};
+use crate::sync::{AtomicU32, Ordering};
 
-/// `"DRCH"`: marks a channel header.
+/// `"DRCH"`: marks a channel header and a channel descriptor.
 const CHAN_MAGIC: u32 = 0x4843_5244;
 /// Layout version of channels and of their serialized descriptors.
 pub const CHANNEL_LAYOUT_VERSION: u32 = 1;
@@ -62,27 +55,93 @@ pub const MAX_CAPACITY: u32 = 1 << 24;
 /// Largest block size.
 pub const MAX_BLOCK_SIZE: u32 = 1 << 24;
 
+/// The state word of a destroyed channel.
 const STATE_DESTROYED: u32 = 0x4445_4144;
-const ROLE_RECV: u32 = 1 << 31;
-const OWNER_MASK: u32 = !ROLE_RECV;
-/// Spins on a claimed or unpublished slot before [`ChannelError::Stalled`].
-#[cfg(not(loom))]
-const STALL_SPINS: u32 = 1 << 16;
-/// Under loom every spin is a scheduling branch: give up quickly.
-#[cfg(loom)]
-const STALL_SPINS: u32 = 4;
-
+/// The slot holds its payload inline.
 const F_INLINE: u32 = 1;
+/// The slot holds the descriptor of a side allocation.
 const F_SIDE: u32 = 2;
+/// A position a dead sender took: receivers skip it.
 const F_TOMBSTONE: u32 = 8;
 /// The slot is free, but the side allocation its descriptor names still has to be freed (the
 /// receiver could not take the pool lock): the next sender to claim the slot frees it.
 const F_FREE_PENDING: u32 = 16;
+/// `ChannelConfig::flags`: the channel has a buffer pool.
+const HAS_BUFFER_POOL: u32 = 1;
 
-const LINE: usize = 64;
-/// How many positions past its own a sender prefetches (see `Channel::prefetch_ahead`).
-#[cfg(not(any(loom, miri)))]
-const PREFETCH_AHEAD: u32 = 2;
+/// A `u64` stored as two `u32` halves, low first (no 64-bit alignment needed on any target).
+type SplitU64 = [u32; 2];
+
+/// One cache line.
+#[repr(C, align(64))]
+struct Line<T>(T);
+
+/// Written once by the creator (the `uid`, `magic` and `struct_owner` under the pool lock,
+/// for uid uniqueness), validated by every attacher.
+#[repr(C)]
+struct ChannelConfig {
+    magic: u32,
+    version: u32,
+    uid: SplitU64,
+    capacity: u32,
+    block_size: u32,
+    one_lap: u32,
+    stride: u32,
+    slots_off: u32,
+    /// The owner id of everything the channel owns: [`STRUCT_OWNER_BIT`] | its record.
+    struct_owner: u32,
+    /// Uid of the buffer pool (0: none).
+    buffer_pool: SplitU64,
+    flags: u32,
+}
+
+/// The channel header at the start of its allocation.
+#[repr(C)]
+struct ChannelHeader {
+    config: Line<ChannelConfig>,
+    /// 0 while the creator fills the channel, then the channel's ready token, then
+    /// [`STATE_DESTROYED`]. SYNC: publish (Release, `create`) and destroy (AcqRel CAS) <->
+    /// every operation's Acquire load.
+    state: Line<AtomicU32>,
+    /// The queue's tail word.
+    tail: Line<AtomicU32>,
+    /// The queue's head word.
+    head: Line<AtomicU32>,
+    /// Receivers sleep here; senders notify.
+    recv_event: Line<EventWords>,
+    /// Senders sleep here; receivers notify.
+    send_event: Line<EventWords>,
+}
+
+const HEADER_BYTES: usize = size_of::<ChannelHeader>();
+#[cfg(not(loom))]
+const _: () = assert!(HEADER_BYTES == 6 * 64);
+
+/// The channel's part of a slot, after the queue's [`crate::queue::SlotHead`]. Written by the
+/// sender between claim and publish, read by the receiver between claim and release. `hints`
+/// and `clientid` are 8-aligned (slots are 64-aligned), so each is one access.
+#[repr(C)]
+struct MsgHead {
+    /// Payload bytes.
+    len: u32,
+    /// `F_*` flags.
+    flags: u32,
+    hints: SplitU64,
+    clientid: SplitU64,
+    /// [`Alloc`] descriptor of a side allocation.
+    desc: [u8; Alloc::SERIALIZED_LEN],
+}
+
+/// Offset of the message head in a slot.
+const MSG: usize = SLOT_HEAD;
+/// Offset of the inline payload in a slot.
+const DATA: usize = SLOT_HEAD + size_of::<MsgHead>();
+#[cfg(not(loom))]
+const _: () = assert!(
+    DATA == 48
+        && (MSG + offset_of!(MsgHead, hints)).is_multiple_of(8)
+        && (MSG + offset_of!(MsgHead, clientid)).is_multiple_of(8)
+);
 
 /// Channel creation attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +160,22 @@ impl Default for ChannelAttrs {
             capacity: DEFAULT_CAPACITY,
             block_size: DEFAULT_BLOCK_SIZE,
         }
+    }
+}
+
+impl ChannelAttrs {
+    /// Slot stride and checked attributes.
+    fn stride(&self) -> Result<usize, ChannelError> {
+        if self.capacity == 0 {
+            return Err(ChannelError::BadAttr("capacity must be at least 1"));
+        }
+        if self.capacity > MAX_CAPACITY {
+            return Err(ChannelError::BadAttr("capacity above 2^24"));
+        }
+        if self.block_size > MAX_BLOCK_SIZE {
+            return Err(ChannelError::BadAttr("block size above 2^24"));
+        }
+        Ok((DATA + self.block_size as usize).div_ceil(64) * 64)
     }
 }
 
@@ -153,61 +228,10 @@ pub enum SendMode<'a> {
     },
 }
 
-/// A serialized channel descriptor: fixed size, versioned, checksummed.
-pub type ChannelDescriptor = Vec<u8, { Channel::DESCRIPTOR_LEN }>;
-
-/// Sleep/wake words of one direction, for the std adapter's futex waits.
-///
-/// Protocol (std `sync/mpmc` style): a waiter calls [`Event::register`], checks readiness
-/// once more, sleeps on [`Event::word`] while it still holds the returned value, then calls
-/// [`Event::unregister`]. The party that makes the condition true calls [`Event::notify`]
-/// and wakes sleepers only when it returns `true`. Both sides' SeqCst operations order the
-/// "register, then check" against "change, then look for waiters": no lost wake-up.
-#[derive(Clone, Copy)]
-pub struct Event<'a> {
-    seq: &'a AtomicU32,
-    waiters: &'a AtomicU32,
-}
-
-impl<'a> Event<'a> {
-    /// Registers a waiter; returns the word value to sleep on.
-    pub fn register(&self) -> u32 {
-        // SYNC: register waiter (SeqCst) <-> notify's fence + waiters load.
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        self.seq.load(Ordering::SeqCst)
-    }
-
-    /// Unregisters a waiter.
-    pub fn unregister(&self) {
-        let _ = self
-            .waiters
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |w| w.checked_sub(1));
-    }
-
-    /// Call after making the condition true. Returns whether sleepers may need a wake-up
-    /// (the word was bumped); then the caller wakes them.
-    #[inline]
-    pub fn notify(&self) -> bool {
-        // SYNC: fence (SeqCst) <-> register's SeqCst RMW: either the waiter sees the change
-        // in its re-check, or we see the waiter here.
-        fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::Relaxed) == 0 {
-            return false;
-        }
-        self.seq.fetch_add(1, Ordering::Release);
-        true
-    }
-
-    /// The word sleepers wait on.
-    pub fn word(&self) -> &'a AtomicU32 {
-        self.seq
-    }
-
-    /// Registered waiters.
-    pub fn waiters(&self) -> u32 {
-        self.waiters.load(Ordering::Relaxed)
-    }
-}
+/// A serialized channel descriptor: fixed size, versioned, checksummed
+/// (`[magic][version][pool uid u64][channel allocation 16 B][c_uid u64][buffer pool tag u32]
+/// [checksum]`, see [`crate::descriptor`]).
+pub type ChannelDescriptor = [u8; Channel::DESCRIPTOR_LEN];
 
 /// What [`Channel::recover`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -223,70 +247,59 @@ pub struct ChannelRecovery {
     pub freed: u32,
 }
 
-/// Geometry cached in a handle after validation.
-#[derive(Clone, Copy, Debug)]
-struct Geo {
-    base: usize,
-    capacity: u32,
-    block_size: u32,
-    one_lap: u32,
-    stride: usize,
-    slots_off: usize,
+/// What a slot's message head says, read once.
+#[derive(Clone, Copy)]
+struct Head {
+    len: usize,
+    flags: u32,
 }
 
-// Header field offsets (from the channel allocation).
-const H_MAGIC: usize = 0;
-const H_VERSION: usize = 4;
-const H_UID: usize = 8;
-const H_CAPACITY: usize = 16;
-const H_BLOCK: usize = 20;
-const H_ONE_LAP: usize = 24;
-const H_STRIDE: usize = 28;
-const H_SLOTS_OFF: usize = 32;
-const H_STRUCT_OWNER: usize = 36;
-const H_BUF_POOL: usize = 40; // u64 uid; 0 = none
-const H_FLAGS: usize = 48;
-const H_STATE: usize = LINE;
-const H_TAIL: usize = 2 * LINE;
-const H_HEAD: usize = 3 * LINE;
-const H_RECV_EV: usize = 4 * LINE;
-const H_SEND_EV: usize = 5 * LINE;
-const HEADER_BYTES: usize = 6 * LINE;
+/// A receive destination that is sized once the message's length is known: a byte slice
+/// (the message must fit), or a growable buffer of the caller's (the std adapter's `Vec`).
+pub trait RecvBuf {
+    /// The first `len` bytes to copy the message into, or `None` when it cannot hold `len`
+    /// bytes (the message then stays queued).
+    fn with_len(&mut self, len: usize) -> Option<&mut [u8]>;
+    /// How many bytes it can hold (for [`ChannelError::DestinationTooSmall`]).
+    fn capacity(&self) -> usize;
+}
 
-// Slot field offsets (from the slot start). Atomics first, sized for loom too.
-const ATOMIC: usize = core::mem::size_of::<AtomicU32>();
-const S_SEQ: usize = 0;
-const S_CLAIM: usize = ATOMIC;
-const S_LEN: usize = 2 * ATOMIC;
-const S_FLAGS: usize = S_LEN + 4;
-const S_HINTS: usize = S_LEN + 8;
-const S_CLIENT: usize = S_LEN + 16;
-const S_DESC: usize = S_LEN + 24;
-const SLOT_HDR: usize = S_DESC + Alloc::SERIALIZED_LEN;
+impl RecvBuf for [u8] {
+    #[inline]
+    fn with_len(&mut self, len: usize) -> Option<&mut [u8]> {
+        self.get_mut(..len)
+    }
 
-#[cfg(not(loom))]
-const _: () = assert!(SLOT_HDR == 48 && ATOMIC == 4);
-const _: () = assert!(2 * ATOMIC <= LINE);
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Where a receive puts the payload.
+enum Sink<'a, B: RecvBuf + ?Sized> {
+    /// Copy into this buffer (a side allocation is freed).
+    Into(&'a mut B),
+    /// Hand over an allocation: the side allocation itself, or a new one for an inline
+    /// payload (made before the message is taken, so a full pool leaves it queued).
+    Alloc(&'a mut Option<Alloc>),
+}
 
 /// A handle on a channel. Every party (thread, process or core) may hold its own; all of
-/// them see the same queue.
+/// them see the same queue. The geometry is validated once, when the handle is made.
 #[derive(Clone, Copy, Debug)]
 pub struct Channel {
     pool: Pool,
     buffer_pool: Option<Pool>,
     alloc: Alloc,
     uid: u64,
+    /// Region offset of the channel header.
+    base: usize,
+    block_size: u32,
     struct_owner: u32,
     /// The state word's value while this channel lives (see `ready_token`), computed once.
     token: u32,
-    geo: Geo,
-}
-
-/// A claimed slot, for the duration of one step.
-#[derive(Clone, Copy)]
-struct Claimed {
-    slot: usize,
-    pos: u32,
+    queue: Queue,
 }
 
 impl Channel {
@@ -294,23 +307,11 @@ impl Channel {
     pub const DESCRIPTOR_LEN: usize = 48;
 
     /// Pool bytes a channel with these attributes occupies (before power-of-two rounding).
+    ///
+    /// # Errors
+    /// [`ChannelError::BadAttr`].
     pub fn required_size(attrs: &ChannelAttrs) -> Result<usize, ChannelError> {
-        let (stride, _) = Self::check_attrs(attrs)?;
-        Ok(HEADER_BYTES + stride * attrs.capacity as usize)
-    }
-
-    fn check_attrs(attrs: &ChannelAttrs) -> Result<(usize, u32), ChannelError> {
-        if attrs.capacity == 0 {
-            return Err(ChannelError::BadAttr("capacity must be at least 1"));
-        }
-        if attrs.capacity > MAX_CAPACITY {
-            return Err(ChannelError::BadAttr("capacity above 2^24"));
-        }
-        if attrs.block_size > MAX_BLOCK_SIZE {
-            return Err(ChannelError::BadAttr("block size above 2^24"));
-        }
-        let stride = (SLOT_HDR + attrs.block_size as usize).div_ceil(LINE) * LINE;
-        Ok((stride, (attrs.capacity + 1).next_power_of_two()))
+        Ok(HEADER_BYTES + attrs.stride()? * attrs.capacity as usize)
     }
 
     /// Creates a channel registered under `c_uid` in `pool`; side allocations come from the
@@ -333,12 +334,14 @@ impl Channel {
         attrs: &ChannelAttrs,
         buffer_pool: Option<&Pool>,
     ) -> Result<Self, ChannelError> {
-        let (stride, one_lap) = Self::check_attrs(attrs)?;
+        let stride = attrs.stride()?;
         let size = HEADER_BYTES + stride * attrs.capacity as usize;
         let r = pool.region();
+        let cfg = |off: usize, field: usize| off + offset_of!(ChannelHeader, config) + field;
         let uid_of = |off: usize, size: usize| -> Option<u64> {
-            (size >= HEADER_BYTES && r.read_u32(off + H_MAGIC) == CHAN_MAGIC)
-                .then(|| r.read_u64(off + H_UID))
+            (size >= HEADER_BYTES
+                && r.read_u32(cfg(off, offset_of!(ChannelConfig, magic))) == CHAN_MAGIC)
+                .then(|| r.read_u64(cfg(off, offset_of!(ChannelConfig, uid))))
         };
         let created = pool.alloc_unique(
             size,
@@ -347,11 +350,14 @@ impl Channel {
             |info| uid_of(info.offset, info.size) == Some(c_uid),
             |a, off| {
                 // Under the pool lock: enough of the header for uid uniqueness; the channel
-                // is not READY yet, so nobody attaches to it.
-                r.init_atomic(off + H_STATE, 0);
-                r.write_u64(off + H_UID, c_uid);
-                r.write_u32(off + H_MAGIC, CHAN_MAGIC);
-                r.write_u32(off + H_STRUCT_OWNER, STRUCT_OWNER_BIT | a.id());
+                // is not ready yet, so nobody attaches to it.
+                r.init_atomic(off + offset_of!(ChannelHeader, state), 0);
+                r.write_u64(cfg(off, offset_of!(ChannelConfig, uid)), c_uid);
+                r.write_u32(cfg(off, offset_of!(ChannelConfig, magic)), CHAN_MAGIC);
+                r.write_u32(
+                    cfg(off, offset_of!(ChannelConfig, struct_owner)),
+                    STRUCT_OWNER_BIT | a.id(),
+                );
             },
         )?;
         let Some(alloc) = created else {
@@ -360,67 +366,101 @@ impl Channel {
         let base = pool.resolve(&alloc)?.0;
         // The channel structure owns itself, so the creator's death does not free it.
         pool.set_owner(&alloc, STRUCT_OWNER_BIT | alloc.id())?;
-        r.write_u32(base + H_VERSION, CHANNEL_LAYOUT_VERSION);
-        r.write_u32(base + H_CAPACITY, attrs.capacity);
-        r.write_u32(base + H_BLOCK, attrs.block_size);
-        r.write_u32(base + H_ONE_LAP, one_lap);
-        r.write_u32(base + H_STRIDE, stride as u32);
-        r.write_u32(base + H_SLOTS_OFF, HEADER_BYTES as u32);
-        r.write_u64(base + H_BUF_POOL, buffer_pool.map_or(0, |p| p.uid()));
-        r.write_u32(base + H_FLAGS, u32::from(buffer_pool.is_some()));
-        for off in [
-            H_TAIL,
-            H_HEAD,
-            H_RECV_EV,
-            H_RECV_EV + ATOMIC,
-            H_SEND_EV,
-            H_SEND_EV + ATOMIC,
-        ] {
-            r.init_atomic(base + off, 0);
-        }
+        let put = |field: usize, v: u32| r.write_u32(cfg(base, field), v);
+        put(offset_of!(ChannelConfig, version), CHANNEL_LAYOUT_VERSION);
+        put(offset_of!(ChannelConfig, capacity), attrs.capacity);
+        put(offset_of!(ChannelConfig, block_size), attrs.block_size);
+        put(
+            offset_of!(ChannelConfig, one_lap),
+            Queue::one_lap(attrs.capacity),
+        );
+        put(offset_of!(ChannelConfig, stride), stride as u32);
+        put(offset_of!(ChannelConfig, slots_off), HEADER_BYTES as u32);
+        put(
+            offset_of!(ChannelConfig, flags),
+            u32::from(buffer_pool.is_some()) * HAS_BUFFER_POOL,
+        );
+        r.write_u64(
+            cfg(base, offset_of!(ChannelConfig, buffer_pool)),
+            buffer_pool.map_or(0, |p| p.uid()),
+        );
+        EventWords::init(r, base + offset_of!(ChannelHeader, recv_event));
+        EventWords::init(r, base + offset_of!(ChannelHeader, send_event));
+        let ch = Self::handle(pool, buffer_pool, alloc, c_uid, base, attrs, stride);
+        ch.queue.init();
         for i in 0..attrs.capacity as usize {
-            let s = base + HEADER_BYTES + i * stride;
-            r.init_atomic(s + S_SEQ, i as u32);
-            r.init_atomic(s + S_CLAIM, 0);
-            r.write_u32(s + S_FLAGS, 0);
-            r.write_u32(s + S_LEN, 0);
+            let m = ch.queue.slot(i) + MSG;
+            r.write_u32(m + offset_of!(MsgHead, len), 0);
+            r.write_u32(m + offset_of!(MsgHead, flags), 0);
         }
-        let ch = Self {
+        // SYNC: publish channel (Release) <-> attach / every operation (Acquire state load).
+        ch.state().store(ch.token, Ordering::Release);
+        Ok(ch)
+    }
+
+    /// A handle on the channel at `base`, whose geometry the caller validated.
+    fn handle(
+        pool: &Pool,
+        buffer_pool: Option<&Pool>,
+        alloc: Alloc,
+        uid: u64,
+        base: usize,
+        attrs: &ChannelAttrs,
+        stride: usize,
+    ) -> Self {
+        let queue = Queue::new(
+            pool.region(),
+            (
+                base + offset_of!(ChannelHeader, tail),
+                base + offset_of!(ChannelHeader, head),
+            ),
+            (base + HEADER_BYTES, stride),
+            attrs.capacity,
+            pool.owner(),
+        );
+        Self {
             pool: *pool,
             buffer_pool: buffer_pool.copied(),
             alloc,
-            uid: c_uid,
+            uid,
+            base,
+            block_size: attrs.block_size,
             struct_owner: STRUCT_OWNER_BIT | alloc.id(),
-            token: Self::ready_token(c_uid, &alloc),
-            geo: Geo {
-                base,
-                capacity: attrs.capacity,
-                block_size: attrs.block_size,
-                one_lap,
-                stride,
-                slots_off: HEADER_BYTES,
-            },
-        };
-        // SYNC: publish channel (Release) <-> attach / every operation (Acquire state load).
-        ch.atomic(H_STATE).store(ch.token, Ordering::Release);
-        Ok(ch)
+            token: Self::ready_token(uid, &alloc),
+            queue,
+        }
     }
 
     /// The serialized descriptor: another party attaches with it.
     pub fn serialize(&self) -> ChannelDescriptor {
         let mut b = [0u8; Self::DESCRIPTOR_LEN];
-        b[0..4].copy_from_slice(&CHAN_MAGIC.to_le_bytes());
-        b[4..8].copy_from_slice(&CHANNEL_LAYOUT_VERSION.to_le_bytes());
-        b[8..16].copy_from_slice(&self.pool.uid().to_le_bytes());
-        b[16..32].copy_from_slice(&self.alloc.to_bytes());
-        b[32..40].copy_from_slice(&self.uid.to_le_bytes());
-        b[40..44].copy_from_slice(&self.buffer_pool.map_or(0, |p| p.uid() as u32).to_le_bytes());
-        let sum = fnv1a(&b[..44]);
-        b[44..48].copy_from_slice(&sum.to_le_bytes());
-        let mut v = Vec::new();
-        // Cannot fail: the buffer has exactly DESCRIPTOR_LEN bytes.
-        let _ = v.extend_from_slice(&b);
-        v
+        let mut w = Writer::sealed(&mut b, CHAN_MAGIC, CHANNEL_LAYOUT_VERSION);
+        w.u64(self.pool.uid())
+            .bytes(&self.alloc.to_bytes())
+            .u64(self.uid)
+            .u32(self.buffer_pool.map_or(0, |p| p.uid() as u32));
+        let n = w.seal();
+        debug_assert_eq!(n, Self::DESCRIPTOR_LEN);
+        b
+    }
+
+    /// Checks a descriptor; returns `(pool uid, channel allocation bytes, c_uid, buffer pool
+    /// tag)`.
+    fn open_descriptor(bytes: &[u8]) -> Result<(u64, &[u8], u64, u32), ChannelError> {
+        let mut r = Reader::open(
+            bytes,
+            Some(Self::DESCRIPTOR_LEN),
+            CHAN_MAGIC,
+            CHANNEL_LAYOUT_VERSION,
+        )
+        .map_err(|e| match e {
+            DescriptorError::Magic => ChannelError::BadDescriptor("not a channel descriptor"),
+            e => ChannelError::BadDescriptor(e.as_str()),
+        })?;
+        let parts = (r.u64(), r.bytes(Alloc::SERIALIZED_LEN), r.u64(), r.u32());
+        r.finish()
+            .map_err(|e| ChannelError::BadDescriptor(e.as_str()))?;
+        Ok(parts)
     }
 
     /// Reads the channel uid and pool uid out of a descriptor without attaching.
@@ -428,8 +468,8 @@ impl Channel {
     /// # Errors
     /// [`ChannelError::BadDescriptor`] when the bytes are not a valid descriptor.
     pub fn peek_descriptor(bytes: &[u8]) -> Result<(u64, u64), ChannelError> {
-        let b = check_descriptor(bytes)?;
-        Ok((u64_at(b, 32), u64_at(b, 8)))
+        let (pool_uid, _, uid, _) = Self::open_descriptor(bytes)?;
+        Ok((uid, pool_uid))
     }
 
     /// Attaches to a channel from its serialized descriptor. `pool` must be the channel's
@@ -443,64 +483,52 @@ impl Channel {
         bytes: &[u8],
         buffer_pool: Option<&Pool>,
     ) -> Result<Self, ChannelError> {
-        let b = check_descriptor(bytes)?;
-        if u64_at(b, 8) != pool.uid() {
+        let (pool_uid, alloc, uid, buf_tag) = Self::open_descriptor(bytes)?;
+        if pool_uid != pool.uid() {
             return Err(ChannelError::BadDescriptor(
                 "descriptor is for another pool",
             ));
         }
-        let alloc =
-            Alloc::from_bytes(&b[16..32]).ok_or(ChannelError::BadDescriptor("allocation"))?;
-        let uid = u64_at(b, 32);
+        let alloc = Alloc::from_bytes(alloc).ok_or(ChannelError::BadDescriptor("allocation"))?;
         let (base, size) = match pool.resolve(&alloc) {
             Ok(s) => s,
-            Err(crate::PoolError::Stale) => return Err(ChannelError::Destroyed),
-            Err(crate::PoolError::BadDescriptor) => {
+            Err(PoolError::Stale) => return Err(ChannelError::Destroyed),
+            Err(PoolError::BadDescriptor) => {
                 return Err(ChannelError::BadDescriptor(
                     "names no allocation of this pool",
                 ));
             }
             Err(e) => return Err(e.into()),
         };
-        let buf_tag = u32::from_le_bytes([b[40], b[41], b[42], b[43]]);
-        Self::from_parts(pool, alloc, base, size, uid, buf_tag, buffer_pool)
-    }
-
-    fn from_parts(
-        pool: &Pool,
-        alloc: Alloc,
-        base: usize,
-        size: usize,
-        uid: u64,
-        buf_tag: u32,
-        buffer_pool: Option<&Pool>,
-    ) -> Result<Self, ChannelError> {
         let r = pool.region();
+        let cfg = |field: usize| base + offset_of!(ChannelHeader, config) + field;
         if size < HEADER_BYTES
-            || r.read_u32(base + H_MAGIC) != CHAN_MAGIC
-            || r.read_u64(base + H_UID) != uid
+            || r.read_u32(cfg(offset_of!(ChannelConfig, magic))) != CHAN_MAGIC
+            || r.read_u64(cfg(offset_of!(ChannelConfig, uid))) != uid
         {
             return Err(ChannelError::Destroyed);
         }
-        if r.read_u32(base + H_VERSION) != CHANNEL_LAYOUT_VERSION {
+        if r.read_u32(cfg(offset_of!(ChannelConfig, version))) != CHANNEL_LAYOUT_VERSION {
             return Err(ChannelError::BadDescriptor("channel layout version"));
         }
         let attrs = ChannelAttrs {
-            capacity: r.read_u32(base + H_CAPACITY),
-            block_size: r.read_u32(base + H_BLOCK),
+            capacity: r.read_u32(cfg(offset_of!(ChannelConfig, capacity))),
+            block_size: r.read_u32(cfg(offset_of!(ChannelConfig, block_size))),
         };
-        let (stride, one_lap) =
-            Self::check_attrs(&attrs).map_err(|_| ChannelError::Corrupt("channel attributes"))?;
-        if r.read_u32(base + H_ONE_LAP) != one_lap
-            || r.read_u32(base + H_STRIDE) as usize != stride
-            || r.read_u32(base + H_SLOTS_OFF) as usize != HEADER_BYTES
+        let stride = attrs
+            .stride()
+            .map_err(|_| ChannelError::Corrupt("channel attributes"))?;
+        if r.read_u32(cfg(offset_of!(ChannelConfig, one_lap))) != Queue::one_lap(attrs.capacity)
+            || r.read_u32(cfg(offset_of!(ChannelConfig, stride))) as usize != stride
+            || r.read_u32(cfg(offset_of!(ChannelConfig, slots_off))) as usize != HEADER_BYTES
             || HEADER_BYTES + stride * attrs.capacity as usize > size
-            || r.read_u32(base + H_STRUCT_OWNER) != STRUCT_OWNER_BIT | alloc.id()
+            || r.read_u32(cfg(offset_of!(ChannelConfig, struct_owner)))
+                != STRUCT_OWNER_BIT | alloc.id()
         {
             return Err(ChannelError::Corrupt("channel geometry"));
         }
-        let has_buf = r.read_u32(base + H_FLAGS) & 1 == 1;
-        let want = r.read_u64(base + H_BUF_POOL);
+        let has_buf = r.read_u32(cfg(offset_of!(ChannelConfig, flags))) & HAS_BUFFER_POOL != 0;
+        let want = r.read_u64(cfg(offset_of!(ChannelConfig, buffer_pool)));
         match (has_buf, buffer_pool) {
             (false, None) => {}
             (true, Some(bp)) if bp.uid() == want && want as u32 == buf_tag => {}
@@ -509,22 +537,7 @@ impl Channel {
             }
             _ => return Err(ChannelError::BadDescriptor("wrong buffer pool")),
         }
-        let ch = Self {
-            pool: *pool,
-            buffer_pool: buffer_pool.copied(),
-            alloc,
-            uid,
-            struct_owner: STRUCT_OWNER_BIT | alloc.id(),
-            token: Self::ready_token(uid, &alloc),
-            geo: Geo {
-                base,
-                capacity: attrs.capacity,
-                block_size: attrs.block_size,
-                one_lap,
-                stride,
-                slots_off: HEADER_BYTES,
-            },
-        };
+        let ch = Self::handle(pool, buffer_pool, alloc, uid, base, &attrs, stride);
         ch.check_ready()?;
         Ok(ch)
     }
@@ -540,7 +553,7 @@ impl Channel {
     /// [`ChannelError::Destroyed`] if already destroyed.
     pub fn destroy(self) -> Result<(), ChannelError> {
         // SYNC: destroy (AcqRel CAS) <-> operations' Acquire state load.
-        self.atomic(H_STATE)
+        self.state()
             .compare_exchange(
                 self.token,
                 STATE_DESTROYED,
@@ -548,16 +561,18 @@ impl Channel {
                 Ordering::Acquire,
             )
             .map_err(|_| ChannelError::Destroyed)?;
-        let r = self.region();
-        for i in 0..self.geo.capacity as usize {
-            let s = self.slot_off(i);
-            if r.read_u32(s + S_FLAGS) & F_SIDE != 0 {
+        for i in 0..self.queue.capacity() as usize {
+            let s = self.queue.slot(i);
+            if self.head(s).flags & F_SIDE != 0 {
                 self.free_side_if_ours(s);
             }
         }
         self.side_pool()
             .free_all_of(self.struct_owner, Some(&self.alloc))?;
-        r.write_u32(self.geo.base + H_MAGIC, 0);
+        self.region().write_u32(
+            self.base + offset_of!(ChannelHeader, config) + offset_of!(ChannelConfig, magic),
+            0,
+        );
         self.pool.free(self.alloc).map_err(ChannelError::from)
     }
 
@@ -578,37 +593,17 @@ impl Channel {
 
     /// Capacity in messages.
     pub fn capacity(&self) -> usize {
-        self.geo.capacity as usize
+        self.queue.capacity() as usize
     }
 
     /// Inline bytes per slot.
     pub fn block_size(&self) -> usize {
-        self.geo.block_size as usize
+        self.block_size as usize
     }
 
     /// Messages queued now (a snapshot).
     pub fn len(&self) -> usize {
-        let (tail_a, head_a) = (self.atomic(H_TAIL), self.atomic(H_HEAD));
-        loop {
-            let tail = tail_a.load(Ordering::SeqCst);
-            let head = head_a.load(Ordering::SeqCst);
-            if tail_a.load(Ordering::SeqCst) == tail {
-                let mask = self.geo.one_lap - 1;
-                let (hix, tix) = ((head & mask) as usize, (tail & mask) as usize);
-                let cap = self.capacity();
-                return if hix < tix {
-                    tix - hix
-                } else if hix > tix {
-                    // Saturating: a corrupt `head` may hold an index beyond the capacity.
-                    (cap + tix).saturating_sub(hix)
-                } else if tail == head {
-                    0
-                } else {
-                    cap
-                }
-                .min(cap);
-            }
-        }
+        self.queue.len()
     }
 
     /// Whether no message is queued.
@@ -627,27 +622,14 @@ impl Channel {
     /// a `true` is then confirmed by a receive.
     #[inline]
     pub fn may_recv(&self) -> bool {
-        let head = self.atomic(H_HEAD).load(Ordering::Relaxed);
-        // A corrupt `head`: `true`, so that the receive reports it.
-        self.hint_seq(head).is_none_or(|(_, seq)| seq != head)
+        self.queue.may_recv()
     }
 
     /// A hint for waiting senders: whether the slot at `tail` is free for this lap (see
     /// [`Channel::may_recv`]).
     #[inline]
     pub fn may_send(&self) -> bool {
-        let tail = self.atomic(H_TAIL).load(Ordering::Relaxed);
-        self.hint_seq(tail)
-            .is_none_or(|(_, seq)| seq.wrapping_add(self.geo.one_lap) != tail.wrapping_add(1))
-    }
-
-    /// The slot of position `pos` and its sequence word, read for a hint only (Relaxed: the
-    /// operation that acts on the hint acquires the slot itself); `None` when `pos` names no
-    /// slot.
-    #[inline]
-    fn hint_seq(&self, pos: u32) -> Option<(usize, u32)> {
-        let s = self.slot_off(self.index(pos).ok()?);
-        Some((s, self.slot_atomic(s, S_SEQ).load(Ordering::Relaxed)))
+        self.queue.may_send()
     }
 
     /// Dragon's poll, answered at once: booleans as 0/1, counts as numbers.
@@ -670,19 +652,26 @@ impl Channel {
         })
     }
 
-    /// Words receivers sleep on (senders notify after every send).
+    /// Words receivers sleep on (notify it after every send).
     pub fn recv_event(&self) -> Event<'_> {
-        Event {
-            seq: self.atomic(H_RECV_EV),
-            waiters: self.atomic(H_RECV_EV + ATOMIC),
+        // SAFETY: `create` constructed the words at this fixed offset of the validated
+        // channel; the region outlives the handle.
+        unsafe {
+            Event::at(
+                self.region(),
+                self.base + offset_of!(ChannelHeader, recv_event),
+            )
         }
     }
 
-    /// Words senders sleep on (receivers notify after every receive).
+    /// Words senders sleep on (notify it after every receive).
     pub fn send_event(&self) -> Event<'_> {
-        Event {
-            seq: self.atomic(H_SEND_EV),
-            waiters: self.atomic(H_SEND_EV + ATOMIC),
+        // SAFETY: as in `recv_event`.
+        unsafe {
+            Event::at(
+                self.region(),
+                self.base + offset_of!(ChannelHeader, send_event),
+            )
         }
     }
 
@@ -691,9 +680,19 @@ impl Channel {
     /// # Errors
     /// [`ChannelError::Full`], [`ChannelError::Destroyed`], [`ChannelError::Stalled`],
     /// [`ChannelError::Pool`] when a side allocation is needed and the pool has no room.
-    #[inline]
+    #[inline(always)]
     pub fn try_send(&self, bytes: &[u8], hints: u64, clientid: u64) -> Result<(), ChannelError> {
-        self.try_send_mode(SendMode::Copy(bytes), hints, clientid)
+        if bytes.len() > self.block_size as usize {
+            return self.try_send_mode(SendMode::Copy(bytes), hints, clientid);
+        }
+        self.check_ready()?;
+        let t = self.start_send()?;
+        let (r, m) = (self.region(), t.slot + MSG);
+        // In bounds: `bytes.len() <= block_size`, the slot's validated inline size.
+        r.copy_in_validated(t.slot + DATA, bytes);
+        r.write_u32(m + offset_of!(MsgHead, len), bytes.len() as u32);
+        r.write_u32(m + offset_of!(MsgHead, flags), F_INLINE);
+        self.publish(t, hints, clientid)
     }
 
     /// Try-once send in either mode. On failure a transferred allocation still belongs to
@@ -709,115 +708,118 @@ impl Channel {
         clientid: u64,
     ) -> Result<(), ChannelError> {
         self.check_ready()?;
-        if let SendMode::Transfer { alloc, len } = mode {
-            let (_, size) = self.side_pool().resolve(&alloc).map_err(|e| match e {
-                crate::PoolError::Stale | crate::PoolError::BadDescriptor => {
-                    ChannelError::BadMessage
-                }
-                // A stalled pool lock says nothing about the message.
-                e => e.into(),
-            })?;
-            if len > size {
-                return Err(ChannelError::BadMessage);
+        let side = self.side_pool();
+        let (alloc, len, ours) = match mode {
+            SendMode::Copy(bytes) if bytes.len() <= self.block_size as usize => {
+                return self.try_send(bytes, hints, clientid);
             }
-        }
-        // A payload that needs a side allocation gets it, filled, before a position is
-        // claimed: a send that fails for want of memory must not cost a slot. (A sender that
-        // dies meanwhile owns the allocation, so recovery frees it.) The full check first
-        // spares the allocation and copy when the channel is visibly full.
-        let side_copy = match mode {
-            SendMode::Copy(bytes) if bytes.len() > self.block_size() => {
+            SendMode::Copy(bytes) => {
+                // The side allocation is made and filled before a position is claimed: a
+                // send that fails for want of memory must not cost a slot. (A sender that
+                // dies meanwhile owns it, so recovery frees it.) The full check first spares
+                // the allocation and copy when the channel is visibly full.
                 if self.is_full() {
                     return Err(ChannelError::Full);
                 }
-                let side = self.side_pool();
                 let a = side.alloc(bytes.len(), AllocKind::ChannelBuffer)?;
                 if let Some((off, _)) = side.span_unchecked(&a) {
                     side.region().copy_in(off, bytes);
                 }
-                Some((a, bytes.len()))
+                (a, bytes.len(), true)
             }
-            _ => None,
-        };
-        let c = match self.claim_send() {
-            Ok(c) => c,
-            Err(e) => {
-                if let Some((a, _)) = side_copy {
-                    let _ = self.side_pool().free(a);
+            SendMode::Transfer { alloc, len } => {
+                let (_, size) = side.resolve(&alloc).map_err(|e| match e {
+                    PoolError::Stale | PoolError::BadDescriptor => ChannelError::BadMessage,
+                    // A stalled pool lock says nothing about the message.
+                    e => e.into(),
+                })?;
+                if len > size {
+                    return Err(ChannelError::BadMessage);
                 }
-                return Err(e);
+                (alloc, len, false)
             }
         };
-        let r = self.region();
-        let s = c.slot;
-        match (mode, side_copy) {
-            (_, Some((a, len))) => {
-                if let Err(e) = self.put_side(c, a, len) {
-                    let _ = self.side_pool().free(a);
-                    return Err(e);
-                }
+        self.send_side(alloc, len, hints, clientid, ours)
+    }
+
+    /// Sends the side allocation `a` (`len` payload bytes). If the send fails before the
+    /// channel took `a` over, `a` is freed when `ours` (a copy the send made) and otherwise
+    /// still belongs to the caller; once the channel owns it, it is the channel's whatever
+    /// happens next. An injected death frees nothing (a dead party cannot).
+    fn send_side(
+        &self,
+        a: Alloc,
+        len: usize,
+        hints: u64,
+        clientid: u64,
+        ours: bool,
+    ) -> Result<(), ChannelError> {
+        let give_back = |e: ChannelError| {
+            if ours && e != ChannelError::Died {
+                let _ = self.side_pool().free(a);
             }
-            (SendMode::Copy(bytes), None) => {
-                r.copy_in(s + SLOT_HDR, bytes);
-                r.write_u32(s + S_LEN, bytes.len() as u32);
-                r.write_u32(s + S_FLAGS, F_INLINE);
-            }
-            (SendMode::Transfer { alloc, len }, None) => self.put_side(c, alloc, len)?,
+            e
+        };
+        let t = self.start_send().map_err(give_back)?;
+        let (r, m) = (self.region(), t.slot + MSG);
+        // Order matters for crash recovery: descriptor in the slot first, then the channel
+        // takes ownership, then publish.
+        r.copy_in(m + offset_of!(MsgHead, desc), &a.to_bytes());
+        r.write_u32(m + offset_of!(MsgHead, len), len as u32);
+        r.write_u32(m + offset_of!(MsgHead, flags), F_SIDE);
+        if let Err(e) = self.side_pool().set_owner(&a, self.struct_owner) {
+            // The position is taken: it becomes a tombstone.
+            r.write_u32(m + offset_of!(MsgHead, flags), F_TOMBSTONE);
+            r.write_u32(m + offset_of!(MsgHead, len), 0);
+            let _ = self.queue.finish_send(t);
+            return Err(give_back(e.into()));
         }
-        r.write_u64(s + S_HINTS, hints);
-        r.write_u64(s + S_CLIENT, clientid);
-        let pos = c.pos;
-        self.publish_send(c)?;
-        self.prefetch_ahead(pos);
+        self.publish(t, hints, clientid)
+    }
+
+    /// Claims the slot at `tail`, finishes a free its last receiver left pending, and takes
+    /// the position.
+    #[inline]
+    fn start_send(&self) -> Result<Taken, ChannelError> {
+        let t = self.queue.start_send()?;
+        if self.head(t.slot).flags & F_FREE_PENDING != 0
+            && let Err(e) = self.finish_pending_free(t.slot)
+        {
+            // The pool is still stalled: the slot is left as it was.
+            self.queue.cancel(t);
+            return Err(e);
+        }
+        self.queue.commit_send(&t)?;
+        Ok(t)
+    }
+
+    /// Writes the message attributes and publishes the slot.
+    #[inline]
+    fn publish(&self, t: Taken, hints: u64, clientid: u64) -> Result<(), ChannelError> {
+        let (r, m) = (self.region(), t.slot + MSG);
+        r.write_u64_aligned(m + offset_of!(MsgHead, hints), hints);
+        r.write_u64_aligned(m + offset_of!(MsgHead, clientid), clientid);
+        let ahead = t;
+        self.queue.finish_send(t)?;
+        self.queue.prefetch_ahead(&ahead);
         Ok(())
     }
 
-    /// After a send at `pos`: if the slot [`PREFETCH_AHEAD`] positions on is already free for
-    /// its lap, start taking its header and first payload line for writing, so that the send
-    /// that will use it does not wait for the last receiver's cache to give them up (a claim
-    /// CAS on a line another CPU holds costs a full cache-line round trip). A slot that still
-    /// holds a message is left alone: taking it would slow down the receiver reading it.
-    /// Measured (two threads streaming 64 B messages through one channel, capacity 100,
-    /// 1 KiB slots): 75-103 ns per message against 117-155 without; distance 1 (the slot a
-    /// caught-up receiver polls) and 3-16 were worse or no better. A hint only: loom and Miri
-    /// builds leave it out (its extra load would only slow their runs down).
-    #[inline]
-    fn prefetch_ahead(&self, pos: u32) {
-        #[cfg(not(any(loom, miri)))]
-        {
-            let mut ahead = pos;
-            for _ in 0..PREFETCH_AHEAD {
-                ahead = self.next_pos(ahead);
-            }
-            // A capacity up to the distance wraps onto the sender's own slot, whose sequence
-            // now says "published", never `ahead`: nothing is prefetched.
-            if let Some((s, seq)) = self.hint_seq(ahead)
-                && seq == ahead
-            {
-                self.region().prefetch_write(s);
-                self.region().prefetch_write(s + LINE);
+    /// Frees the side allocation a receiver left to the slot's next sender
+    /// ([`F_FREE_PENDING`]); the caller holds the slot's claim.
+    #[cold]
+    fn finish_pending_free(&self, s: usize) -> Result<(), ChannelError> {
+        if let Some(a) = self.side_desc(s) {
+            match self.side_pool().free(a) {
+                // Stale: freed already (by a sender that died before clearing the flag, or
+                // by recovery).
+                Ok(()) | Err(PoolError::Stale | PoolError::BadDescriptor) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        #[cfg(any(loom, miri))]
-        let _ = pos;
-    }
-
-    /// Blocking send: retries until `deadline` of `clock`, relaxing with `R`. A deadline
-    /// already reached tries once and reports `Full`.
-    ///
-    /// # Errors
-    /// As [`Channel::try_send_mode`], plus [`ChannelError::Timeout`].
-    pub fn send_blocking<C: Clock + ?Sized, R: spin::RelaxStrategy>(
-        &self,
-        mode: SendMode<'_>,
-        hints: u64,
-        clientid: u64,
-        clock: &C,
-        deadline: Deadline,
-    ) -> Result<(), ChannelError> {
-        block_on::<_, _, R, _>(clock, deadline, ChannelError::Full, || {
-            self.try_send_mode(mode, hints, clientid)
-        })
+        self.region()
+            .write_u32(s + MSG + offset_of!(MsgHead, flags), 0);
+        Ok(())
     }
 
     /// Try-once receive into `dest`: the payload is copied, a side allocation freed. If `dest`
@@ -825,45 +827,68 @@ impl Channel {
     ///
     /// # Errors
     /// [`ChannelError::Empty`], [`ChannelError::DestinationTooSmall`],
-    /// [`ChannelError::Destroyed`], [`ChannelError::Stalled`].
-    #[inline]
+    /// [`ChannelError::Destroyed`], [`ChannelError::Stalled`] (a sender took the position
+    /// at the head and has not published it after a short spin).
+    #[inline(always)]
     pub fn try_recv_into(&self, dest: &mut [u8]) -> Result<Received, ChannelError> {
-        let capacity = dest.len();
-        self.recv_inner(
-            |len, _| {
-                if len > capacity {
-                    Err(ChannelError::DestinationTooSmall {
-                        needed: len,
-                        capacity,
-                    })
-                } else {
-                    Ok(())
-                }
-            },
-            |ch, s, len, side| {
-                let r = ch.region();
-                match side {
-                    None => {
-                        r.copy_out(s + SLOT_HDR, &mut dest[..len]);
-                    }
-                    Some(a) => {
-                        let sp = ch.side_pool();
-                        if let Some((off, _)) = sp.span_unchecked(&a) {
-                            sp.region().copy_out(off, &mut dest[..len]);
-                        }
-                        match sp.free(a) {
-                            Ok(()) => {}
-                            Err(crate::PoolError::Died) => return Err(ChannelError::Died),
-                            // The pool lock is stalled (its holder may be dead): leave the
-                            // free to the slot's next sender rather than leak it.
-                            Err(crate::PoolError::Stalled { .. }) => return Ok(true),
-                            Err(_) => {}
-                        }
-                    }
-                }
-                Ok(false)
-            },
-        )
+        self.recv_as::<true, _>(dest)
+    }
+
+    /// [`Channel::try_recv_into`] into a buffer sized once the message's length is known
+    /// (see [`RecvBuf`]).
+    ///
+    /// # Errors
+    /// As [`Channel::try_recv_into`].
+    #[inline]
+    pub fn try_recv_buf<B: RecvBuf + ?Sized>(
+        &self,
+        dest: &mut B,
+    ) -> Result<Received, ChannelError> {
+        self.recv_as::<true, B>(dest)
+    }
+
+    /// [`Channel::try_recv_buf`] for a waiter's first try: a head slot with no message
+    /// published yet is reported [`ChannelError::Empty`] at once, without the fence and tail
+    /// read that tell an empty channel from a sender in the middle of a send. It leaves the
+    /// sender's tail line alone, which matters while the sender is about to publish; the
+    /// waiting that follows must use [`Channel::try_recv_buf`] (or
+    /// [`Channel::try_recv_into`]), which notices a stalled, perhaps dead, sender.
+    ///
+    /// # Errors
+    /// As [`Channel::try_recv_into`].
+    #[inline(always)]
+    pub fn try_recv_buf_lazy<B: RecvBuf + ?Sized>(
+        &self,
+        dest: &mut B,
+    ) -> Result<Received, ChannelError> {
+        self.recv_as::<false, B>(dest)
+    }
+
+    #[inline(always)]
+    fn recv_as<const EXACT: bool, B: RecvBuf + ?Sized>(
+        &self,
+        dest: &mut B,
+    ) -> Result<Received, ChannelError> {
+        self.check_ready()?;
+        loop {
+            let t = self.queue.start_recv_as::<EXACT>()?;
+            let h = self.head(t.slot);
+            // The common case, kept short: an inline message that fits.
+            if h.flags == F_INLINE
+                && h.len <= self.block_size as usize
+                && let Some(d) = dest.with_len(h.len)
+            {
+                self.queue.commit_recv(&t)?;
+                // In bounds: `h.len <= block_size` was checked above.
+                self.region().copy_out_validated(t.slot + DATA, d);
+                let got = self.received(t.slot, h.len);
+                self.queue.finish_recv(t)?;
+                return Ok(got);
+            }
+            if let Some(got) = self.recv_slot(t, h, Sink::Into(dest))? {
+                return Ok(got);
+            }
+        }
     }
 
     /// Try-once receive that hands over an allocation: a side allocation moves to the
@@ -874,62 +899,119 @@ impl Channel {
     /// As [`Channel::try_recv_into`], plus [`ChannelError::Pool`] when no allocation for an
     /// inline payload can be made (the message stays queued).
     pub fn try_recv_alloc(&self) -> Result<(Alloc, Received), ChannelError> {
-        let fresh: Cell<Option<Alloc>> = Cell::new(None);
-        let mut out: Option<Alloc> = None;
-        let got = self.recv_inner(
-            |len, is_side| {
-                if !is_side && fresh.get().is_none() {
-                    fresh.set(Some(self.side_pool().alloc(len, AllocKind::Data)?));
-                }
-                Ok(())
-            },
-            |ch, s, len, side| {
-                match side {
-                    Some(a) => {
-                        // A stalled pool lock leaves the allocation recorded as the channel's;
-                        // the caller still owns it and frees it by descriptor.
-                        if ch.side_pool().set_owner(&a, ch.side_pool().owner())
-                            == Err(crate::PoolError::Died)
-                        {
-                            return Err(ChannelError::Died);
-                        }
-                        out = Some(a);
-                    }
-                    None => {
-                        if let Some(a) = fresh.take() {
-                            let sp = ch.side_pool();
-                            if let Some((off, _)) = sp.span_unchecked(&a) {
-                                sp.region()
-                                    .copy_within_from(ch.region(), s + SLOT_HDR, off, len);
-                            }
-                            out = Some(a);
-                        }
-                    }
-                }
-                Ok(false)
-            },
-        );
-        if let Some(a) = fresh.take() {
-            let _ = self.side_pool().free(a);
+        self.check_ready()?;
+        loop {
+            let t = self.queue.start_recv()?;
+            let mut out = None;
+            if let Some(got) =
+                self.recv_slot::<[u8]>(t, self.head(t.slot), Sink::Alloc(&mut out))?
+            {
+                return out
+                    .map(|a| (a, got))
+                    .ok_or(ChannelError::Corrupt("message vanished"));
+            }
         }
-        let got = got?;
-        out.map(|a| (a, got))
-            .ok_or(ChannelError::Corrupt("message vanished"))
     }
 
-    /// Blocking receive into `dest`; see [`Channel::send_blocking`] for the deadline rules.
-    ///
-    /// # Errors
-    /// As [`Channel::try_recv_into`], plus [`ChannelError::Timeout`].
-    pub fn recv_blocking_into<C: Clock + ?Sized, R: spin::RelaxStrategy>(
+    /// Receives the message in the claimed slot `t` into `sink`: `None` for a tombstone
+    /// (skipped; the caller takes the next position).
+    fn recv_slot<B: RecvBuf + ?Sized>(
         &self,
-        dest: &mut [u8],
-        clock: &C,
-        deadline: Deadline,
-    ) -> Result<Received, ChannelError> {
-        block_on::<_, _, R, _>(clock, deadline, ChannelError::Empty, || {
-            self.try_recv_into(dest)
-        })
+        t: Taken,
+        h: Head,
+        sink: Sink<'_, B>,
+    ) -> Result<Option<Received>, ChannelError> {
+        let s = t.slot;
+        let tomb = h.flags & F_TOMBSTONE != 0;
+        let side = if !tomb && h.flags & F_SIDE != 0 {
+            self.side_desc(s).filter(|a| {
+                self.side_pool()
+                    .span_unchecked(a)
+                    .is_some_and(|(_, size)| h.len <= size)
+            })
+        } else {
+            None
+        };
+        let valid =
+            tomb || (h.flags == F_INLINE && h.len <= self.block_size as usize) || side.is_some();
+        // Accept the message, or refuse it and leave it queued.
+        let mut sink = sink;
+        if !tomb && valid {
+            let refused = match &mut sink {
+                Sink::Into(dest) => {
+                    dest.with_len(h.len)
+                        .is_none()
+                        .then(|| ChannelError::DestinationTooSmall {
+                            needed: h.len,
+                            capacity: dest.capacity(),
+                        })
+                }
+                Sink::Alloc(out) if side.is_none() => {
+                    match self.side_pool().alloc(h.len, AllocKind::Data) {
+                        Ok(a) => {
+                            **out = Some(a);
+                            None
+                        }
+                        Err(e) => Some(e.into()),
+                    }
+                }
+                Sink::Alloc(_) => None,
+            };
+            if let Some(e) = refused {
+                self.queue.cancel(t);
+                return Err(e);
+            }
+        }
+        self.queue.commit_recv(&t)?;
+        let got = self.received(s, h.len);
+        let mut pending = false;
+        if !tomb && valid {
+            let sp = self.side_pool();
+            match (sink, side) {
+                (Sink::Into(dest), None) => {
+                    if let Some(d) = dest.with_len(h.len) {
+                        self.region().copy_out(s + DATA, d);
+                    }
+                }
+                (Sink::Into(dest), Some(a)) => {
+                    if let (Some((off, _)), Some(d)) = (sp.span_unchecked(&a), dest.with_len(h.len))
+                    {
+                        sp.region().copy_out(off, d);
+                    }
+                    match sp.free(a) {
+                        Err(PoolError::Died) => return Err(ChannelError::Died),
+                        // The pool lock is stalled (its holder may be dead): leave the free
+                        // to the slot's next sender rather than leak it.
+                        Err(PoolError::Stalled { .. }) => pending = true,
+                        _ => {}
+                    }
+                }
+                (Sink::Alloc(out), None) => {
+                    if let Some((off, _)) = (*out).and_then(|a| sp.span_unchecked(&a)) {
+                        sp.region()
+                            .copy_within_from(self.region(), s + DATA, off, h.len);
+                    }
+                }
+                (Sink::Alloc(out), Some(a)) => {
+                    // A stalled pool lock leaves the allocation recorded as the channel's;
+                    // the caller still owns it and frees it by descriptor.
+                    if sp.set_owner(&a, sp.owner()) == Err(PoolError::Died) {
+                        return Err(ChannelError::Died);
+                    }
+                    *out = Some(a);
+                }
+            }
+        }
+        self.region().write_u32(
+            s + MSG + offset_of!(MsgHead, flags),
+            if pending { F_FREE_PENDING } else { 0 },
+        );
+        self.queue.finish_recv(t)?;
+        match (tomb, valid) {
+            (true, _) => Ok(None),
+            (false, false) => Err(ChannelError::Corrupt("slot header")),
+            (false, true) => Ok(Some(got)),
+        }
     }
 
     /// Finishes or undoes the steps of dead parties: releases their claims, turns positions a
@@ -940,506 +1022,112 @@ impl Channel {
     /// [`ChannelError::Destroyed`].
     pub fn recover(&self, is_alive: &dyn Fn(u32) -> bool) -> Result<ChannelRecovery, ChannelError> {
         self.check_ready()?;
-        let mut rep = ChannelRecovery::default();
-        let mask = self.geo.one_lap - 1;
-        for i in 0..self.geo.capacity as usize {
-            let s = self.slot_off(i);
-            let claim_a = self.slot_atomic(s, S_CLAIM);
-            let c = claim_a.load(Ordering::Acquire);
-            if c == 0 || is_alive(c & OWNER_MASK) {
-                continue;
-            }
-            // Take the dead party's claim over (keeping its role bit), so that of several
-            // parties recovering at once exactly one repairs this slot, and no live party
-            // touches it meanwhile.
-            let mine = (c & ROLE_RECV) | self.pool.owner();
-            // SYNC: take over claim (CAS AcqRel) <-> the dead party's last Release stores.
-            if claim_a
-                .compare_exchange(c, mine, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            let seq_a = self.slot_atomic(s, S_SEQ);
-            let seq = seq_a.load(Ordering::Acquire);
-            let ix = seq & mask;
-            // A claim does not say whether its party got as far as moving `tail` or `head`:
-            // it may have died between its claim CAS and the re-check that follows, on a slot
-            // that had meanwhile moved on to a later position. Only an index that has moved
-            // past the slot's position says the dead party took that position.
-            let moved_past = |index: usize, pos: u32| {
-                (self.atomic(index).load(Ordering::Acquire).wrapping_sub(pos) as i32) > 0
-            };
-            if c & ROLE_RECV == 0 && ix == i as u32 && moved_past(H_TAIL, seq) {
-                // Sender took position `seq` but did not publish: tombstone it.
+        let mut freed = 0;
+        let r = self.region();
+        let [claims, sends, receives] = self.queue.recover(is_alive, |s, what| match what {
+            Abandoned::Send => {
                 self.free_side_if_ours(s);
-                let r = self.region();
-                r.write_u32(s + S_FLAGS, F_TOMBSTONE);
-                r.write_u32(s + S_LEN, 0);
-                seq_a.store(seq.wrapping_add(1), Ordering::Release);
-                rep.tombstones += 1;
-            } else if c & ROLE_RECV != 0
-                && ix == i as u32 + 1
-                && moved_past(H_HEAD, seq.wrapping_sub(1))
-            {
-                // Receiver took position `seq - 1` but did not release the slot.
-                if self.region().read_u32(s + S_FLAGS) & F_SIDE != 0 && self.free_side_if_ours(s) {
-                    rep.freed += 1;
-                }
-                seq_a.store(
-                    seq.wrapping_sub(1).wrapping_add(self.geo.one_lap),
-                    Ordering::Release,
-                );
-                rep.lost_in_receive += 1;
-            } else {
-                rep.claims_released += 1;
+                r.write_u32(s + MSG + offset_of!(MsgHead, flags), F_TOMBSTONE);
+                r.write_u32(s + MSG + offset_of!(MsgHead, len), 0);
             }
-            // SYNC: release claim (Release) <-> claim CAS (Acquire).
-            claim_a.store(0, Ordering::Release);
-        }
-        if rep.tombstones + rep.lost_in_receive > 0 {
+            Abandoned::Recv => {
+                if self.head(s).flags & F_SIDE != 0 && self.free_side_if_ours(s) {
+                    freed += 1;
+                }
+            }
+            Abandoned::Claim => {}
+        });
+        if sends + receives > 0 {
             self.recv_event().notify();
             self.send_event().notify();
         }
-        Ok(rep)
+        Ok(ChannelRecovery {
+            claims_released: claims,
+            tombstones: sends,
+            lost_in_receive: receives,
+            freed,
+        })
     }
 
     /// The claim word of the slot at the current head (what a stalled receiver waits on) and
     /// at the current tail; diagnostic for tests and the adapter.
     pub fn claims(&self) -> (u32, u32) {
-        let mask = self.geo.one_lap - 1;
-        let h = (self.atomic(H_HEAD).load(Ordering::Relaxed) & mask).min(self.geo.capacity - 1);
-        let t = (self.atomic(H_TAIL).load(Ordering::Relaxed) & mask).min(self.geo.capacity - 1);
-        (
-            self.slot_atomic(self.slot_off(h as usize), S_CLAIM)
-                .load(Ordering::Relaxed)
-                & OWNER_MASK,
-            self.slot_atomic(self.slot_off(t as usize), S_CLAIM)
-                .load(Ordering::Relaxed)
-                & OWNER_MASK,
-        )
+        self.queue.claims()
     }
 
     // ----- internals -----
 
+    #[inline]
     fn region(&self) -> Region {
         self.pool.region()
     }
 
-    fn atomic(&self, off: usize) -> &AtomicU32 {
-        // SAFETY: header atomics are at fixed offsets inside the validated channel allocation,
-        // constructed by `create`; the region outlives the handle.
-        unsafe { self.region().atomic(self.geo.base + off) }
+    #[inline]
+    fn state(&self) -> &AtomicU32 {
+        // SAFETY: the state word sits at a fixed offset inside the validated channel
+        // allocation, constructed by `create`; the region outlives the handle.
+        unsafe {
+            self.region()
+                .atomic(self.base + offset_of!(ChannelHeader, state))
+        }
     }
 
-    fn slot_off(&self, i: usize) -> usize {
-        debug_assert!(i < self.geo.capacity as usize);
-        self.geo.base + self.geo.slots_off + i * self.geo.stride
+    /// The message head of slot `s`, read once.
+    #[inline]
+    fn head(&self, s: usize) -> Head {
+        let r = self.region();
+        Head {
+            len: r.read_u32(s + MSG + offset_of!(MsgHead, len)) as usize,
+            flags: r.read_u32(s + MSG + offset_of!(MsgHead, flags)),
+        }
     }
 
-    fn slot_atomic(&self, slot: usize, field: usize) -> &AtomicU32 {
-        // SAFETY: `slot` comes from `slot_off` with an index below the validated capacity;
-        // `create` constructed the slot atomics.
-        unsafe { self.region().atomic(slot + field) }
+    /// What a receiver of slot `s` reports.
+    #[inline]
+    fn received(&self, s: usize, len: usize) -> Received {
+        let r = self.region();
+        Received {
+            len,
+            hints: r.read_u64_aligned(s + MSG + offset_of!(MsgHead, hints)),
+            clientid: r.read_u64_aligned(s + MSG + offset_of!(MsgHead, clientid)),
+        }
+    }
+
+    /// The side allocation descriptor in slot `s` (shape-checked only).
+    fn side_desc(&self, s: usize) -> Option<Alloc> {
+        let mut d = [0u8; Alloc::SERIALIZED_LEN];
+        self.region()
+            .copy_out(s + MSG + offset_of!(MsgHead, desc), &mut d);
+        Alloc::from_bytes(&d)
+    }
+
+    /// Frees the slot's side allocation if the channel still owns it. Returns whether it did.
+    fn free_side_if_ours(&self, s: usize) -> bool {
+        let Some(a) = self.side_desc(s) else {
+            return false;
+        };
+        let sp = self.side_pool();
+        sp.owner_of(&a) == Ok(self.struct_owner) && sp.free(a).is_ok()
     }
 
     /// The state word of a live channel: specific to this channel (uid, record, generation),
     /// so a stale handle whose memory was reused by another channel still reads "destroyed".
     fn ready_token(uid: u64, alloc: &Alloc) -> u32 {
         let mut b = [0u8; 14];
-        b[..8].copy_from_slice(&uid.to_le_bytes());
-        b[8..12].copy_from_slice(&alloc.id().to_le_bytes());
-        b[12..].copy_from_slice(&alloc.generation().to_le_bytes());
-        let t = fnv1a(&b);
+        Writer::new(&mut b)
+            .u64(uid)
+            .u32(alloc.id())
+            .u16(alloc.generation());
+        let t = descriptor::checksum(&b);
         if t == 0 || t == STATE_DESTROYED { 1 } else { t }
     }
 
+    #[inline]
     fn check_ready(&self) -> Result<(), ChannelError> {
         // SYNC: Acquire <-> publish channel (Release) in `create`, destroy's CAS.
-        if self.atomic(H_STATE).load(Ordering::Acquire) != self.token {
+        if self.state().load(Ordering::Acquire) != self.token {
             return Err(ChannelError::Destroyed);
         }
         Ok(())
     }
-
-    fn next_pos(&self, pos: u32) -> u32 {
-        let mask = self.geo.one_lap - 1;
-        if (pos & mask) + 1 < self.geo.capacity {
-            pos.wrapping_add(1)
-        } else {
-            (pos & !mask).wrapping_add(self.geo.one_lap)
-        }
-    }
-
-    /// Validated slot index of a position read from shared memory.
-    fn index(&self, pos: u32) -> Result<usize, ChannelError> {
-        let ix = pos & (self.geo.one_lap - 1);
-        if ix >= self.geo.capacity {
-            return Err(ChannelError::Corrupt("position outside the slots"));
-        }
-        Ok(ix as usize)
-    }
-
-    /// Claims the slot at `tail` and advances `tail`.
-    fn claim_send(&self) -> Result<Claimed, ChannelError> {
-        let (tail_a, head_a) = (self.atomic(H_TAIL), self.atomic(H_HEAD));
-        let me = self.pool.owner();
-        let mut spins = 0u32;
-        loop {
-            let tail = tail_a.load(Ordering::Relaxed);
-            let s = self.slot_off(self.index(tail)?);
-            let seq_a = self.slot_atomic(s, S_SEQ);
-            // SYNC: acquire slot (Acquire) <-> receiver's slot release (Release).
-            let seq = seq_a.load(Ordering::Acquire);
-            if seq == tail {
-                if fault::dies(me, Step::SendRead) {
-                    return Err(ChannelError::Died);
-                }
-                let claim = self.slot_atomic(s, S_CLAIM);
-                // SYNC: claim (CAS Acquire) <-> release claim (Release) of the last claimant.
-                match claim.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
-                    Ok(_) => {
-                        if fault::dies(me, Step::SendClaimed) {
-                            return Err(ChannelError::Died);
-                        }
-                        // Holding the claim of the slot whose sequence says "position `tail`",
-                        // this party alone may move `tail` past it: a plain store suffices
-                        // (one CAS per operation, not two).
-                        if seq_a.load(Ordering::Acquire) == tail
-                            && tail_a.load(Ordering::Relaxed) == tail
-                        {
-                            // Finish a free the slot's last receiver could not do, before
-                            // taking the position: if the pool is still stalled, the slot is
-                            // left as it was and the caller gets the pool's error.
-                            if let Err(e) = self.finish_pending_free(s) {
-                                claim.store(0, Ordering::Release);
-                                return Err(e);
-                            }
-                            // SYNC: advance tail (Release) <-> other senders' tail load and the
-                            // receivers' empty check (fence + tail load).
-                            tail_a.store(self.next_pos(tail), Ordering::Release);
-                            if fault::dies(me, Step::SendAdvanced) {
-                                return Err(ChannelError::Died);
-                            }
-                            return Ok(Claimed { slot: s, pos: tail });
-                        }
-                        claim.store(0, Ordering::Release);
-                    }
-                    // Another sender claimed this position first: move on once it advances.
-                    Err(_) if tail_a.load(Ordering::Relaxed) != tail => spins = 0,
-                    Err(holder) => self.stall(&mut spins, holder)?,
-                }
-            } else if seq.wrapping_add(self.geo.one_lap) == tail.wrapping_add(1)
-                || seq.wrapping_add(self.geo.one_lap) == tail
-            {
-                // The slot is still in last lap: its message is queued (`seq` = last lap's
-                // position + 1), or last lap's sender took the position and has not published
-                // yet (`seq` = last lap's position; it may be preempted, not only dead). Full
-                // unless a receiver is mid-way.
-                fence(Ordering::SeqCst);
-                let head = head_a.load(Ordering::Relaxed);
-                if head.wrapping_add(self.geo.one_lap) == tail {
-                    return Err(ChannelError::Full);
-                }
-                let holder = self.slot_atomic(s, S_CLAIM).load(Ordering::Relaxed);
-                self.stall(&mut spins, holder)?;
-            } else if tail_a.load(Ordering::Relaxed) != tail {
-                spins = 0;
-            } else {
-                // `tail` did not move, yet its slot is for no lap near it: only a corrupt
-                // sequence word stays like this.
-                spins += 1;
-                if spins >= STALL_SPINS {
-                    return Err(ChannelError::Corrupt("tail does not match any slot"));
-                }
-                spin_hint();
-            }
-        }
-    }
-
-    fn stall(&self, spins: &mut u32, holder: u32) -> Result<(), ChannelError> {
-        *spins += 1;
-        if *spins >= STALL_SPINS {
-            return Err(ChannelError::Stalled {
-                owner: holder & OWNER_MASK,
-            });
-        }
-        self.pool.relax(*spins);
-        Ok(())
-    }
-
-    /// Undoes a claim whose send failed after `tail` moved: the position becomes a tombstone.
-    fn abort_send(&self, c: Claimed) {
-        let r = self.region();
-        r.write_u32(c.slot + S_FLAGS, F_TOMBSTONE);
-        r.write_u32(c.slot + S_LEN, 0);
-        let _ = self.publish_send(c);
-    }
-
-    /// Puts a side allocation in the claimed slot and hands it to the channel. On failure
-    /// the position becomes a tombstone and the allocation still belongs to the caller.
-    fn put_side(&self, c: Claimed, a: Alloc, len: usize) -> Result<(), ChannelError> {
-        let r = self.region();
-        let s = c.slot;
-        // Order matters for crash recovery: descriptor in the slot first, then the channel
-        // takes ownership, then publish.
-        r.copy_in(s + S_DESC, &a.to_bytes());
-        r.write_u32(s + S_LEN, len as u32);
-        r.write_u32(s + S_FLAGS, F_SIDE);
-        if let Err(e) = self.side_pool().set_owner(&a, self.struct_owner) {
-            self.abort_send(c);
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    fn publish_send(&self, c: Claimed) -> Result<(), ChannelError> {
-        if fault::dies(self.pool.owner(), Step::SendWritten) {
-            return Err(ChannelError::Died);
-        }
-        // SYNC: publish message (Release) <-> receiver's seq load (Acquire).
-        self.slot_atomic(c.slot, S_SEQ)
-            .store(c.pos.wrapping_add(1), Ordering::Release);
-        if fault::dies(self.pool.owner(), Step::SendPublished) {
-            return Err(ChannelError::Died);
-        }
-        // SYNC: release claim (Release) <-> next claimant's CAS (Acquire).
-        self.slot_atomic(c.slot, S_CLAIM)
-            .store(0, Ordering::Release);
-        Ok(())
-    }
-
-    /// Frees the side allocation a receiver left to the slot's next sender
-    /// ([`F_FREE_PENDING`]); the caller holds the slot's claim.
-    fn finish_pending_free(&self, s: usize) -> Result<(), ChannelError> {
-        let r = self.region();
-        if r.read_u32(s + S_FLAGS) & F_FREE_PENDING == 0 {
-            return Ok(());
-        }
-        let mut d = [0u8; Alloc::SERIALIZED_LEN];
-        r.copy_out(s + S_DESC, &mut d);
-        if let Some(a) = Alloc::from_bytes(&d) {
-            match self.side_pool().free(a) {
-                // Stale: freed already (by a sender that died before clearing the flag, or
-                // by recovery).
-                Ok(()) | Err(crate::PoolError::Stale | crate::PoolError::BadDescriptor) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        r.write_u32(s + S_FLAGS, 0);
-        Ok(())
-    }
-
-    /// Frees the slot's side allocation if the channel still owns it. Returns whether it did.
-    fn free_side_if_ours(&self, s: usize) -> bool {
-        let mut d = [0u8; Alloc::SERIALIZED_LEN];
-        self.region().copy_out(s + S_DESC, &mut d);
-        let Some(a) = Alloc::from_bytes(&d) else {
-            return false;
-        };
-        let sp = self.side_pool();
-        if sp.owner_of(&a) == Ok(self.struct_owner) {
-            return sp.free(a).is_ok();
-        }
-        false
-    }
-
-    /// The receive skeleton: claim the head slot, let `prepare(len, is_side)` accept the
-    /// message (or refuse it, leaving it queued), advance `head`, let `take` move the payload,
-    /// release the slot. Tombstones are skipped.
-    fn recv_inner(
-        &self,
-        mut prepare: impl FnMut(usize, bool) -> Result<(), ChannelError>,
-        mut take: impl FnMut(&Self, usize, usize, Option<Alloc>) -> Result<bool, ChannelError>,
-    ) -> Result<Received, ChannelError> {
-        self.check_ready()?;
-        let (tail_a, head_a) = (self.atomic(H_TAIL), self.atomic(H_HEAD));
-        let me = self.pool.owner() | ROLE_RECV;
-        let r = self.region();
-        let mut spins = 0u32;
-        loop {
-            let head = head_a.load(Ordering::Relaxed);
-            let s = self.slot_off(self.index(head)?);
-            let seq_a = self.slot_atomic(s, S_SEQ);
-            // SYNC: acquire message (Acquire) <-> publish message (Release).
-            let seq = seq_a.load(Ordering::Acquire);
-            if seq == head.wrapping_add(1) {
-                if fault::dies(me & OWNER_MASK, Step::RecvRead) {
-                    return Err(ChannelError::Died);
-                }
-                let claim = self.slot_atomic(s, S_CLAIM);
-                // SYNC: claim (CAS Acquire) <-> release claim (Release).
-                if let Err(holder) =
-                    claim.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                {
-                    if head_a.load(Ordering::Relaxed) != head {
-                        spins = 0; // another receiver took this position: progress
-                    } else {
-                        self.stall(&mut spins, holder)?;
-                    }
-                    continue;
-                }
-                if fault::dies(me & OWNER_MASK, Step::RecvClaimed) {
-                    return Err(ChannelError::Died);
-                }
-                if seq_a.load(Ordering::Acquire) != seq || head_a.load(Ordering::Relaxed) != head {
-                    claim.store(0, Ordering::Release);
-                    continue;
-                }
-                let flags = r.read_u32(s + S_FLAGS);
-                let len = r.read_u32(s + S_LEN) as usize;
-                let tomb = flags & F_TOMBSTONE != 0;
-                let side = if tomb {
-                    None
-                } else if flags & F_SIDE != 0 {
-                    let mut d = [0u8; Alloc::SERIALIZED_LEN];
-                    r.copy_out(s + S_DESC, &mut d);
-                    match Alloc::from_bytes(&d)
-                        .and_then(|a| Some((a, self.side_pool().span_unchecked(&a)?)))
-                    {
-                        Some((a, (_, size))) if len <= size => Some(a),
-                        _ => None,
-                    }
-                } else {
-                    None
-                };
-                let valid =
-                    tomb || (flags == F_INLINE && len <= self.block_size()) || side.is_some();
-                if !tomb
-                    && valid
-                    && let Err(e) = prepare(len, side.is_some())
-                {
-                    claim.store(0, Ordering::Release);
-                    return Err(e);
-                }
-                // The claim makes this receiver the only one that may move `head` past this
-                // position (checked above): a plain store.
-                // SYNC: advance head (Release) <-> senders' full check (fence + head load).
-                head_a.store(self.next_pos(head), Ordering::Release);
-                if fault::dies(me & OWNER_MASK, Step::RecvAdvanced) {
-                    return Err(ChannelError::Died);
-                }
-                let got = Received {
-                    len,
-                    hints: r.read_u64(s + S_HINTS),
-                    clientid: r.read_u64(s + S_CLIENT),
-                };
-                // An injected death inside `take` stops here, leaving the slot claimed.
-                let pending = !tomb && valid && take(self, s, len, side)?;
-                r.write_u32(s + S_FLAGS, if pending { F_FREE_PENDING } else { 0 });
-                if fault::dies(me & OWNER_MASK, Step::RecvTaken) {
-                    return Err(ChannelError::Died);
-                }
-                // SYNC: release slot (Release) <-> sender's seq load (Acquire).
-                seq_a.store(head.wrapping_add(self.geo.one_lap), Ordering::Release);
-                claim.store(0, Ordering::Release);
-                if tomb {
-                    continue;
-                }
-                if !valid {
-                    return Err(ChannelError::Corrupt("slot header"));
-                }
-                return Ok(got);
-            } else if seq == head || seq.wrapping_add(self.geo.one_lap) == head.wrapping_add(1) {
-                // Nothing published at `head`: the slot waits for this lap's sender, or last
-                // lap's receiver has taken its message and not released the slot yet (it may
-                // be preempted, not only dead; no sender can take `head` before it does).
-                // SYNC: fence (SeqCst) <-> sender's tail store and the fence of its full
-                // check: an empty verdict is not reordered before the head load.
-                fence(Ordering::SeqCst);
-                if tail_a.load(Ordering::Relaxed) == head {
-                    return Err(ChannelError::Empty);
-                }
-                // A sender took this position and is writing it (or `tail` moved since).
-                let holder = self.slot_atomic(s, S_CLAIM).load(Ordering::Relaxed);
-                self.stall(&mut spins, holder)?;
-            } else if head_a.load(Ordering::Relaxed) != head {
-                spins = 0;
-            } else {
-                // As in `claim_send`: an unmoving `head` whose slot matches no lap is corrupt.
-                spins += 1;
-                if spins >= STALL_SPINS {
-                    return Err(ChannelError::Corrupt("head does not match any slot"));
-                }
-                spin_hint();
-            }
-        }
-    }
-}
-
-impl Region {
-    /// Copies `len` bytes from `src_region` at `src` into this region at `dst` (the regions
-    /// may be the same mapping; ranges must not overlap). Silently does nothing out of range.
-    pub(crate) fn copy_within_from(&self, src_region: Region, src: usize, dst: usize, len: usize) {
-        if src_region.base() == self.base() {
-            self.copy_within(src, dst, len);
-            return;
-        }
-        if !src_region.contains(src, len) || !self.contains(dst, len) {
-            return;
-        }
-        // SAFETY: both ranges are inside their regions (checked) and the regions are distinct
-        // mappings, so they do not overlap.
-        unsafe { core::ptr::copy_nonoverlapping(src_region.ptr(src), self.ptr(dst), len) };
-    }
-}
-
-fn block_on<T, C: Clock + ?Sized, R: spin::RelaxStrategy, F: FnMut() -> Result<T, ChannelError>>(
-    clock: &C,
-    deadline: Deadline,
-    busy: ChannelError,
-    mut op: F,
-) -> Result<T, ChannelError> {
-    // A deadline reached before the call means "try once": report the busy state. One that
-    // passes while waiting (even during the first try) is a timeout.
-    let try_once = expired(clock, deadline);
-    match op() {
-        Err(e) if e == busy => {}
-        other => return other,
-    }
-    if try_once {
-        return Err(busy);
-    }
-    loop {
-        R::relax();
-        match op() {
-            Err(e) if e == busy => {
-                if expired(clock, deadline) {
-                    return Err(ChannelError::Timeout);
-                }
-            }
-            other => return other,
-        }
-    }
-}
-
-fn check_descriptor(bytes: &[u8]) -> Result<&[u8], ChannelError> {
-    if bytes.len() != Channel::DESCRIPTOR_LEN {
-        return Err(ChannelError::BadDescriptor(
-            "wrong length (truncated or padded)",
-        ));
-    }
-    if u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) != CHAN_MAGIC {
-        return Err(ChannelError::BadDescriptor("not a channel descriptor"));
-    }
-    if u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) != CHANNEL_LAYOUT_VERSION {
-        return Err(ChannelError::BadDescriptor("unsupported layout version"));
-    }
-    if fnv1a(&bytes[..44]).to_le_bytes() != bytes[44..48] {
-        return Err(ChannelError::BadDescriptor("checksum mismatch"));
-    }
-    Ok(bytes)
-}
-
-fn u64_at(b: &[u8], i: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[i..i + 8]);
-    u64::from_le_bytes(a)
-}
-
-/// 32-bit FNV-1a.
-fn fnv1a(b: &[u8]) -> u32 {
-    b.iter().fold(0x811C_9DC5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
 }

@@ -25,9 +25,12 @@
 //! core and an x86-64 process can share one region. See [`pool`] and [`channel`].
 //!
 //! # Blocking and timeouts
-//! `try_*` operations try once. Blocking variants take a [`Clock`] and a [`Deadline`] and
-//! spin with a [`spin::RelaxStrategy`]; a deadline already reached tries once and reports
-//! `Full`/`Empty`/`OutOfSpace`, not `Timeout`. The std adapter adds OS sleeping.
+//! The core never waits: every operation tries once and reports `Full`, `Empty`,
+//! `OutOfSpace`, or `Stalled { owner }` when another party is in the middle of the step it
+//! needs. Waiting is the caller's one wait layer, built on three things the core offers: the
+//! try-once operations, cheap readiness hints ([`Channel::may_recv`], [`Channel::may_send`])
+//! to poll, and [`Event`]s to sleep on (the std adapter sleeps on them with futexes; firmware
+//! spins with a `spin::RelaxStrategy`). See [`event`] for the protocol.
 //!
 //! # Process crashes
 //! Every in-region lock and every claimed channel slot records the owner id of the party
@@ -42,15 +45,18 @@
 #![cfg_attr(not(any(test, loom)), no_std)]
 
 pub mod channel;
+pub mod descriptor;
 pub mod error;
+pub mod event;
 pub mod fault;
 pub mod pool;
+mod queue;
 pub mod region;
 pub(crate) mod sync;
-pub mod time;
 
-pub use channel::{Channel, ChannelAttrs, ChannelDescriptor, Poll, Received, SendMode};
+pub use channel::{Channel, ChannelAttrs, ChannelDescriptor, Poll, Received, RecvBuf, SendMode};
+pub use descriptor::{DescriptorError, checksum};
 pub use error::{ChannelError, PoolError};
+pub use event::Event;
 pub use pool::{Alloc, AllocInfo, AllocKind, Pool, PoolConfig, PoolStats};
 pub use region::{Region, RegionError};
-pub use time::{Clock, Deadline};

@@ -43,11 +43,12 @@
 //!   `recover` frees it. After it: the block is free (merged by the rebuild), the record is
 //!   released by the rebuild because its block is no longer `USED`.
 
+use crate::descriptor::{Reader, Writer};
 use crate::error::PoolError;
+use crate::event::{Event, EventWords};
 use crate::fault::{self, Step};
 use crate::region::Region;
-use crate::sync::{AtomicU32, Ordering};
-use crate::time::{Clock, Deadline, expired};
+use crate::sync::{AtomicU32, Ordering, spin_hint};
 
 /// `"DRPL"`: marks a pool header.
 pub const POOL_MAGIC: u32 = 0x4C50_5244;
@@ -69,7 +70,11 @@ pub const SIZE_CLASSES: usize = 32;
 const MAX_ORDERS: usize = SIZE_CLASSES;
 const RECORD_SIZE: usize = 12;
 const DATA_ALIGN: usize = 64;
-/// Spins on a busy lock before [`PoolError::Stalled`] is reported.
+/// Spins on a lock held by the same holder before [`PoolError::Stalled`] is reported (a few
+/// milliseconds: far longer than a critical section takes unless its holder was preempted or
+/// died, and long enough that a preempted holder usually runs again first, since a free
+/// inside a receive cannot be retried by the caller). The caller's wait layer then checks
+/// whether the holder is alive.
 #[cfg(not(loom))]
 const STALL_SPINS: u32 = 1 << 16;
 /// Under loom every spin is a scheduling branch: give up quickly.
@@ -129,10 +134,9 @@ struct PoolHeader {
     /// Owner id of the lock holder, 0 when free. SYNC: acquire (CAS Acquire) <-> release
     /// (store Release) in `lock`/`Guard::drop`.
     lock: AtomicU32,
-    /// Bumped after every free (wrapping); a blocked allocator may sleep on it.
-    free_seq: AtomicU32,
-    /// Parties sleeping on `free_seq` (maintained by the std adapter).
-    waiters: AtomicU32,
+    /// Blocked allocators sleep here; whoever frees notifies (the std adapter does after
+    /// every operation that may free).
+    free_event: EventWords,
     /// Live allocations.
     live: u32,
     /// Head of the free-record list.
@@ -301,6 +305,9 @@ pub struct Alloc {
     pool_tag: u32,
 }
 
+/// Byte 11 of a serialized [`Alloc`]: tells a descriptor from zeroed or foreign bytes.
+const ALLOC_MARK: u8 = 0xA5;
+
 impl Alloc {
     /// Size of the serialized form.
     pub const SERIALIZED_LEN: usize = 16;
@@ -309,28 +316,30 @@ impl Alloc {
     /// another process.
     pub fn to_bytes(&self) -> [u8; Self::SERIALIZED_LEN] {
         let mut b = [0u8; Self::SERIALIZED_LEN];
-        b[0..4].copy_from_slice(&self.block.to_le_bytes());
-        b[4..8].copy_from_slice(&self.record.to_le_bytes());
-        b[8..10].copy_from_slice(&self.gen_.to_le_bytes());
-        b[10] = self.order;
-        b[11] = 0xA5;
-        b[12..16].copy_from_slice(&self.pool_tag.to_le_bytes());
+        Writer::new(&mut b)
+            .u32(self.block)
+            .u32(self.record)
+            .u16(self.gen_)
+            .u8(self.order)
+            .u8(ALLOC_MARK)
+            .u32(self.pool_tag);
         b
     }
 
     /// Parses [`Alloc::to_bytes`]. Only the shape is checked here; the pool validates the
     /// rest on every use.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        if b.len() != Self::SERIALIZED_LEN || b[11] != 0xA5 {
+        if b.len() != Self::SERIALIZED_LEN {
             return None;
         }
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Some(Self {
-            block: u32_at(0),
-            record: u32_at(4),
-            gen_: u16::from_le_bytes([b[8], b[9]]),
-            order: b[10],
-            pool_tag: u32_at(12),
+        let mut r = Reader::new(b);
+        let (block, record, gen_, order) = (r.u32(), r.u32(), r.u16(), r.u8());
+        (r.u8() == ALLOC_MARK).then(|| Self {
+            block,
+            record,
+            gen_,
+            order,
+            pool_tag: r.u32(),
         })
     }
 
@@ -408,11 +417,6 @@ pub struct Pool {
     geo: Geometry,
     owner: u32,
     uid: u64,
-    relax: fn(u32),
-}
-
-fn default_relax(_spins: u32) {
-    crate::sync::spin_hint();
 }
 
 /// Holds the pool lock; releases it on drop.
@@ -473,15 +477,13 @@ impl Pool {
         r.write_u32(off!(data_off), geo.data_off as u32);
         r.write_u32(off!(max_order), geo.max_order);
         r.init_atomic(off!(lock), 0);
-        r.init_atomic(off!(free_seq), 0);
-        r.init_atomic(off!(waiters), 0);
+        EventWords::init(*r, off!(free_event));
         r.init_atomic(off!(lock_epoch), 0);
         let pool = Self {
             region,
             geo,
             owner,
             uid: cfg.uid,
-            relax: default_relax,
         };
         pool.rebuild_all(true)?;
         r.write_u32(off!(rebuilds), 0);
@@ -556,19 +558,7 @@ impl Pool {
             geo,
             owner,
             uid,
-            relax: default_relax,
         })
-    }
-
-    /// Sets what a waiter does between spins on the pool lock: `relax(spins_so_far)`. The
-    /// default is a CPU spin hint; the std adapter yields the thread after a while.
-    pub fn set_relax(&mut self, relax: fn(u32)) {
-        self.relax = relax;
-    }
-
-    /// One relax step of a waiter that has spun `spins` times (the hook of [`Pool::set_relax`]).
-    pub(crate) fn relax(&self, spins: u32) {
-        (self.relax)(spins);
     }
 
     /// This handle's owner id.
@@ -631,40 +621,6 @@ impl Pool {
         g.finish(r)
     }
 
-    /// Like [`Pool::alloc`] but retries until `deadline` of `clock`, relaxing with `R`
-    /// between tries. A deadline already reached tries once and reports `OutOfSpace`.
-    ///
-    /// # Errors
-    /// As [`Pool::alloc`], plus [`PoolError::Timeout`] when the deadline passes while waiting.
-    pub fn alloc_blocking<C: Clock + ?Sized, R: spin::RelaxStrategy>(
-        &self,
-        size: usize,
-        kind: AllocKind,
-        clock: &C,
-        deadline: Deadline,
-    ) -> Result<Alloc, PoolError> {
-        // A deadline reached before the call means "try once"; one that passes later is a
-        // timeout.
-        let try_once = expired(clock, deadline);
-        let first = match self.alloc(size, kind) {
-            Err(PoolError::OutOfSpace) => PoolError::OutOfSpace,
-            other => return other,
-        };
-        if try_once {
-            return Err(first);
-        }
-        loop {
-            R::relax();
-            match self.alloc(size, kind) {
-                Err(PoolError::OutOfSpace) if expired(clock, deadline) => {
-                    return Err(PoolError::Timeout);
-                }
-                Err(PoolError::OutOfSpace) => {}
-                other => return other,
-            }
-        }
-    }
-
     /// Frees an allocation.
     ///
     /// # Errors
@@ -674,12 +630,7 @@ impl Pool {
     pub fn free(&self, a: Alloc) -> Result<(), PoolError> {
         let g = self.lock()?;
         self.check_live(&a)?;
-        g.finish(self.free_locked(&a))?;
-        // SYNC: none needed beyond the lock; the counter only wakes sleepers (a stale read
-        // makes a sleeper retry).
-        self.hdr_atomic(off!(free_seq))
-            .fetch_add(1, Ordering::Release);
-        Ok(())
+        g.finish(self.free_locked(&a))
     }
 
     /// Checks that `a` names a live allocation of this pool and returns its byte offset and
@@ -792,14 +743,13 @@ impl Pool {
         }
     }
 
-    /// The word blocked allocators may sleep on: it changes after every free.
-    pub fn free_seq(&self) -> &AtomicU32 {
-        self.hdr_atomic(off!(free_seq))
-    }
-
-    /// Counter of sleepers on [`Pool::free_seq`], maintained by whoever sleeps.
-    pub fn free_waiters(&self) -> &AtomicU32 {
-        self.hdr_atomic(off!(waiters))
+    /// The event blocked allocators sleep on. The core never notifies it: whoever frees
+    /// memory (the std adapter, after every operation that may free) calls
+    /// [`Event::notify`] and wakes sleepers when it says so.
+    pub fn free_event(&self) -> Event<'_> {
+        // SAFETY: `init` constructed the event words at this fixed header offset; the region
+        // outlives `self`.
+        unsafe { Event::at(self.region, off!(free_event)) }
     }
 
     /// Reclaims what dead parties left: takes over the lock if a dead party holds it (and
@@ -840,10 +790,6 @@ impl Pool {
             }
         }
         drop(g);
-        if rep.freed + rep.orphans > 0 {
-            self.hdr_atomic(off!(free_seq))
-                .fetch_add(1, Ordering::Release);
-        }
         Ok(rep)
     }
 
@@ -865,8 +811,6 @@ impl Pool {
             }
         }
         drop(g);
-        self.hdr_atomic(off!(free_seq))
-            .fetch_add(1, Ordering::Release);
         Ok(n)
     }
 
@@ -935,7 +879,7 @@ impl Pool {
                     if spins >= STALL_SPINS {
                         return Err(PoolError::Stalled { owner: holder });
                     }
-                    (self.relax)(spins);
+                    spin_hint();
                 }
             }
         }

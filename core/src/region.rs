@@ -131,6 +131,25 @@ impl Region {
         u64::from(self.read_u32(off)) | (u64::from(self.read_u32(off + 4)) << 32)
     }
 
+    /// Volatile read of a plain little-endian `u64` at an 8-aligned `off` (the same bytes as
+    /// [`Region::read_u64`], in one access where the target has one).
+    #[inline]
+    pub(crate) fn read_u64_aligned(&self, off: usize) -> u64 {
+        debug_assert!(self.contains(off, 8) && off.is_multiple_of(8));
+        // SAFETY: in bounds and 8-aligned (asserted; the region base is 64-aligned and
+        // callers pass offsets of 8-aligned fields of validated structures).
+        u64::from_le(unsafe { self.ptr(off).cast::<u64>().read_volatile() })
+    }
+
+    /// Volatile write of a little-endian `u64` at an 8-aligned `off` (see
+    /// [`Region::read_u64_aligned`]).
+    #[inline]
+    pub(crate) fn write_u64_aligned(&self, off: usize, v: u64) {
+        debug_assert!(self.contains(off, 8) && off.is_multiple_of(8));
+        // SAFETY: as in `read_u64_aligned`; the caller holds the claim that protects it.
+        unsafe { self.ptr(off).cast::<u64>().write_volatile(v.to_le()) }
+    }
+
     /// Writes a `u64` as two `u32` halves (see [`Region::read_u64`]).
     #[inline]
     pub(crate) fn write_u64(&self, off: usize, v: u64) {
@@ -164,15 +183,16 @@ impl Region {
     }
 
     /// Hint: bring the cache line holding `off` into this CPU's cache for writing
-    /// (x86-64 `PREFETCHW`). No effect on other targets or outside the region; not built
+    /// (x86-64 `PREFETCHW`). No effect on other targets; not built
     /// under Miri or loom, whose builds leave the callers' hints out.
     #[cfg(not(any(loom, miri)))]
     #[inline(always)]
     pub(crate) fn prefetch_write(&self, off: usize) {
+        debug_assert!(off < self.len);
         #[cfg(target_arch = "x86_64")]
-        if off < self.len {
+        {
             // SAFETY: PREFETCHW is a hint: it never faults, and changes no register, flag or
-            // memory contents; the address is inside the region anyway.
+            // memory contents (callers pass offsets inside the region anyway).
             unsafe {
                 core::arch::asm!(
                     "prefetchw [{0}]",
@@ -199,6 +219,25 @@ impl Region {
         true
     }
 
+    /// Copies `src` into the region at `off`, a range derived from validated geometry (a
+    /// slot's inline bytes): checked by a `debug_assert!` only.
+    #[inline]
+    pub(crate) fn copy_in_validated(&self, off: usize, src: &[u8]) {
+        debug_assert!(self.contains(off, src.len()));
+        // SAFETY: the caller derived the range from validated geometry, so it is inside the
+        // region (asserted in debug builds); `src` cannot overlap region bytes.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr(off), src.len()) };
+    }
+
+    /// Copies region bytes at `off` into `dst`, a range derived from validated geometry:
+    /// checked by a `debug_assert!` only.
+    #[inline]
+    pub(crate) fn copy_out_validated(&self, off: usize, dst: &mut [u8]) {
+        debug_assert!(self.contains(off, dst.len()));
+        // SAFETY: as in `copy_in_validated`; `dst` is exclusive.
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr(off), dst.as_mut_ptr(), dst.len()) };
+    }
+
     /// Copies region bytes at `off` into `dst`.
     ///
     /// Returns `false` (and copies nothing) when the range is outside the region.
@@ -223,6 +262,21 @@ impl Region {
         // SAFETY: both ranges are inside the region and disjoint (checked above).
         unsafe { core::ptr::copy_nonoverlapping(self.ptr(src), self.ptr(dst), len) };
         true
+    }
+
+    /// Copies `len` bytes from `src_region` at `src` into this region at `dst` (the regions
+    /// may be the same mapping; ranges must not overlap). Silently does nothing out of range.
+    pub(crate) fn copy_within_from(&self, src_region: Region, src: usize, dst: usize, len: usize) {
+        if src_region.base() == self.base() {
+            self.copy_within(src, dst, len);
+            return;
+        }
+        if !src_region.contains(src, len) || !self.contains(dst, len) {
+            return;
+        }
+        // SAFETY: both ranges are inside their regions (checked) and the regions are distinct
+        // mappings, so they do not overlap.
+        unsafe { core::ptr::copy_nonoverlapping(src_region.ptr(src), self.ptr(dst), len) };
     }
 }
 

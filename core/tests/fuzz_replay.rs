@@ -1,20 +1,20 @@
-//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) through the fuzz targets'
+//! Replays the committed fuzz corpus (`tests/fuzz/corpus/<target>/`) through the fuzz targets'
 //! bodies on the stable toolchain: every input, crash regressions included, must run without
-//! a panic. The bodies are `fuzz/src/targets.rs`, shared with the cargo-fuzz binaries.
+//! a panic. The bodies are `tests/fuzz/src/targets.rs`, shared with the cargo-fuzz binaries.
 #![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
 
-#[path = "../../fuzz/src/targets.rs"]
+#[path = "../../tests/fuzz/src/targets.rs"]
 mod targets;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Runs every file of `fuzz/corpus/<name>/` through `target`; fails listing the inputs that
-/// panicked.
+/// Runs every file of `tests/fuzz/corpus/<name>/` through `target`; fails listing the inputs
+/// that panicked.
 fn replay(name: &str, target: fn(&[u8])) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
+        .join("../tests/fuzz/corpus")
         .join(name);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Mem, pool, watchdog};
+use common::{Mem, pool, waited, watchdog};
 use dragon_channels_core::pool::{SIZE_CLASSES, STRUCT_OWNER_BIT};
 use dragon_channels_core::{Alloc, AllocKind, Pool, PoolConfig, PoolError};
 use proptest::prelude::*;
@@ -264,29 +264,35 @@ fn recover_frees_dead_owners_allocations_only() {
 }
 
 #[test]
-fn blocking_alloc_times_out_and_zero_deadline_tries_once() {
+fn free_event_wakes_a_registered_allocator() {
+    // The protocol a blocked allocator follows (the std adapter's, with a futex sleep):
+    // register, try again, wait while the word holds the registered value.
     let mut m = Mem::new(16 * 1024);
     let p = pool(&mut m, 64);
     let mut all = Vec::new();
     while let Ok(a) = p.alloc(64, AllocKind::Data) {
         all.push(a);
     }
-    let t0 = std::time::Instant::now();
-    let clock = || t0.elapsed().as_micros() as u64;
-    let r = p.alloc_blocking::<_, spin::relax::Spin>(64, AllocKind::Data, &clock, Some(0));
-    assert_eq!(r, Err(PoolError::OutOfSpace));
-    let r = p.alloc_blocking::<_, spin::relax::Spin>(64, AllocKind::Data, &clock, Some(20_000));
-    assert_eq!(r, Err(PoolError::Timeout));
-    assert!(t0.elapsed() >= core::time::Duration::from_millis(20));
-    // Another thread frees; the blocked allocation succeeds.
+    let ev = p.free_event();
+    assert!(!ev.notify(), "no waiter: no wake-up needed");
     std::thread::scope(|s| {
+        let seen = ev.register();
+        assert_eq!(p.alloc(64, AllocKind::Data), Err(PoolError::OutOfSpace));
         s.spawn(|| {
-            std::thread::sleep(core::time::Duration::from_millis(10));
             p.free(all.pop().unwrap()).unwrap();
+            assert!(p.free_event().notify(), "a registered waiter must be woken");
         });
-        let r = p.alloc_blocking::<_, spin::relax::Spin>(64, AllocKind::Data, &clock, None);
-        p.free(r.unwrap()).unwrap();
+        while ev.word().load(core::sync::atomic::Ordering::Acquire) == seen {
+            std::thread::yield_now();
+        }
+        ev.unregister();
+        let a = p.alloc(64, AllocKind::Data).unwrap();
+        p.free(a).unwrap();
     });
+    assert_eq!(ev.waiters(), 0);
+    for a in all {
+        p.free(a).unwrap();
+    }
 }
 
 #[test]
@@ -304,9 +310,9 @@ fn many_threads_alloc_and_free_without_overlap() {
                 for i in 0..rounds {
                     let size = 1 + (i * 37 + t as usize * 101) % 3000;
                     let pat = (t as u8).wrapping_mul(31).wrapping_add(i as u8);
-                    match p.alloc(size, AllocKind::Data) {
+                    match waited(|| p.alloc(size, AllocKind::Data)) {
                         Ok(a) => {
-                            let (off, _) = p.resolve(&a).unwrap();
+                            let (off, _) = waited(|| p.resolve(&a)).unwrap();
                             // SAFETY: the allocation is ours alone until freed.
                             unsafe {
                                 core::ptr::write_bytes(p.region().base().add(off), pat, size)
@@ -318,7 +324,7 @@ fn many_threads_alloc_and_free_without_overlap() {
                     }
                     if held.len() > 8 || (i % 3 == 0 && !held.is_empty()) {
                         let (a, size, pat) = held.swap_remove(i % held.len());
-                        let (off, _) = p.resolve(&a).unwrap();
+                        let (off, _) = waited(|| p.resolve(&a)).unwrap();
                         // SAFETY: still ours; nobody else writes it.
                         let got = unsafe {
                             core::slice::from_raw_parts(p.region().base().add(off), size)
@@ -327,11 +333,11 @@ fn many_threads_alloc_and_free_without_overlap() {
                             got.iter().all(|&b| b == pat),
                             "thread {t}: block overwritten"
                         );
-                        p.free(a).unwrap();
+                        waited(|| p.free(a)).unwrap();
                     }
                 }
                 for (a, _, _) in held {
-                    p.free(a).unwrap();
+                    waited(|| p.free(a)).unwrap();
                 }
             });
         }

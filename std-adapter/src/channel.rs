@@ -20,7 +20,7 @@ use crate::error::{Error, Op, Reason};
 use crate::handle::{ChannelRecvH, ChannelSendH};
 use crate::pool::{MemoryPool, Recovery, fnv1a};
 use crate::shm::FILE_VERSION;
-use crate::wait::{self, Ctx, Deadline, Timeout};
+use crate::wait::{self, Ctx, Timeout};
 
 /// `"DRCW"`: marks a serialized channel descriptor of the adapter.
 const SER_MAGIC: u32 = 0x5743_5244;
@@ -85,8 +85,9 @@ impl Channel {
             pool: &mem_pool.inner,
             ch: None,
             op: Op::Other,
+            stalled: Default::default(),
         };
-        let core = ctx.block(Deadline::Try, || {
+        let core = ctx.block(Timeout::Try, Timeout::Try, |_| {
             CoreChannel::create(&mem_pool.inner.core, c_uid, &attrs)
         })?;
         Ok(Self {
@@ -111,8 +112,9 @@ impl Channel {
             pool: &pool.inner,
             ch: None,
             op: Op::Other,
+            stalled: Default::default(),
         };
-        let core = ctx.block(Deadline::Try, || {
+        let core = ctx.block(Timeout::Try, Timeout::Try, |_| {
             CoreChannel::attach(&pool.inner.core, ch_bytes, None)
         })?;
         Ok(Self { pool, core })
@@ -254,6 +256,7 @@ impl Channel {
             pool: &self.pool.inner,
             ch: Some(&self.core),
             op,
+            stalled: Default::default(),
         }
     }
 

@@ -22,13 +22,29 @@
 //! forms intermix with all send forms.
 
 use core::fmt;
+use core::marker::PhantomData;
 
-use dragon_channels_core::SendMode;
+use dragon_channels_core::{RecvBuf, SendMode};
 
 use crate::channel::Channel;
 use crate::error::{Error, Op, Reason};
 use crate::message::{Message, MsgMem};
-use crate::wait::Timeout;
+use crate::wait::{Attempt, Timeout};
+
+/// A receive buffer that grows to the message's length.
+struct Grow(Vec<u8>);
+
+impl RecvBuf for Grow {
+    #[inline]
+    fn with_len(&mut self, len: usize) -> Option<&mut [u8]> {
+        self.0.resize(len, 0);
+        Some(&mut self.0[..])
+    }
+
+    fn capacity(&self) -> usize {
+        usize::MAX
+    }
+}
 
 /// A failed [`ChannelSendH::send_transfer`]: the error and the message, handed back.
 pub struct TransferError {
@@ -59,55 +75,64 @@ impl core::error::Error for TransferError {
     }
 }
 
-/// What both handle kinds hold: the channel, whether the handle is open, its default timeout.
-#[derive(Debug)]
-struct HandleState {
+/// A handle on a channel, for one direction: [`ChannelSendH`] (`Handle<Sending>`) or
+/// [`ChannelRecvH`] (`Handle<Receiving>`). Both hold the channel, whether the handle is open
+/// and its default timeout; every operation goes through one blocking helper.
+pub struct Handle<D: Direction> {
     ch: Channel,
     open: bool,
     default_timeout: Timeout,
-}
-
-impl HandleState {
-    fn open(&mut self) -> Result<(), Error> {
-        if self.open {
-            return Err(Error::ChannelError(Reason::AlreadyOpen));
-        }
-        self.ch.check_live()?;
-        self.open = true;
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<(), Error> {
-        if !self.open {
-            return Err(Error::ChannelHandleNotOpen);
-        }
-        self.open = false;
-        Ok(())
-    }
-
-    fn check_open(&self) -> Result<(), Error> {
-        if self.open {
-            Ok(())
-        } else {
-            Err(Error::ChannelHandleNotOpen)
-        }
-    }
+    _direction: PhantomData<D>,
 }
 
 /// A send handle on a channel.
-#[derive(Debug)]
-pub struct ChannelSendH {
-    h: HandleState,
+pub type ChannelSendH = Handle<Sending>;
+/// A receive handle on a channel.
+pub type ChannelRecvH = Handle<Receiving>;
+
+/// The direction of a [`Handle`]: [`Sending`] or [`Receiving`].
+pub trait Direction: sealed::Sealed {
+    /// The seed's name of the handle type.
+    const NAME: &'static str;
 }
 
-impl ChannelSendH {
+/// Marks a send handle.
+#[derive(Debug)]
+pub enum Sending {}
+/// Marks a receive handle.
+#[derive(Debug)]
+pub enum Receiving {}
+
+impl Direction for Sending {
+    const NAME: &'static str = "ChannelSendH";
+}
+impl Direction for Receiving {
+    const NAME: &'static str = "ChannelRecvH";
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Sending {}
+    impl Sealed for super::Receiving {}
+}
+
+impl<D: Direction> fmt::Debug for Handle<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(D::NAME)
+            .field("ch", &self.ch)
+            .field("open", &self.open)
+            .field("default_timeout", &self.default_timeout)
+            .finish()
+    }
+}
+
+impl<D: Direction> Handle<D> {
     pub(crate) fn new(ch: Channel, default_timeout: Timeout) -> Self {
         Self {
-            h: HandleState {
-                ch,
-                open: false,
-                default_timeout,
-            },
+            ch,
+            open: false,
+            default_timeout,
+            _direction: PhantomData,
         }
     }
 
@@ -117,7 +142,12 @@ impl ChannelSendH {
     /// [`Error::ChannelDestroyed`] when the channel was destroyed, [`Error::ChannelError`]
     /// with [`Reason::AlreadyOpen`] when it is open.
     pub fn open(&mut self) -> Result<(), Error> {
-        self.h.open()
+        if self.open {
+            return Err(Error::ChannelError(Reason::AlreadyOpen));
+        }
+        self.ch.check_live()?;
+        self.open = true;
+        Ok(())
     }
 
     /// Closes the handle.
@@ -125,24 +155,54 @@ impl ChannelSendH {
     /// # Errors
     /// [`Error::ChannelHandleNotOpen`] when it is not open.
     pub fn close(&mut self) -> Result<(), Error> {
-        self.h.close()
+        if !self.open {
+            return Err(Error::ChannelHandleNotOpen);
+        }
+        self.open = false;
+        Ok(())
     }
 
     /// Whether the handle is open.
     pub fn is_open(&self) -> bool {
-        self.h.open
+        self.open
     }
 
     /// The timeout used by calls that pass [`Timeout::Default`].
     pub fn default_timeout(&self) -> Timeout {
-        self.h.default_timeout
+        self.default_timeout
     }
 
     /// The channel.
     pub fn channel(&self) -> &Channel {
-        &self.h.ch
+        &self.ch
     }
 
+    #[inline]
+    fn check_open(&self) -> Result<(), Error> {
+        if self.open {
+            Ok(())
+        } else {
+            Err(Error::ChannelHandleNotOpen)
+        }
+    }
+
+    /// The one blocking call of both handles: runs the core's try-once `op` until it
+    /// completes, fails, or `timeout` (this handle's default for [`Timeout::Default`])
+    /// passes, then wakes the other side.
+    #[inline]
+    fn block<T>(
+        &self,
+        op_kind: Op,
+        timeout: Timeout,
+        op: impl FnMut(Attempt) -> Result<T, dragon_channels_core::ChannelError>,
+    ) -> Result<T, Error> {
+        self.ch
+            .ctx(op_kind)
+            .block(timeout, self.default_timeout, op)
+    }
+}
+
+impl Handle<Sending> {
     /// Sends a copy of `msg`'s payload with its `hints` and `clientid` (`copy_on_send`); with
     /// `dest_msg`, the payload is copied into the destination message's memory (from the
     /// channel's pool), which is then sent by transfer and left without memory on success.
@@ -152,13 +212,14 @@ impl ChannelSendH {
     /// full channel; [`Error::ChannelTimeout`]; [`Error::ChannelSendError`] for a message
     /// with no memory, or a destination that is too small or from another pool;
     /// [`Error::ChannelDestroyed`].
+    #[inline]
     pub fn send(
         &self,
         msg: &Message,
         dest_msg: Option<&mut Message>,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        self.h.check_open()?;
+        self.check_open()?;
         let payload = msg
             .bytes()
             .map_err(|_| Error::ChannelSendError(Reason::EmptyMessage))?;
@@ -181,7 +242,7 @@ impl ChannelSendH {
     /// As [`ChannelSendH::send`], plus [`Reason::ForeignMemory`] for memory of another
     /// pool; the message comes back in the error.
     pub fn send_transfer(&self, mut msg: Message, timeout: Timeout) -> Result<(), TransferError> {
-        if let Err(error) = self.h.check_open() {
+        if let Err(error) = self.check_open() {
             return Err(TransferError {
                 error,
                 message: msg,
@@ -213,6 +274,7 @@ impl ChannelSendH {
     /// # Errors
     /// As [`ChannelSendH::send`], plus [`Reason::MsgLenTooShort`] when `msg_len` is shorter
     /// than `msg_bytes`.
+    #[inline]
     pub fn send_bytes(
         &self,
         msg_bytes: &[u8],
@@ -220,7 +282,7 @@ impl ChannelSendH {
         dest_msg: Option<&mut Message>,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        self.h.check_open()?;
+        self.check_open()?;
         let n = msg_bytes.len();
         if msg_len < n {
             return Err(Error::ChannelSendError(Reason::MsgLenTooShort {
@@ -255,13 +317,8 @@ impl ChannelSendH {
         clientid: u64,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        let core = &self.h.ch.core;
-        self.h
-            .ch
-            .ctx(Op::Send)
-            .block(timeout.deadline(self.h.default_timeout), || {
-                core.try_send(bytes, hints, clientid)
-            })
+        let core = &self.ch.core;
+        self.block(Op::Send, timeout, |_| core.try_send(bytes, hints, clientid))
     }
 
     fn transfer(
@@ -271,20 +328,17 @@ impl ChannelSendH {
         clientid: u64,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        if !mem.pool.same_pool(&self.h.ch.pool) {
+        if !mem.pool.same_pool(&self.ch.pool) {
             return Err(Error::ChannelSendError(Reason::ForeignMemory));
         }
         let mode = SendMode::Transfer {
             alloc: mem.alloc,
             len: mem.len,
         };
-        let core = &self.h.ch.core;
-        self.h
-            .ch
-            .ctx(Op::Send)
-            .block(timeout.deadline(self.h.default_timeout), || {
-                core.try_send_mode(mode, hints, clientid)
-            })
+        let core = &self.ch.core;
+        self.block(Op::Send, timeout, |_| {
+            core.try_send_mode(mode, hints, clientid)
+        })
     }
 
     /// Fills `len` bytes of `dest`'s memory with `fill`, then transfers that memory.
@@ -319,55 +373,7 @@ impl ChannelSendH {
     }
 }
 
-/// A receive handle on a channel.
-#[derive(Debug)]
-pub struct ChannelRecvH {
-    h: HandleState,
-}
-
-impl ChannelRecvH {
-    pub(crate) fn new(ch: Channel, default_timeout: Timeout) -> Self {
-        Self {
-            h: HandleState {
-                ch,
-                open: false,
-                default_timeout,
-            },
-        }
-    }
-
-    /// Opens the handle for use.
-    ///
-    /// # Errors
-    /// [`Error::ChannelDestroyed`] when the channel was destroyed, [`Error::ChannelError`]
-    /// with [`Reason::AlreadyOpen`] when it is open.
-    pub fn open(&mut self) -> Result<(), Error> {
-        self.h.open()
-    }
-
-    /// Closes the handle.
-    ///
-    /// # Errors
-    /// [`Error::ChannelHandleNotOpen`] when it is not open.
-    pub fn close(&mut self) -> Result<(), Error> {
-        self.h.close()
-    }
-
-    /// Whether the handle is open.
-    pub fn is_open(&self) -> bool {
-        self.h.open
-    }
-
-    /// The timeout used by calls that pass [`Timeout::Default`].
-    pub fn default_timeout(&self) -> Timeout {
-        self.h.default_timeout
-    }
-
-    /// The channel.
-    pub fn channel(&self) -> &Channel {
-        &self.h.ch
-    }
-
+impl Handle<Receiving> {
     /// Receives the next message as a new [`Message`] that owns the payload's memory (a
     /// transferred or side allocation moves to it as is; an inline payload is copied into a
     /// new allocation from the channel's pool).
@@ -378,19 +384,13 @@ impl ChannelRecvH {
     /// [`Error::ChannelRecvError`] when the pool has no memory for an inline payload and the
     /// timeout is try-once (the message stays queued).
     pub fn recv(&self, timeout: Timeout) -> Result<Message, Error> {
-        self.h.check_open()?;
-        let core = &self.h.ch.core;
-        let (alloc, got) = self
-            .h
-            .ch
-            .ctx(Op::Recv)
-            .block(timeout.deadline(self.h.default_timeout), || {
-                core.try_recv_alloc()
-            })?;
-        match MsgMem::new(&self.h.ch.pool, alloc, got.len) {
+        self.check_open()?;
+        let core = &self.ch.core;
+        let (alloc, got) = self.block(Op::Recv, timeout, |_| core.try_recv_alloc())?;
+        match MsgMem::new(&self.ch.pool, alloc, got.len) {
             Some(mem) => Ok(Message::from_mem(mem, got.hints, got.clientid)),
             None => {
-                let _ = self.h.ch.pool.inner.free(alloc);
+                let _ = self.ch.pool.inner.free(alloc);
                 Err(Error::ChannelRecvError(Reason::Core(
                     dragon_channels_core::ChannelError::Corrupt("received allocation"),
                 )))
@@ -405,21 +405,19 @@ impl ChannelRecvH {
     /// # Errors
     /// As [`ChannelRecvH::recv`], plus [`Error::ChannelRecvError`] with
     /// [`Reason::DestinationTooSmall`] when the payload does not fit (it stays queued).
+    #[inline]
     pub fn recv_into(&self, dest_msg: &mut Message, timeout: Timeout) -> Result<(), Error> {
-        self.h.check_open()?;
+        self.check_open()?;
         let Some(mem) = dest_msg.mem.as_mut() else {
             *dest_msg = self.recv(timeout)?;
             return Ok(());
         };
-        let core = &self.h.ch.core;
+        let core = &self.ch.core;
         let buf = mem.block_mut();
-        let got = self
-            .h
-            .ch
-            .ctx(Op::Recv)
-            .block(timeout.deadline(self.h.default_timeout), || {
-                core.try_recv_into(&mut *buf)
-            })?;
+        let got = self.block(Op::Recv, timeout, |attempt| match attempt {
+            Attempt::First => core.try_recv_buf_lazy(&mut *buf),
+            Attempt::Again => core.try_recv_into(&mut *buf),
+        })?;
         mem.len = got.len;
         dest_msg.set_hints(got.hints);
         dest_msg.set_clientid(got.clientid);
@@ -430,25 +428,17 @@ impl ChannelRecvH {
     ///
     /// # Errors
     /// As [`ChannelRecvH::recv`].
+    #[inline]
     pub fn recv_bytes(&self, timeout: Timeout) -> Result<Vec<u8>, Error> {
-        self.h.check_open()?;
-        let core = &self.h.ch.core;
-        let mut buf = vec![0u8; core.block_size().max(64)];
-        let got =
-            self.h
-                .ch
-                .ctx(Op::Recv)
-                .block(timeout.deadline(self.h.default_timeout), || {
-                    loop {
-                        match core.try_recv_into(&mut buf) {
-                            Err(dragon_channels_core::ChannelError::DestinationTooSmall {
-                                needed,
-                                ..
-                            }) => buf.resize(needed, 0),
-                            other => return other,
-                        }
-                    }
-                })?;
+        self.check_open()?;
+        let core = &self.ch.core;
+        // Sized to the message once its length is known: one allocation of exactly its size.
+        let mut buf = Grow(Vec::new());
+        let got = self.block(Op::Recv, timeout, |attempt| match attempt {
+            Attempt::First => core.try_recv_buf_lazy(&mut buf),
+            Attempt::Again => core.try_recv_buf(&mut buf),
+        })?;
+        let mut buf = buf.0;
         buf.truncate(got.len);
         Ok(buf)
     }

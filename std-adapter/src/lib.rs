@@ -88,11 +88,13 @@ mod wait;
 
 pub use channel::Channel;
 pub use error::{Error, MemoryPoolError, Reason};
-pub use handle::{ChannelRecvH, ChannelSendH, TransferError};
+pub use handle::{
+    ChannelRecvH, ChannelSendH, Direction, Handle, Receiving, Sending, TransferError,
+};
 pub use message::Message;
 pub use pool::{MemoryPool, PoolAttrs, Recovery};
 pub use shm::{MAX_NAME_LEN, MAX_PARTIES, SHM_DIR};
-pub use wait::{SLEEP_SLICE, SPIN_FOR, Timeout, YIELD_FOR};
+pub use wait::{HOLDER_WAIT, SLEEP_SLICE, SPIN_FOR, STALL_SLICE, Timeout, YIELD_FOR};
 
 pub use dragon_channels_core;
 pub use dragon_channels_core::{Alloc, AllocInfo, AllocKind, ChannelAttrs, Poll, PoolStats};

@@ -11,6 +11,7 @@
 //! party id and the next recovery in that pool frees it.
 
 use core::fmt;
+use core::ptr::NonNull;
 
 use dragon_channels_core::{Alloc, AllocKind, ChannelError as CoreChannelError};
 
@@ -23,47 +24,55 @@ use crate::wait::{Ctx, Timeout};
 pub(crate) struct MsgMem {
     pub(crate) pool: MemoryPool,
     pub(crate) alloc: Alloc,
-    /// Byte offset of the block from the region start.
-    off: usize,
+    /// The block's address in this process's mapping (kept alive by `pool`).
+    ptr: NonNull<u8>,
     /// Block size (the allocation rounded up).
     cap: usize,
     /// Payload bytes.
     pub(crate) len: usize,
 }
 
+// SAFETY: `ptr` points into the mapping `pool` keeps alive, and the allocation is owned by
+// this process, not by a thread: moving or sharing the handle between threads is as sound as
+// moving the `MemoryPool` (which is `Send + Sync`); `&mut` is still required to write it.
+unsafe impl Send for MsgMem {}
+// SAFETY: see `Send`; `&MsgMem` only reads the block.
+unsafe impl Sync for MsgMem {}
+
 impl MsgMem {
     /// Wraps an allocation this process owns; `None` if its descriptor does not fit the pool.
     pub(crate) fn new(pool: &MemoryPool, alloc: Alloc, len: usize) -> Option<Self> {
         let (off, cap) = pool.inner.core.span_unchecked(&alloc)?;
+        let region = pool.inner.core.region();
+        debug_assert!(off + cap <= region.len());
+        // SAFETY: `span_unchecked` checked that `off..off + cap` lies inside the pool's data
+        // area, which lies inside the mapping that `pool` (cloned into `Self`) keeps alive.
+        let ptr = NonNull::new(unsafe { region.base().add(off) })?;
         (len <= cap).then(|| Self {
             pool: pool.clone(),
             alloc,
-            off,
+            ptr,
             cap,
             len,
         })
     }
 
-    fn ptr(&self) -> *mut u8 {
-        debug_assert!(self.off + self.cap <= self.pool.inner.core.region().len());
-        // SAFETY: `span_unchecked` checked that `off..off + cap` lies inside the pool's data
-        // area, which lies inside the mapping that `self.pool` keeps alive.
-        unsafe { self.pool.inner.core.region().base().add(self.off) }
-    }
-
     /// The whole block as a shared slice.
+    #[inline]
     pub(crate) fn block(&self) -> &[u8] {
-        // SAFETY: the range is inside the live mapping (see `ptr`) and the allocation is owned
-        // exclusively by this process: no other party writes it while we hold it.
-        unsafe { core::slice::from_raw_parts(self.ptr(), self.cap) }
+        // SAFETY: `ptr..ptr + cap` is inside the live mapping (see `new`) and the allocation
+        // is owned exclusively by this process: no other party writes it while we hold it.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.cap) }
     }
 
     /// The whole block as an exclusive slice.
+    #[inline]
     pub(crate) fn block_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `block`; `&mut self` makes the loan exclusive within the process.
-        unsafe { core::slice::from_raw_parts_mut(self.ptr(), self.cap) }
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) }
     }
 
+    #[inline]
     pub(crate) fn cap(&self) -> usize {
         self.cap
     }
@@ -140,8 +149,9 @@ impl Message {
             pool: &pool.inner,
             ch: None,
             op: Op::Other,
+            stalled: Default::default(),
         };
-        let alloc = ctx.block(timeout.deadline(Timeout::Block), || {
+        let alloc = ctx.block(timeout, Timeout::Block, |_| {
             pool.inner
                 .core
                 .alloc(n_bytes, AllocKind::Data)
@@ -194,6 +204,7 @@ impl Message {
     ///
     /// # Errors
     /// [`Error::ChannelError`] with [`Reason::EmptyMessage`] for a message with no memory.
+    #[inline]
     pub fn bytes_memview(&mut self) -> Result<&mut [u8], Error> {
         let mem = self
             .mem
@@ -207,6 +218,7 @@ impl Message {
     ///
     /// # Errors
     /// As [`Message::bytes_memview`].
+    #[inline]
     pub fn bytes(&self) -> Result<&[u8], Error> {
         let mem = self
             .mem

@@ -22,8 +22,6 @@ use dragon_channels_core::{
     PoolConfig, PoolError as CorePoolError, PoolStats, Region, RegionError,
 };
 
-use spin::relax::{RelaxStrategy, Spin};
-
 use crate::error::MemoryPoolError;
 use crate::party::{self, Parties};
 use crate::shm::{
@@ -120,16 +118,6 @@ fn registry() -> std::sync::MutexGuard<'static, Vec<Weak<PoolInner>>> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The core pool's relax hook: spin briefly, then give the CPU to others (a lock holder may
-/// be waiting for it on an oversubscribed machine).
-fn relax(spins: u32) {
-    if spins < 64 {
-        Spin::relax();
-    } else {
-        std::thread::yield_now();
-    }
-}
-
 fn new_nonce() -> u64 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let t = std::time::SystemTime::now()
@@ -214,8 +202,7 @@ impl MemoryPool {
             // pool; the region is only accessed through the core.
             let region = unsafe { Region::new(map.base().add(HEADER_LEN), region_len) }
                 .map_err(|e| region_err(e, name))?;
-            let mut core = CorePool::init(region, &cfg, owner)?;
-            core.set_relax(relax);
+            let core = CorePool::init(region, &cfg, owner)?;
             // SYNC: publish pool file (Release) <-> attach's state load (Acquire).
             hdr.atomic(O_STATE).store(STATE_READY, Ordering::Release);
             Ok(PoolInner {
@@ -427,13 +414,12 @@ impl MemoryPool {
         // core pool; the region is only accessed through the core.
         let region = unsafe { Region::new(map.base().add(HEADER_LEN), region_len as usize) }
             .map_err(|e| region_err(e, name))?;
-        let mut core = CorePool::attach(region, owner)?;
+        let core = CorePool::attach(region, owner)?;
         if core.uid() != uid {
             return Err(not_a_pool(
                 "pool uid in the region does not match the header",
             ));
         }
-        core.set_relax(relax);
         Ok(PoolInner {
             core,
             name: name.to_owned(),
@@ -617,6 +603,9 @@ impl PoolInner {
                 Err(CorePoolError::Stalled { owner }) => {
                     if owner != 0 && !self.is_alive(owner) {
                         self.recover(None)?;
+                    } else {
+                        // A live holder (preempted, on a busy machine): let it run.
+                        std::thread::yield_now();
                     }
                 }
                 other => return other.map_err(MemoryPoolError::Pool),
@@ -631,20 +620,12 @@ impl PoolInner {
         Ok(())
     }
 
-    /// Wakes parties sleeping on the pool's free counter, if any registered.
+    /// Wakes parties sleeping on the pool's free event, if any registered.
     pub(crate) fn wake_free_waiters(&self) {
-        // SYNC: fence (SeqCst) <-> a sleeper's SeqCst register in `wait::Sleeper`: either it
-        // sees the counter the core's `free` bumped, or we see it registered here.
+        // SYNC: fence (SeqCst) <-> a sleeper's SeqCst register (`Event` protocol): either its
+        // re-check sees our free, or we see it registered here.
         fence(Ordering::SeqCst);
-        self.wake_free_waiters_fenced();
-    }
-
-    /// [`PoolInner::wake_free_waiters`] for a caller that has issued a SeqCst fence after
-    /// its frees (the core's `Event::notify` does).
-    pub(crate) fn wake_free_waiters_fenced(&self) {
-        if self.core.free_waiters().load(Ordering::Relaxed) > 0 {
-            wait::wake(self.core.free_seq(), u32::MAX);
-        }
+        wait::notify_freed_fenced(self.core.free_event());
     }
 
     /// Recovery: under the pool file's recovery lock (so that no two parties repair the same

@@ -12,8 +12,8 @@
 //!    shares our CPU gets to run). Polling the hint rather than retrying matters: a failed
 //!    receive reads the tail word, and a waiter that keeps taking that line from the sender
 //!    makes every message pay a cache-line round trip;
-//! 3. sleeps: registers on the core's event words (`Channel::recv_event` for receivers,
-//!    `send_event` for senders, the pool's free counter for allocations), tries once more,
+//! 3. sleeps: registers on the core's events (`Channel::recv_event` for receivers,
+//!    `send_event` for senders, `Pool::free_event` for allocations), tries once more,
 //!    and waits on the word with `FUTEX_WAIT` (shared, not `FUTEX_PRIVATE`, since the word lives
 //!    in a `MAP_SHARED` file mapping seen by other processes) while it still holds the value
 //!    read at registration, for at most [`SLEEP_SLICE`]; then unregisters and tries again.
@@ -28,20 +28,19 @@
 //! or lock held too long by one party gets `Stalled { owner }` from the core; if the owner's
 //! process is dead the adapter runs recovery and retries at once, otherwise it keeps waiting.
 
+use core::cell::Cell;
 use core::time::Duration;
 use std::time::Instant;
 
-use dragon_channels_core::channel::Event;
 use dragon_channels_core::{
-    Channel as CoreChannel, ChannelError as CoreChannelError, Pool as CorePool,
-    PoolError as CorePoolError,
+    Channel as CoreChannel, ChannelError as CoreChannelError, Event, PoolError as CorePoolError,
 };
 use rustix::thread::futex;
 use spin::relax::{RelaxStrategy, Spin};
 
 use crate::error::{Error, Op, from_core};
 use crate::pool::PoolInner;
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::AtomicU32;
 
 /// How long a blocked call spins (CPU spin hints between polls) before it starts yielding.
 /// Short, because a peer that shares the CPU cannot answer while we spin.
@@ -58,6 +57,15 @@ pub const YIELD_FOR: Duration = Duration::from_micros(100);
 /// Longest single futex sleep: a sleeper re-checks at least this often (dead peers, lost
 /// wake-ups of crashed wakers).
 pub const SLEEP_SLICE: Duration = Duration::from_millis(100);
+/// How long a call keeps retrying (yielding) while a live party is in the middle of the step
+/// it needs, before it treats the channel as busy (a try-once call then reports full or
+/// empty; a blocking one waits): far longer than a step takes unless its party was
+/// preempted.
+pub const HOLDER_WAIT: Duration = Duration::from_millis(50);
+/// Longest futex sleep while the last try met a party in the middle of a step: if that party
+/// dies it never notifies, so the sleeper checks again this often (this bounds the time from
+/// a death to recovery while everyone else sleeps).
+pub const STALL_SLICE: Duration = Duration::from_millis(2);
 
 /// How long a send or receive may wait (the seed's `blocking` and `timeout` arguments).
 ///
@@ -118,6 +126,13 @@ impl Deadline {
 }
 
 impl Timeout {
+    /// Whether this timeout (`default` standing in for [`Timeout::Default`]) means "try once".
+    #[inline]
+    pub(crate) fn is_try(self, default: Timeout) -> bool {
+        let t = if self == Self::Default { default } else { self };
+        matches!(t, Self::Try) || t == Self::After(Duration::ZERO)
+    }
+
     /// The deadline of a call made now with this timeout; `default` stands in for
     /// [`Timeout::Default`] (a handle default of `Default` means block).
     pub(crate) fn deadline(self, default: Timeout) -> Deadline {
@@ -136,6 +151,16 @@ impl Timeout {
     }
 }
 
+/// Which try of a blocking call an operation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The first try of a call that may wait: a receive may use the core's lazy variant,
+    /// which reports "looks empty" without confirming it (the waiting that follows does).
+    First,
+    /// Any other try: exact (it tells an empty channel from a stalled sender).
+    Again,
+}
+
 /// What a blocked call waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
@@ -145,46 +170,6 @@ pub(crate) enum Wait {
     Message,
     /// Pool memory (anyone; frees notify).
     PoolSpace,
-}
-
-/// The words one kind of waiter registers on and sleeps on.
-enum Sleeper<'a> {
-    Event(Event<'a>),
-    PoolFree(&'a CorePool),
-}
-
-impl Sleeper<'_> {
-    fn register(&self) -> u32 {
-        match self {
-            Self::Event(e) => e.register(),
-            Self::PoolFree(p) => {
-                // SYNC: register (SeqCst) <-> the freer's fence + waiter load in
-                // `PoolInner::wake_free_waiters`.
-                p.free_waiters().fetch_add(1, Ordering::SeqCst);
-                p.free_seq().load(Ordering::SeqCst)
-            }
-        }
-    }
-
-    fn unregister(&self) {
-        match self {
-            Self::Event(e) => e.unregister(),
-            Self::PoolFree(p) => {
-                // Relaxed: the count only decides whether a freer makes the wake system
-                // call; a stale value costs at most one spurious wake.
-                let _ = p
-                    .free_waiters()
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
-            }
-        }
-    }
-
-    fn word(&self) -> &AtomicU32 {
-        match self {
-            Self::Event(e) => e.word(),
-            Self::PoolFree(p) => p.free_seq(),
-        }
-    }
 }
 
 /// Sleeps on a shared futex word while it holds `expected`, at most `d`.
@@ -209,12 +194,24 @@ pub(crate) fn notify(ev: Event<'_>) {
     }
 }
 
+/// Tells sleepers on a pool's free event that memory was freed; wakes all of them (they may
+/// wait for different sizes). For a caller that has issued a SeqCst fence after its frees.
+pub(crate) fn notify_freed_fenced(ev: Event<'_>) {
+    if ev.notify_fenced() {
+        wake(ev.word(), u32::MAX);
+    }
+}
+
 /// Where a blocking operation runs: the pool (recovery, pool-space waits) and the channel
 /// (event words, channel recovery).
 pub(crate) struct Ctx<'a> {
     pub(crate) pool: &'a PoolInner,
     pub(crate) ch: Option<&'a CoreChannel>,
     pub(crate) op: Op,
+    /// Whether the last try ended waiting for a live party in the middle of a step (then a
+    /// sleeper sleeps [`STALL_SLICE`] at most: that party notifies when it finishes, but not
+    /// if it dies).
+    pub(crate) stalled: Cell<bool>,
 }
 
 enum Step<T> {
@@ -223,11 +220,12 @@ enum Step<T> {
 }
 
 impl Ctx<'_> {
-    fn sleeper(&self, w: Wait) -> Sleeper<'_> {
+    /// The event a waiter for `w` sleeps on.
+    fn sleeper(&self, w: Wait) -> Event<'_> {
         match (w, self.ch) {
-            (Wait::Slot, Some(ch)) => Sleeper::Event(ch.send_event()),
-            (Wait::Message, Some(ch)) => Sleeper::Event(ch.recv_event()),
-            _ => Sleeper::PoolFree(&self.pool.core),
+            (Wait::Slot, Some(ch)) => ch.send_event(),
+            (Wait::Message, Some(ch)) => ch.recv_event(),
+            _ => self.pool.core.free_event(),
         }
     }
 
@@ -251,6 +249,7 @@ impl Ctx<'_> {
     }
 
     /// The core's cheap readiness hint for what `w` waits for (`true`: worth a try).
+    #[inline]
     fn may_proceed(&self, w: Wait) -> bool {
         match (w, self.ch) {
             (Wait::Message, Some(ch)) => ch.may_recv(),
@@ -261,8 +260,8 @@ impl Ctx<'_> {
 
     /// One try, with recovery when it stalls on a dead party (a claimed slot, or the pool
     /// lock inside a channel operation).
-    fn attempt<T>(&self, op: &mut impl FnMut() -> Result<T, CoreChannelError>) -> Step<T> {
-        let r = op();
+    fn attempt<T>(&self, op: &mut impl FnMut(Attempt) -> Result<T, CoreChannelError>) -> Step<T> {
+        let r = op(Attempt::Again);
         self.attempt_from(r, op)
     }
 
@@ -270,8 +269,10 @@ impl Ctx<'_> {
     fn attempt_from<T>(
         &self,
         mut r: Result<T, CoreChannelError>,
-        op: &mut impl FnMut() -> Result<T, CoreChannelError>,
+        op: &mut impl FnMut(Attempt) -> Result<T, CoreChannelError>,
     ) -> Step<T> {
+        self.stalled.set(false);
+        let mut held_since: Option<Instant> = None;
         loop {
             match r {
                 Ok(v) => return Step::Done(Ok(v)),
@@ -284,50 +285,62 @@ impl Ctx<'_> {
                     CoreChannelError::Stalled { owner }
                     | CoreChannelError::Pool(CorePoolError::Stalled { owner }),
                 ) => {
-                    // Owner 0: the holder let go as the core gave up; just try again.
-                    if owner == 0 || self.pool.is_alive(owner) {
-                        return Step::Busy(self.own_wait());
-                    }
-                    if let Err(e) = self.pool.recover(self.ch) {
-                        return Step::Done(Err(e.into()));
+                    // The core reports a party in the middle of the step we need after a few
+                    // microseconds: check at once whether it is alive (owner 0: it let go as
+                    // the core gave up). A dead one is recovered from now, not after a sleep.
+                    if owner != 0 && !self.pool.is_alive(owner) {
+                        if let Err(e) = self.pool.recover(self.ch) {
+                            return Step::Done(Err(e.into()));
+                        }
+                    } else {
+                        // A live one was preempted (a busy machine): let it run, and keep
+                        // trying for a while before treating it as busy.
+                        let since = *held_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= HOLDER_WAIT {
+                            self.stalled.set(true);
+                            return Step::Busy(self.own_wait());
+                        }
+                        std::thread::yield_now();
                     }
                 }
                 Err(e) => return Step::Done(Err(from_core(e, self.op))),
             }
-            r = op();
+            r = op(Attempt::Again);
         }
     }
 
-    /// Runs `op` (a core try-once operation) until it completes, fails, or `deadline`
-    /// passes. Busy results are `Full`, `Empty` and pool `OutOfSpace`; with a try-once
-    /// deadline they are returned as `ChannelFull` / `ChannelEmpty` / the pool error, after
-    /// that as `ChannelTimeout`.
+    /// Runs `op` (a core try-once operation) until it completes, fails, or `timeout`
+    /// (`default` standing in for [`Timeout::Default`]) passes. Busy results are `Full`,
+    /// `Empty` and pool `OutOfSpace`; with a try-once timeout they are returned as
+    /// `ChannelFull` / `ChannelEmpty` / the pool error, after that as `ChannelTimeout`.
     #[inline]
     pub(crate) fn block<T>(
         &self,
-        deadline: Deadline,
-        mut op: impl FnMut() -> Result<T, CoreChannelError>,
+        timeout: Timeout,
+        default: Timeout,
+        mut op: impl FnMut(Attempt) -> Result<T, CoreChannelError>,
     ) -> Result<T, Error> {
         // The fast path, kept small (it is most of the cost of a message that does not wait):
-        // one try, and on success the wake-up check. A blocking receive whose hint already
-        // says "not yet" skips the try: a receive that finds the channel empty reads the tail
-        // word (after a fence), and the sender then has to take that line back before its
-        // message becomes visible, one more cache-line round trip on every message of a
-        // ping-pong.
-        let first =
-            if self.op == Op::Recv && deadline != Deadline::Try && !self.may_proceed(Wait::Message)
-            {
-                None
-            } else {
-                match op() {
-                    Ok(v) => {
-                        self.notify_peers();
-                        return Ok(v);
-                    }
-                    Err(e) => Some(e),
-                }
-            };
-        self.block_slow(deadline, op, first)
+        // one try, and on success the wake-up check. The deadline is only computed when the
+        // first try did not succeed (later than the call began, so a wait never ends early).
+        // A blocking call's first try is `Attempt::First`: a receive then reports a channel
+        // that looks empty at once, without the fence and tail read that tell an empty
+        // channel from a sender mid-way (`Channel::try_recv_into_lazy`): the sender would
+        // otherwise have to take that line back before its message becomes visible, one more
+        // cache-line round trip on every message of a ping-pong.
+        let attempt = if timeout.is_try(default) {
+            Attempt::Again
+        } else {
+            Attempt::First
+        };
+        let first = match op(attempt) {
+            Ok(v) => {
+                self.notify_peers();
+                return Ok(v);
+            }
+            Err(e) => Some(e),
+        };
+        self.block_slow(timeout.deadline(default), op, first)
     }
 
     /// [`Ctx::block`] after a first try that did not succeed (`first`; `None`: skipped).
@@ -335,7 +348,7 @@ impl Ctx<'_> {
     fn block_slow<T>(
         &self,
         deadline: Deadline,
-        mut op: impl FnMut() -> Result<T, CoreChannelError>,
+        mut op: impl FnMut(Attempt) -> Result<T, CoreChannelError>,
         first: Option<CoreChannelError>,
     ) -> Result<T, Error> {
         // What the last try waits for.
@@ -406,7 +419,13 @@ impl Ctx<'_> {
                 sleeper.unregister();
                 return Err(Error::ChannelTimeout);
             }
-            sleep_on(sleeper.word(), seen, deadline.slice(now));
+            let slice = deadline.slice(now);
+            let slice = if self.stalled.get() {
+                slice.min(STALL_SLICE)
+            } else {
+                slice
+            };
+            sleep_on(sleeper.word(), seen, slice);
             sleeper.unregister();
             match self.attempt(&mut op) {
                 Step::Done(r) => return self.done(r),
@@ -434,9 +453,9 @@ impl Ctx<'_> {
                 Op::Send => notify(ch.recv_event()),
                 Op::Recv => {
                     // SYNC: `Event::notify` begins with a SeqCst fence, after any free the
-                    // receive made: it pairs with pool-space sleepers' SeqCst register.
+                    // receive made: it serves the pool's free event too.
                     notify(ch.send_event());
-                    self.pool.wake_free_waiters_fenced();
+                    notify_freed_fenced(self.pool.core.free_event());
                 }
                 Op::Other => {}
             }

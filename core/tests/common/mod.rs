@@ -1,7 +1,7 @@
 //! Shared helpers for the core's integration tests: an aligned owned region, a watchdog.
 #![allow(dead_code)]
 
-use dragon_channels_core::{Pool, PoolConfig, Region};
+use dragon_channels_core::{Pool, PoolConfig, PoolError, Region};
 
 mod watchdog;
 #[allow(unused_imports)] // each test binary uses a different part
@@ -38,27 +38,24 @@ impl Mem {
     }
 }
 
-/// A pool whose waiters spin briefly, then yield, then sleep, as the std adapter's do: with
-/// more threads than cores a preempted lock or slot holder must get to run.
+/// A pool of `min_block`-byte minimum blocks over `mem`, created by owner 1.
 pub fn pool(mem: &mut Mem, min_block: u32) -> Pool {
     let cfg = PoolConfig {
         min_block,
         ..Default::default()
     };
-    let mut p = Pool::init(mem.region(), &cfg, 1).unwrap();
-    p.set_relax(relax);
-    p
+    Pool::init(mem.region(), &cfg, 1).unwrap()
 }
 
-/// Spin, then yield, then sleep: `sched_yield` alone does not guarantee that a preempted
-/// holder on the same core runs (CFS may pick the yielder again).
-pub fn relax(spins: u32) {
-    if spins < 64 {
-        core::hint::spin_loop();
-    } else if spins < 256 {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(core::time::Duration::from_micros(50));
+/// Runs a pool operation until it does not report `Stalled`, yielding in between: the core
+/// never waits for a lock holder that was preempted (with more threads than cores, it is); its
+/// caller's wait layer does, as this does for the tests.
+pub fn waited<T>(mut op: impl FnMut() -> Result<T, PoolError>) -> Result<T, PoolError> {
+    loop {
+        match op() {
+            Err(PoolError::Stalled { .. }) => std::thread::yield_now(),
+            other => return other,
+        }
     }
 }
 

@@ -22,8 +22,8 @@
 //! ```
 
 use core::alloc::Layout;
-use core::cell::Cell;
 use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
 use std::collections::VecDeque;
 
 use dragon_channels_core::channel::ChannelRecovery;
@@ -159,26 +159,10 @@ impl Drop for Mem {
     }
 }
 
-/// Pool relax hook: nothing, so stalls on corrupt lock words cost little.
-fn no_relax(_spins: u32) {}
-
-/// A relax strategy for the blocking calls: nothing.
-struct NoRelax;
-
-impl spin::RelaxStrategy for NoRelax {
-    fn relax() {}
-}
-
-/// 32-bit FNV-1a, the checksum of a serialized channel descriptor (bytes `0..44`, stored in
-/// `44..48`): recomputing it lets patched descriptors reach the checks behind it.
-fn fnv1a(b: &[u8]) -> u32 {
-    b.iter().fold(0x811C_9DC5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
-}
-
+/// Recomputes the checksum of a patched channel descriptor (bytes `0..44`, stored in
+/// `44..48`), so that it reaches the checks behind the checksum.
 fn seal(d: &mut [u8; Channel::DESCRIPTOR_LEN]) {
-    let sum = fnv1a(&d[..44]);
+    let sum = dragon_channels_core::checksum(&d[..44]);
     d[44..].copy_from_slice(&sum.to_le_bytes());
 }
 
@@ -201,9 +185,7 @@ fn new_pool(mem: &Mem, uid: u64, min_block: u32, owner: u32) -> Option<Pool> {
         max_allocations: None,
         uid,
     };
-    let mut p = Pool::init(mem.region(), &cfg, owner).ok()?;
-    p.set_relax(no_relax);
-    Some(p)
+    Pool::init(mem.region(), &cfg, owner).ok()
 }
 
 /// Offsets and sizes of the live channel allocations of `pool` (bounded scan).
@@ -245,8 +227,7 @@ fn exercise(ch: &Channel) {
 }
 
 /// A fixed round of every pool call; only errors may come back.
-fn pool_ops(mut pool: Pool) {
-    pool.set_relax(no_relax);
+fn pool_ops(pool: Pool) {
     let _ = (pool.min_block(), pool.total_size(), pool.max_alloc());
     let _ = (
         pool.metadata_size(),
@@ -466,10 +447,9 @@ pub fn adversary_region(data: &[u8]) {
         uid: POOL_UID,
     };
     let mem = Mem::new(len);
-    let Ok(mut creator) = Pool::init(mem.region(), &cfg, 1) else {
+    let Ok(creator) = Pool::init(mem.region(), &cfg, 1) else {
         return;
     };
-    creator.set_relax(no_relax);
     let mut pools: Vec<Pool> = (1..=PARTIES)
         .filter_map(|o| creator.with_owner(o).ok())
         .collect();
@@ -637,29 +617,31 @@ pub fn adversary_region(data: &[u8]) {
             }
             16 => {
                 let owner = 1 + u32::from(inp.u8()) % PARTIES;
-                if let Ok(mut q) = Pool::attach(mem.region(), owner) {
-                    q.set_relax(no_relax);
+                if let Ok(q) = Pool::attach(mem.region(), owner) {
                     pools[owner as usize - 1] = q;
                 }
             }
             17 => {
-                // Blocking calls against a clock that advances on every reading.
-                let t = Cell::new(0u64);
-                let clock = || {
-                    t.set(t.get() + 1);
-                    t.get()
-                };
-                let deadline = Some(u64::from(inp.u8() % 8));
-                if let Ok(a) =
-                    p.alloc_blocking::<_, NoRelax>(3000, AllocKind::Data, &clock, deadline)
-                {
-                    let _ = p.free(a);
-                }
-                if let Some(ch) = ch {
-                    let mode = SendMode::Copy(&buf[..100]);
-                    let _ = ch.send_blocking::<_, NoRelax>(mode, 0, 0, &clock, deadline);
-                    let mut dest = [0u8; 64];
-                    let _ = ch.recv_blocking_into::<_, NoRelax>(&mut dest, &clock, deadline);
+                // The waiting protocol on every event, with tries in between (the core's
+                // waiting is the caller's: register, try, notify, unregister).
+                let events = [
+                    Some(p.free_event()),
+                    ch.as_ref().map(|c| c.recv_event()),
+                    ch.as_ref().map(|c| c.send_event()),
+                ];
+                for ev in events.into_iter().flatten() {
+                    let seen = ev.register();
+                    if let Ok(a) = p.alloc(3000, AllocKind::Data) {
+                        let _ = p.free(a);
+                    }
+                    if let Some(ch) = ch {
+                        let _ = ch.try_send(&buf[..100], 0, 0);
+                        let mut dest = [0u8; 64];
+                        let _ = ch.try_recv_into(&mut dest);
+                    }
+                    let _ = (ev.notify(), ev.word().load(Ordering::Relaxed) != seen);
+                    ev.unregister();
+                    let _ = ev.waiters();
                 }
             }
             _ => {}
@@ -1023,8 +1005,7 @@ pub fn api_model(data: &[u8]) {
         uid: POOL_UID,
     };
     let mem = Mem::new(32 << 10);
-    let mut p1 = Pool::init(mem.region(), &cfg, 1).expect("init");
-    p1.set_relax(no_relax);
+    let p1 = Pool::init(mem.region(), &cfg, 1).expect("init");
     let p2 = p1.with_owner(2).expect("owner 2");
     let empty = p1.stats().expect("stats");
     assert_eq!((empty.live, empty.free), (0, empty.total));
