@@ -37,8 +37,13 @@ use core::mem::{offset_of, size_of};
 use crate::descriptor::{self, DescriptorError, Reader, Writer};
 use crate::error::{ChannelError, PoolError};
 use crate::event::{Event, EventWords};
+use crate::liveness::Memo;
+use crate::message::{
+    F_FREE_PENDING, F_INLINE, F_SIDE, F_TOMBSTONE, Head, MsgSlot, Received, RecvBuf, SendMode,
+    Sink, SplitU64, slot_stride,
+};
 use crate::pool::{Alloc, AllocKind, Pool, STRUCT_OWNER_BIT};
-use crate::queue::{Abandoned, Queue, SLOT_HEAD, Taken};
+use crate::queue::{Abandoned, Queue, Taken};
 use crate::region::Region;
 use crate::sync::{AtomicU32, Ordering};
 
@@ -57,20 +62,8 @@ pub const MAX_BLOCK_SIZE: u32 = 1 << 24;
 
 /// The state word of a destroyed channel.
 const STATE_DESTROYED: u32 = 0x4445_4144;
-/// The slot holds its payload inline.
-const F_INLINE: u32 = 1;
-/// The slot holds the descriptor of a side allocation.
-const F_SIDE: u32 = 2;
-/// A position a dead sender took: receivers skip it.
-const F_TOMBSTONE: u32 = 8;
-/// The slot is free, but the side allocation its descriptor names still has to be freed (the
-/// receiver could not take the pool lock): the next sender to claim the slot frees it.
-const F_FREE_PENDING: u32 = 16;
 /// `ChannelConfig::flags`: the channel has a buffer pool.
 const HAS_BUFFER_POOL: u32 = 1;
-
-/// A `u64` stored as two `u32` halves, low first (no 64-bit alignment needed on any target).
-type SplitU64 = [u32; 2];
 
 /// One cache line.
 #[repr(C, align(64))]
@@ -117,32 +110,6 @@ const HEADER_BYTES: usize = size_of::<ChannelHeader>();
 #[cfg(not(loom))]
 const _: () = assert!(HEADER_BYTES == 6 * 64);
 
-/// The channel's part of a slot, after the queue's [`crate::queue::SlotHead`]. Written by the
-/// sender between claim and publish, read by the receiver between claim and release. `hints`
-/// and `clientid` are 8-aligned (slots are 64-aligned), so each is one access.
-#[repr(C)]
-struct MsgHead {
-    /// Payload bytes.
-    len: u32,
-    /// `F_*` flags.
-    flags: u32,
-    hints: SplitU64,
-    clientid: SplitU64,
-    /// [`Alloc`] descriptor of a side allocation.
-    desc: [u8; Alloc::SERIALIZED_LEN],
-}
-
-/// Offset of the message head in a slot.
-const MSG: usize = SLOT_HEAD;
-/// Offset of the inline payload in a slot.
-const DATA: usize = SLOT_HEAD + size_of::<MsgHead>();
-#[cfg(not(loom))]
-const _: () = assert!(
-    DATA == 48
-        && (MSG + offset_of!(MsgHead, hints)).is_multiple_of(8)
-        && (MSG + offset_of!(MsgHead, clientid)).is_multiple_of(8)
-);
-
 /// Channel creation attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -175,57 +142,8 @@ impl ChannelAttrs {
         if self.block_size > MAX_BLOCK_SIZE {
             return Err(ChannelError::BadAttr("block size above 2^24"));
         }
-        Ok((DATA + self.block_size as usize).div_ceil(64) * 64)
+        Ok(slot_stride(self.block_size))
     }
-}
-
-/// Poll operations (Dragon's names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Poll {
-    /// A message can be received (1) or not (0).
-    In,
-    /// A message can be sent (1) or not (0).
-    Out,
-    /// Either.
-    InOut,
-    /// The channel is empty.
-    Empty,
-    /// The channel is full.
-    Full,
-    /// Number of queued messages.
-    Size,
-    /// Capacity.
-    Capacity,
-    /// Receivers registered as blocked (sleeping) on the channel.
-    BlockedReceivers,
-}
-
-/// What a receive returns besides the payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Received {
-    /// Payload bytes.
-    pub len: usize,
-    /// The sender's `hints`.
-    pub hints: u64,
-    /// The sender's `clientid`.
-    pub clientid: u64,
-}
-
-/// How a message travels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendMode<'a> {
-    /// Copy these bytes (the sender keeps its buffer).
-    Copy(&'a [u8]),
-    /// Move this allocation (of the channel's pool or buffer pool) to the receiver: zero copy.
-    /// `len` payload bytes of it are the message.
-    Transfer {
-        /// The allocation; owned by the sender until the send succeeds.
-        alloc: Alloc,
-        /// Payload bytes.
-        len: usize,
-    },
 }
 
 /// A serialized channel descriptor: fixed size, versioned, checksummed
@@ -245,44 +163,6 @@ pub struct ChannelRecovery {
     pub lost_in_receive: u32,
     /// Side allocations freed.
     pub freed: u32,
-}
-
-/// What a slot's message head says, read once.
-#[derive(Clone, Copy)]
-struct Head {
-    len: usize,
-    flags: u32,
-}
-
-/// A receive destination that is sized once the message's length is known: a byte slice
-/// (the message must fit), or a growable buffer of the caller's (the std adapter's `Vec`).
-pub trait RecvBuf {
-    /// The first `len` bytes to copy the message into, or `None` when it cannot hold `len`
-    /// bytes (the message then stays queued).
-    fn with_len(&mut self, len: usize) -> Option<&mut [u8]>;
-    /// How many bytes it can hold (for [`ChannelError::DestinationTooSmall`]).
-    fn capacity(&self) -> usize;
-}
-
-impl RecvBuf for [u8] {
-    #[inline]
-    fn with_len(&mut self, len: usize) -> Option<&mut [u8]> {
-        self.get_mut(..len)
-    }
-
-    #[inline]
-    fn capacity(&self) -> usize {
-        self.len()
-    }
-}
-
-/// Where a receive puts the payload.
-enum Sink<'a, B: RecvBuf + ?Sized> {
-    /// Copy into this buffer (a side allocation is freed).
-    Into(&'a mut B),
-    /// Hand over an allocation: the side allocation itself, or a new one for an inline
-    /// payload (made before the message is taken, so a full pool leaves it queued).
-    Alloc(&'a mut Option<Alloc>),
 }
 
 /// A handle on a channel. Every party (thread, process or core) may hold its own; all of
@@ -389,9 +269,7 @@ impl Channel {
         let ch = Self::handle(pool, buffer_pool, alloc, c_uid, base, attrs, stride);
         ch.queue.init();
         for i in 0..attrs.capacity as usize {
-            let m = ch.queue.slot(i) + MSG;
-            r.write_u32(m + offset_of!(MsgHead, len), 0);
-            r.write_u32(m + offset_of!(MsgHead, flags), 0);
+            ch.msg(ch.queue.slot(i)).set(0, 0);
         }
         // SYNC: publish channel (Release) <-> attach / every operation (Acquire state load).
         ch.state().store(ch.token, Ordering::Release);
@@ -563,7 +441,7 @@ impl Channel {
             .map_err(|_| ChannelError::Destroyed)?;
         for i in 0..self.queue.capacity() as usize {
             let s = self.queue.slot(i);
-            if self.head(s).flags & F_SIDE != 0 {
+            if self.msg(s).head().flags & F_SIDE != 0 {
                 self.free_side_if_ours(s);
             }
         }
@@ -632,26 +510,6 @@ impl Channel {
         self.queue.may_send()
     }
 
-    /// Dragon's poll, answered at once: booleans as 0/1, counts as numbers.
-    ///
-    /// # Errors
-    /// [`ChannelError::Destroyed`].
-    pub fn poll(&self, op: Poll) -> Result<u64, ChannelError> {
-        self.check_ready()?;
-        let len = self.len();
-        let cap = self.capacity();
-        Ok(match op {
-            Poll::In => u64::from(len > 0),
-            Poll::Out => u64::from(len < cap),
-            Poll::InOut => u64::from(len > 0 || len < cap),
-            Poll::Empty => u64::from(len == 0),
-            Poll::Full => u64::from(len == cap),
-            Poll::Size => len as u64,
-            Poll::Capacity => cap as u64,
-            Poll::BlockedReceivers => u64::from(self.recv_event().waiters()),
-        })
-    }
-
     /// Words receivers sleep on (notify it after every send).
     pub fn recv_event(&self) -> Event<'_> {
         // SAFETY: `create` constructed the words at this fixed offset of the validated
@@ -687,11 +545,8 @@ impl Channel {
         }
         self.check_ready()?;
         let t = self.start_send()?;
-        let (r, m) = (self.region(), t.slot + MSG);
-        // In bounds: `bytes.len() <= block_size`, the slot's validated inline size.
-        r.copy_in_validated(t.slot + DATA, bytes);
-        r.write_u32(m + offset_of!(MsgHead, len), bytes.len() as u32);
-        r.write_u32(m + offset_of!(MsgHead, flags), F_INLINE);
+        // In bounds: `bytes.len() <= block_size` (checked above).
+        self.msg(t.slot).write_inline(bytes);
         self.publish(t, hints, clientid)
     }
 
@@ -761,16 +616,13 @@ impl Channel {
             e
         };
         let t = self.start_send().map_err(give_back)?;
-        let (r, m) = (self.region(), t.slot + MSG);
+        let msg = self.msg(t.slot);
         // Order matters for crash recovery: descriptor in the slot first, then the channel
         // takes ownership, then publish.
-        r.copy_in(m + offset_of!(MsgHead, desc), &a.to_bytes());
-        r.write_u32(m + offset_of!(MsgHead, len), len as u32);
-        r.write_u32(m + offset_of!(MsgHead, flags), F_SIDE);
+        msg.write_side(&a, len);
         if let Err(e) = self.side_pool().set_owner(&a, self.struct_owner) {
             // The position is taken: it becomes a tombstone.
-            r.write_u32(m + offset_of!(MsgHead, flags), F_TOMBSTONE);
-            r.write_u32(m + offset_of!(MsgHead, len), 0);
+            msg.set(F_TOMBSTONE, 0);
             let _ = self.queue.finish_send(t);
             return Err(give_back(e.into()));
         }
@@ -782,7 +634,7 @@ impl Channel {
     #[inline]
     fn start_send(&self) -> Result<Taken, ChannelError> {
         let t = self.queue.start_send()?;
-        if self.head(t.slot).flags & F_FREE_PENDING != 0
+        if self.msg(t.slot).head().flags & F_FREE_PENDING != 0
             && let Err(e) = self.finish_pending_free(t.slot)
         {
             // The pool is still stalled: the slot is left as it was.
@@ -796,9 +648,7 @@ impl Channel {
     /// Writes the message attributes and publishes the slot.
     #[inline]
     fn publish(&self, t: Taken, hints: u64, clientid: u64) -> Result<(), ChannelError> {
-        let (r, m) = (self.region(), t.slot + MSG);
-        r.write_u64_aligned(m + offset_of!(MsgHead, hints), hints);
-        r.write_u64_aligned(m + offset_of!(MsgHead, clientid), clientid);
+        self.msg(t.slot).write_attrs(hints, clientid);
         let ahead = t;
         self.queue.finish_send(t)?;
         self.queue.prefetch_ahead(&ahead);
@@ -809,7 +659,8 @@ impl Channel {
     /// ([`F_FREE_PENDING`]); the caller holds the slot's claim.
     #[cold]
     fn finish_pending_free(&self, s: usize) -> Result<(), ChannelError> {
-        if let Some(a) = self.side_desc(s) {
+        let msg = self.msg(s);
+        if let Some(a) = msg.side_desc() {
             match self.side_pool().free(a) {
                 // Stale: freed already (by a sender that died before clearing the flag, or
                 // by recovery).
@@ -817,8 +668,7 @@ impl Channel {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.region()
-            .write_u32(s + MSG + offset_of!(MsgHead, flags), 0);
+        msg.set_flags(0);
         Ok(())
     }
 
@@ -872,7 +722,8 @@ impl Channel {
         self.check_ready()?;
         loop {
             let t = self.queue.start_recv_as::<EXACT>()?;
-            let h = self.head(t.slot);
+            let msg = self.msg(t.slot);
+            let h = msg.head();
             // The common case, kept short: an inline message that fits.
             if h.flags == F_INLINE
                 && h.len <= self.block_size as usize
@@ -880,8 +731,8 @@ impl Channel {
             {
                 self.queue.commit_recv(&t)?;
                 // In bounds: `h.len <= block_size` was checked above.
-                self.region().copy_out_validated(t.slot + DATA, d);
-                let got = self.received(t.slot, h.len);
+                msg.read_inline(d);
+                let got = msg.received(h.len);
                 self.queue.finish_recv(t)?;
                 return Ok(got);
             }
@@ -904,7 +755,7 @@ impl Channel {
             let t = self.queue.start_recv()?;
             let mut out = None;
             if let Some(got) =
-                self.recv_slot::<[u8]>(t, self.head(t.slot), Sink::Alloc(&mut out))?
+                self.recv_slot::<[u8]>(t, self.msg(t.slot).head(), Sink::Alloc(&mut out))?
             {
                 return out
                     .map(|a| (a, got))
@@ -921,10 +772,10 @@ impl Channel {
         h: Head,
         sink: Sink<'_, B>,
     ) -> Result<Option<Received>, ChannelError> {
-        let s = t.slot;
+        let msg = self.msg(t.slot);
         let tomb = h.flags & F_TOMBSTONE != 0;
         let side = if !tomb && h.flags & F_SIDE != 0 {
-            self.side_desc(s).filter(|a| {
+            msg.side_desc().filter(|a| {
                 self.side_pool()
                     .span_unchecked(a)
                     .is_some_and(|(_, size)| h.len <= size)
@@ -963,14 +814,15 @@ impl Channel {
             }
         }
         self.queue.commit_recv(&t)?;
-        let got = self.received(s, h.len);
+        let got = msg.received(h.len);
         let mut pending = false;
         if !tomb && valid {
             let sp = self.side_pool();
             match (sink, side) {
                 (Sink::Into(dest), None) => {
+                    // Valid inline: `h.len <= block_size`.
                     if let Some(d) = dest.with_len(h.len) {
-                        self.region().copy_out(s + DATA, d);
+                        msg.read_inline(d);
                     }
                 }
                 (Sink::Into(dest), Some(a)) => {
@@ -988,8 +840,12 @@ impl Channel {
                 }
                 (Sink::Alloc(out), None) => {
                     if let Some((off, _)) = (*out).and_then(|a| sp.span_unchecked(&a)) {
-                        sp.region()
-                            .copy_within_from(self.region(), s + DATA, off, h.len);
+                        sp.region().copy_within_from(
+                            self.region(),
+                            msg.inline_offset(),
+                            off,
+                            h.len,
+                        );
                     }
                 }
                 (Sink::Alloc(out), Some(a)) => {
@@ -1002,10 +858,7 @@ impl Channel {
                 }
             }
         }
-        self.region().write_u32(
-            s + MSG + offset_of!(MsgHead, flags),
-            if pending { F_FREE_PENDING } else { 0 },
-        );
+        msg.set_flags(if pending { F_FREE_PENDING } else { 0 });
         self.queue.finish_recv(t)?;
         match (tomb, valid) {
             (true, _) => Ok(None),
@@ -1022,21 +875,22 @@ impl Channel {
     /// [`ChannelError::Destroyed`].
     pub fn recover(&self, is_alive: &dyn Fn(u32) -> bool) -> Result<ChannelRecovery, ChannelError> {
         self.check_ready()?;
+        let memo = Memo::new(is_alive);
         let mut freed = 0;
-        let r = self.region();
-        let [claims, sends, receives] = self.queue.recover(is_alive, |s, what| match what {
-            Abandoned::Send => {
-                self.free_side_if_ours(s);
-                r.write_u32(s + MSG + offset_of!(MsgHead, flags), F_TOMBSTONE);
-                r.write_u32(s + MSG + offset_of!(MsgHead, len), 0);
-            }
-            Abandoned::Recv => {
-                if self.head(s).flags & F_SIDE != 0 && self.free_side_if_ours(s) {
-                    freed += 1;
-                }
-            }
-            Abandoned::Claim => {}
-        });
+        let [claims, sends, receives] =
+            self.queue
+                .recover(&|o| memo.is_alive(o), |s, what| match what {
+                    Abandoned::Send => {
+                        self.free_side_if_ours(s);
+                        self.msg(s).set(F_TOMBSTONE, 0);
+                    }
+                    Abandoned::Recv => {
+                        if self.msg(s).head().flags & F_SIDE != 0 && self.free_side_if_ours(s) {
+                            freed += 1;
+                        }
+                    }
+                    Abandoned::Claim => {}
+                });
         if sends + receives > 0 {
             self.recv_event().notify();
             self.send_event().notify();
@@ -1072,38 +926,15 @@ impl Channel {
         }
     }
 
-    /// The message head of slot `s`, read once.
+    /// The message part of slot `s` (an offset from the validated queue).
     #[inline]
-    fn head(&self, s: usize) -> Head {
-        let r = self.region();
-        Head {
-            len: r.read_u32(s + MSG + offset_of!(MsgHead, len)) as usize,
-            flags: r.read_u32(s + MSG + offset_of!(MsgHead, flags)),
-        }
-    }
-
-    /// What a receiver of slot `s` reports.
-    #[inline]
-    fn received(&self, s: usize, len: usize) -> Received {
-        let r = self.region();
-        Received {
-            len,
-            hints: r.read_u64_aligned(s + MSG + offset_of!(MsgHead, hints)),
-            clientid: r.read_u64_aligned(s + MSG + offset_of!(MsgHead, clientid)),
-        }
-    }
-
-    /// The side allocation descriptor in slot `s` (shape-checked only).
-    fn side_desc(&self, s: usize) -> Option<Alloc> {
-        let mut d = [0u8; Alloc::SERIALIZED_LEN];
-        self.region()
-            .copy_out(s + MSG + offset_of!(MsgHead, desc), &mut d);
-        Alloc::from_bytes(&d)
+    fn msg(&self, s: usize) -> MsgSlot {
+        MsgSlot::new(self.region(), s)
     }
 
     /// Frees the slot's side allocation if the channel still owns it. Returns whether it did.
     fn free_side_if_ours(&self, s: usize) -> bool {
-        let Some(a) = self.side_desc(s) else {
+        let Some(a) = self.msg(s).side_desc() else {
             return false;
         };
         let sp = self.side_pool();
@@ -1123,7 +954,7 @@ impl Channel {
     }
 
     #[inline]
-    fn check_ready(&self) -> Result<(), ChannelError> {
+    pub(crate) fn check_ready(&self) -> Result<(), ChannelError> {
         // SYNC: Acquire <-> publish channel (Release) in `create`, destroy's CAS.
         if self.state().load(Ordering::Acquire) != self.token {
             return Err(ChannelError::Destroyed);

@@ -47,6 +47,7 @@ use crate::descriptor::{Reader, Writer};
 use crate::error::PoolError;
 use crate::event::{Event, EventWords};
 use crate::fault::{self, Step};
+use crate::liveness::Memo;
 use crate::region::Region;
 use crate::sync::{AtomicU32, Ordering, spin_hint};
 
@@ -760,6 +761,8 @@ impl Pool {
     /// [`PoolError::Stalled`] when a live party holds the lock for too long,
     /// [`PoolError::Corrupt`] when the order table itself is damaged.
     pub fn recover(&self, is_alive: &dyn Fn(u32) -> bool) -> Result<PoolRecovery, PoolError> {
+        let memo = Memo::new(is_alive);
+        let is_alive = |o| memo.is_alive(o);
         let mut rep = PoolRecovery::default();
         let lock = self.hdr_atomic(off!(lock));
         let holder = lock.load(Ordering::Relaxed);

@@ -58,7 +58,7 @@ pub(crate) const OWNER_MASK: u32 = !ROLE_RECV;
 const STALL_SPINS: u32 = 128;
 /// Under loom every spin is a scheduling branch: give up quickly.
 #[cfg(loom)]
-const STALL_SPINS: u32 = 2;
+const STALL_SPINS: u32 = 4;
 
 /// How many positions past its own a sender prefetches (see [`Queue::prefetch_ahead`]).
 #[cfg(not(any(loom, miri)))]

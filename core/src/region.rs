@@ -72,9 +72,22 @@ impl Region {
         self.base.as_ptr()
     }
 
-    /// Whether `off..off + len` lies inside the region.
+    /// Whether `off..off + len` lies inside the region (without overflow for any inputs).
+    ///
+    /// # Examples
+    /// ```
+    /// # use dragon_channels_core::Region;
+    /// # #[repr(C, align(64))] struct Mem([u8; 64]);
+    /// # let mut mem = Mem([0; 64]);
+    /// // SAFETY: `mem` outlives `r` and is only accessed through it.
+    /// let r = unsafe { Region::new(mem.0.as_mut_ptr(), 64) }?;
+    /// assert!(r.contains(60, 4));
+    /// assert!(!r.contains(61, 4));
+    /// assert!(!r.contains(usize::MAX, 2));
+    /// # Ok::<(), dragon_channels_core::RegionError>(())
+    /// ```
     #[inline]
-    pub(crate) fn contains(&self, off: usize, len: usize) -> bool {
+    pub fn contains(&self, off: usize, len: usize) -> bool {
         off <= self.len && len <= self.len - off
     }
 
@@ -91,18 +104,32 @@ impl Region {
         unsafe { self.base.as_ptr().add(off) }
     }
 
-    /// Volatile read of a plain `u32` at `off` (4-aligned, inside the region).
+    /// Volatile read of a plain `u32` at `off`, in native byte order (exactly one access, so
+    /// a value that was validated is the value that is used).
+    ///
+    /// `off..off + 4` must lie inside the region and `off` must be 4-aligned. This is checked
+    /// by a `debug_assert!` only: pass offsets of fixed layouts (`core::mem::offset_of!`) or
+    /// of geometry that was validated, never raw offsets read from shared memory.
+    ///
+    /// # Panics
+    /// In debug builds, when `off` is out of range or misaligned.
     #[inline]
-    pub(crate) fn read_u32(&self, off: usize) -> u32 {
+    pub fn read_u32(&self, off: usize) -> u32 {
         debug_assert!(self.contains(off, 4) && off.is_multiple_of(4));
         // SAFETY: in bounds and aligned (asserted above; callers derive `off` from validated
         // geometry); volatile so the value is read exactly once.
         unsafe { self.ptr(off).cast::<u32>().read_volatile() }
     }
 
-    /// Volatile write of a plain `u32` at `off` (4-aligned, inside the region).
+    /// Volatile write of a plain `u32` at `off`, in native byte order.
+    ///
+    /// The same bounds as [`Region::read_u32`] (a `debug_assert!` only). Plain words are for
+    /// data that a lock protects or that the creator writes before it publishes the region.
+    ///
+    /// # Panics
+    /// In debug builds, when `off` is out of range or misaligned.
     #[inline]
-    pub(crate) fn write_u32(&self, off: usize, v: u32) {
+    pub fn write_u32(&self, off: usize, v: u32) {
         debug_assert!(self.contains(off, 4) && off.is_multiple_of(4));
         // SAFETY: as in `read_u32`; the caller holds the lock that protects this word.
         unsafe { self.ptr(off).cast::<u32>().write_volatile(v) }
@@ -124,10 +151,15 @@ impl Region {
         unsafe { self.ptr(off).write_volatile(v) }
     }
 
-    /// Reads a plain `u64` stored as two little-endian-ordered `u32` halves (low first), so the
-    /// layout needs no 64-bit alignment on any target.
+    /// Reads a plain `u64` stored as two `u32` halves, low half first (a `[u32; 2]` field), so
+    /// the layout needs no 64-bit alignment on any target. Two accesses: not atomic.
+    ///
+    /// The same bounds as [`Region::read_u32`], for `off..off + 8` (a `debug_assert!` only).
+    ///
+    /// # Panics
+    /// In debug builds, when `off` is out of range or not 4-aligned.
     #[inline]
-    pub(crate) fn read_u64(&self, off: usize) -> u64 {
+    pub fn read_u64(&self, off: usize) -> u64 {
         u64::from(self.read_u32(off)) | (u64::from(self.read_u32(off + 4)) << 32)
     }
 
@@ -150,19 +182,27 @@ impl Region {
         unsafe { self.ptr(off).cast::<u64>().write_volatile(v.to_le()) }
     }
 
-    /// Writes a `u64` as two `u32` halves (see [`Region::read_u64`]).
+    /// Writes a `u64` as two `u32` halves, low half first (see [`Region::read_u64`]).
+    ///
+    /// # Panics
+    /// In debug builds, when `off` is out of range or not 4-aligned.
     #[inline]
-    pub(crate) fn write_u64(&self, off: usize, v: u64) {
+    pub fn write_u64(&self, off: usize, v: u64) {
         self.write_u32(off, v as u32);
         self.write_u32(off + 4, (v >> 32) as u32);
     }
 
-    /// The atomic at `off`.
+    /// The 32-bit atomic at `off` (4-aligned, inside the region).
     ///
     /// # Safety
-    /// An `AtomicU32` was constructed at `off` (by `init_atomic`) and the region outlives `'a`.
+    /// An `AtomicU32` was constructed at `off` (by the core's `init_atomic`; outside loom
+    /// builds, any initialized 4-aligned word is one, zeroed memory included), `off..off + 4`
+    /// lies inside the region, and the region outlives `'a`.
+    ///
+    /// # Panics
+    /// In debug builds, when `off` is out of range or misaligned.
     #[inline]
-    pub(crate) unsafe fn atomic<'a>(&self, off: usize) -> &'a AtomicU32 {
+    pub unsafe fn atomic<'a>(&self, off: usize) -> &'a AtomicU32 {
         debug_assert!(
             self.contains(off, core::mem::size_of::<AtomicU32>())
                 && off.is_multiple_of(core::mem::align_of::<AtomicU32>())
@@ -172,7 +212,8 @@ impl Region {
         unsafe { &*self.ptr(off).cast::<AtomicU32>() }
     }
 
-    /// Constructs an atomic in place at `off` (loom atomics are objects, not bytes).
+    /// Constructs an atomic with value `v` in place at `off` (loom atomics are objects, not
+    /// bytes), for the creator before it publishes the region.
     pub(crate) fn init_atomic(&self, off: usize, v: u32) {
         debug_assert!(
             self.contains(off, core::mem::size_of::<AtomicU32>())
@@ -205,11 +246,12 @@ impl Region {
         let _ = off;
     }
 
-    /// Copies `src` into the region at `off`.
+    /// Copies `src` into the region at `off` (a plain, non-volatile copy).
     ///
-    /// Returns `false` (and copies nothing) when the range is outside the region.
+    /// Returns `false` (and copies nothing) when the range is outside the region: the bounds
+    /// are checked in every build, so `off` may come from anywhere.
     #[inline]
-    pub(crate) fn copy_in(&self, off: usize, src: &[u8]) -> bool {
+    pub fn copy_in(&self, off: usize, src: &[u8]) -> bool {
         if !self.contains(off, src.len()) {
             return false;
         }
@@ -238,11 +280,13 @@ impl Region {
         unsafe { core::ptr::copy_nonoverlapping(self.ptr(off), dst.as_mut_ptr(), dst.len()) };
     }
 
-    /// Copies region bytes at `off` into `dst`.
+    /// Copies region bytes at `off` into `dst` (a plain, non-volatile copy: validate the
+    /// copy, not the region).
     ///
-    /// Returns `false` (and copies nothing) when the range is outside the region.
+    /// Returns `false` (and copies nothing) when the range is outside the region: the bounds
+    /// are checked in every build, so `off` may come from anywhere.
     #[inline]
-    pub(crate) fn copy_out(&self, off: usize, dst: &mut [u8]) -> bool {
+    pub fn copy_out(&self, off: usize, dst: &mut [u8]) -> bool {
         if !self.contains(off, dst.len()) {
             return false;
         }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{Failed, Mem, pool, watchdog};
-use dragon_channels_core::channel::Poll;
+use dragon_channels_core::Poll;
 use dragon_channels_core::{
     Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, SendMode,
 };
