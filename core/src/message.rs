@@ -12,9 +12,9 @@
 //! (volatile) accesses suffice. Everything read is validated by the channel before use.
 //!
 //! # Payload kinds (`MsgHead::flags`)
-//! [`F_INLINE`]: `len` bytes inline; [`F_SIDE`]: the payload is in the side allocation the
-//! descriptor names; [`F_TOMBSTONE`]: a position a dead sender took, skipped by receivers;
-//! [`F_FREE_PENDING`]: a free slot whose last side allocation still has to be freed.
+//! `F_INLINE`: `len` bytes inline; `F_SIDE`: the payload is in the side allocation the
+//! descriptor names; `F_TOMBSTONE`: a position a dead sender took, skipped by receivers;
+//! `F_FREE_PENDING`: a free slot whose last side allocation still has to be freed.
 
 use core::mem::{offset_of, size_of};
 
@@ -99,8 +99,10 @@ impl MsgSlot {
     #[inline]
     pub(crate) fn head(&self) -> Head {
         Head {
-            len: self.r.read_u32(self.at(offset_of!(MsgHead, len))) as usize,
-            flags: self.r.read_u32(self.at(offset_of!(MsgHead, flags))),
+            len: self.r.read_u32_validated(self.at(offset_of!(MsgHead, len))) as usize,
+            flags: self
+                .r
+                .read_u32_validated(self.at(offset_of!(MsgHead, flags))),
         }
     }
 
@@ -108,14 +110,16 @@ impl MsgSlot {
     #[inline]
     pub(crate) fn set(&self, flags: u32, len: usize) {
         self.r
-            .write_u32(self.at(offset_of!(MsgHead, len)), len as u32);
-        self.r.write_u32(self.at(offset_of!(MsgHead, flags)), flags);
+            .write_u32_validated(self.at(offset_of!(MsgHead, len)), len as u32);
+        self.r
+            .write_u32_validated(self.at(offset_of!(MsgHead, flags)), flags);
     }
 
     /// Sets the flags only (after a receive: free, or free pending).
     #[inline]
     pub(crate) fn set_flags(&self, flags: u32) {
-        self.r.write_u32(self.at(offset_of!(MsgHead, flags)), flags);
+        self.r
+            .write_u32_validated(self.at(offset_of!(MsgHead, flags)), flags);
     }
 
     /// Copies `bytes` inline. The caller checked `bytes.len() <= block_size`, the slot's

@@ -107,31 +107,53 @@ impl Region {
     /// Volatile read of a plain `u32` at `off`, in native byte order (exactly one access, so
     /// a value that was validated is the value that is used).
     ///
-    /// `off..off + 4` must lie inside the region and `off` must be 4-aligned. This is checked
-    /// by a `debug_assert!` only: pass offsets of fixed layouts (`core::mem::offset_of!`) or
-    /// of geometry that was validated, never raw offsets read from shared memory.
-    ///
     /// # Panics
-    /// In debug builds, when `off` is out of range or misaligned.
+    /// When `off..off + 4` is not inside the region or `off` is not 4-aligned (a caller bug,
+    /// like an out-of-range slice index: callers pass offsets of fixed layouts or of validated
+    /// geometry, never raw offsets read from shared memory).
     #[inline]
     pub fn read_u32(&self, off: usize) -> u32 {
+        self.check_word(off, 4);
+        self.read_u32_validated(off)
+    }
+
+    /// Volatile write of a plain `u32` at `off`, in native byte order. Plain words are for
+    /// data that a lock or a claim protects, or that the creator writes before it publishes.
+    ///
+    /// # Panics
+    /// As [`Region::read_u32`].
+    #[inline]
+    pub fn write_u32(&self, off: usize, v: u32) {
+        self.check_word(off, 4);
+        self.write_u32_validated(off, v);
+    }
+
+    /// The bounds every public word accessor checks in every build.
+    #[inline]
+    fn check_word(&self, off: usize, len: usize) {
+        assert!(
+            self.contains(off, len) && off.is_multiple_of(4),
+            "{len}-byte word at offset {off} is outside the {}-byte region or not 4-aligned",
+            self.len
+        );
+    }
+
+    /// [`Region::read_u32`] for an offset derived from validated geometry on a hot path:
+    /// checked by a `debug_assert!` only.
+    #[inline]
+    pub(crate) fn read_u32_validated(&self, off: usize) -> u32 {
         debug_assert!(self.contains(off, 4) && off.is_multiple_of(4));
-        // SAFETY: in bounds and aligned (asserted above; callers derive `off` from validated
-        // geometry); volatile so the value is read exactly once.
+        // SAFETY: in bounds and aligned (checked by the public caller, or derived by the
+        // crate from validated geometry); volatile so the value is read exactly once.
         unsafe { self.ptr(off).cast::<u32>().read_volatile() }
     }
 
-    /// Volatile write of a plain `u32` at `off`, in native byte order.
-    ///
-    /// The same bounds as [`Region::read_u32`] (a `debug_assert!` only). Plain words are for
-    /// data that a lock protects or that the creator writes before it publishes the region.
-    ///
-    /// # Panics
-    /// In debug builds, when `off` is out of range or misaligned.
+    /// [`Region::write_u32`] for an offset derived from validated geometry on a hot path.
     #[inline]
-    pub fn write_u32(&self, off: usize, v: u32) {
+    pub(crate) fn write_u32_validated(&self, off: usize, v: u32) {
         debug_assert!(self.contains(off, 4) && off.is_multiple_of(4));
-        // SAFETY: as in `read_u32`; the caller holds the lock that protects this word.
+        // SAFETY: as in `read_u32_validated`; the caller holds the lock or claim that
+        // protects this word.
         unsafe { self.ptr(off).cast::<u32>().write_volatile(v) }
     }
 
@@ -154,13 +176,13 @@ impl Region {
     /// Reads a plain `u64` stored as two `u32` halves, low half first (a `[u32; 2]` field), so
     /// the layout needs no 64-bit alignment on any target. Two accesses: not atomic.
     ///
-    /// The same bounds as [`Region::read_u32`], for `off..off + 8` (a `debug_assert!` only).
-    ///
     /// # Panics
-    /// In debug builds, when `off` is out of range or not 4-aligned.
+    /// When `off..off + 8` is not inside the region or `off` is not 4-aligned.
     #[inline]
     pub fn read_u64(&self, off: usize) -> u64 {
-        u64::from(self.read_u32(off)) | (u64::from(self.read_u32(off + 4)) << 32)
+        self.check_word(off, 8);
+        u64::from(self.read_u32_validated(off))
+            | (u64::from(self.read_u32_validated(off + 4)) << 32)
     }
 
     /// Volatile read of a plain little-endian `u64` at an 8-aligned `off` (the same bytes as
@@ -185,11 +207,12 @@ impl Region {
     /// Writes a `u64` as two `u32` halves, low half first (see [`Region::read_u64`]).
     ///
     /// # Panics
-    /// In debug builds, when `off` is out of range or not 4-aligned.
+    /// As [`Region::read_u64`].
     #[inline]
     pub fn write_u64(&self, off: usize, v: u64) {
-        self.write_u32(off, v as u32);
-        self.write_u32(off + 4, (v >> 32) as u32);
+        self.check_word(off, 8);
+        self.write_u32_validated(off, v as u32);
+        self.write_u32_validated(off + 4, (v >> 32) as u32);
     }
 
     /// The 32-bit atomic at `off` (4-aligned, inside the region).

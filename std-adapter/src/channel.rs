@@ -6,19 +6,21 @@
 //! mapped the pool also needs to find the pool. The adapter's descriptor therefore wraps both:
 //! ```text
 //! [magic "DRCW" u32][version u32][pool descriptor length u16][pool descriptor]
-//! [core channel descriptor, 48 B][FNV-1a checksum of everything before, u32]
+//! [core channel descriptor, 48 B][checksum of everything before, u32]
 //! ```
+//! a sealed descriptor of `dragon_channels_core::descriptor` (little endian, FNV-1a checksum).
 //! The pool descriptor holds the pool's name, uid and creation nonce
 //! ([`MemoryPool::serialize`]), so [`Channel::attach`] maps the pool when this process has
 //! not, and refuses a descriptor of a pool that was destroyed and created again.
 
+use dragon_channels_core::descriptor::{DescriptorError, Reader, Writer};
 use dragon_channels_core::{
     Channel as CoreChannel, ChannelAttrs, ChannelError as CoreChannelError, Poll,
 };
 
 use crate::error::{Error, Op, Reason};
 use crate::handle::{ChannelRecvH, ChannelSendH};
-use crate::pool::{MemoryPool, Recovery, fnv1a};
+use crate::pool::{MemoryPool, Recovery};
 use crate::shm::FILE_VERSION;
 use crate::wait::{self, Ctx, Timeout};
 
@@ -125,14 +127,11 @@ impl Channel {
     pub fn serialize(&self) -> Vec<u8> {
         let pool = self.pool.serialize();
         let core = self.core.serialize();
-        let mut b = Vec::with_capacity(SER_HEAD + pool.len() + core.len() + 4);
-        b.extend_from_slice(&SER_MAGIC.to_le_bytes());
-        b.extend_from_slice(&FILE_VERSION.to_le_bytes());
-        b.extend_from_slice(&(pool.len() as u16).to_le_bytes());
-        b.extend_from_slice(&pool);
-        b.extend_from_slice(&core);
-        let sum = fnv1a(&b);
-        b.extend_from_slice(&sum.to_le_bytes());
+        let mut b = vec![0u8; SER_HEAD + pool.len() + core.len() + 4];
+        let mut w = Writer::sealed(&mut b, SER_MAGIC, FILE_VERSION);
+        w.u16(pool.len() as u16).bytes(&pool).bytes(&core);
+        let n = w.seal();
+        debug_assert_eq!(n, b.len());
         b
     }
 
@@ -272,28 +271,25 @@ impl Channel {
 /// Splits a serialized channel descriptor into the pool's and the core channel's parts.
 fn parse(b: &[u8]) -> Result<(&[u8], &[u8]), Error> {
     let bad = |why| Error::ChannelError(Reason::BadDescriptor(why));
-    if b.len() < SER_HEAD {
-        return Err(bad("too short (truncated)"));
-    }
-    if u32::from_le_bytes([b[0], b[1], b[2], b[3]]) != SER_MAGIC {
-        return Err(bad("not a channel descriptor (bad magic)"));
-    }
-    if u32::from_le_bytes([b[4], b[5], b[6], b[7]]) != FILE_VERSION {
-        return Err(bad("unsupported layout version"));
-    }
-    let pool_len = usize::from(u16::from_le_bytes([b[8], b[9]]));
-    let core_len = CoreChannel::DESCRIPTOR_LEN;
-    let total = SER_HEAD + pool_len + core_len + 4;
-    if b.len() != total {
-        return Err(bad("wrong length (truncated or padded)"));
-    }
-    let body = &b[..total - 4];
-    if fnv1a(body).to_le_bytes() != b[total - 4..] {
-        return Err(bad("checksum mismatch (corrupt bytes)"));
-    }
-    let pool = &b[SER_HEAD..SER_HEAD + pool_len];
+    let open_err = |e| {
+        bad(match e {
+            DescriptorError::Magic => "not a channel descriptor (bad magic)",
+            e => e.as_str(),
+        })
+    };
+    // The length follows from the pool part's length in the header. Without the magic there
+    // is no expected length: `open` then says what is wrong.
+    let mut head = Reader::new(b);
+    let len = (head.u32() == SER_MAGIC).then(|| {
+        head.u32();
+        SER_HEAD + usize::from(head.u16()) + CoreChannel::DESCRIPTOR_LEN + 4
+    });
+    let mut r = Reader::open(b, len, SER_MAGIC, FILE_VERSION).map_err(open_err)?;
+    let pool_len = usize::from(r.u16());
+    let (pool, core) = (r.bytes(pool_len), r.bytes(CoreChannel::DESCRIPTOR_LEN));
+    r.finish().map_err(open_err)?;
     if MemoryPool::serialized_len(pool) != Some(pool_len) {
         return Err(bad("pool descriptor length mismatch"));
     }
-    Ok((pool, &b[SER_HEAD + pool_len..total - 4]))
+    Ok((pool, core))
 }

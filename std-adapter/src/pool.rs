@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use dragon_channels_core::channel::ChannelRecovery;
+use dragon_channels_core::descriptor::{DescriptorError, Reader, Writer};
 use dragon_channels_core::pool::{DEFAULT_MIN_BLOCK, PoolRecovery, SIZE_CLASSES};
 use dragon_channels_core::{
     Alloc, AllocInfo, Channel as CoreChannel, ChannelError as CoreChannelError, Pool as CorePool,
@@ -34,8 +35,9 @@ use crate::wait;
 
 /// `"DRMP"`: marks a serialized pool descriptor.
 const SER_MAGIC: u32 = 0x504D_5244;
-/// Fixed part of a serialized pool descriptor (before the name and the checksum).
-const SER_FIXED: usize = 33;
+/// Fixed part of a serialized pool descriptor, before the name and the checksum: magic,
+/// version, uid, nonce, mapping length, name length.
+const SER_FIXED: usize = 4 + 4 + 8 + 8 + 8 + 1;
 /// How long `attach` waits for a creator that is still initializing the pool.
 const ATTACH_WAIT: Duration = Duration::from_secs(2);
 
@@ -136,13 +138,6 @@ fn region_err(e: RegionError, name: &str) -> MemoryPoolError {
             why: "the mapping is not aligned for a region",
         },
     }
-}
-
-/// 32-bit FNV-1a, the checksum of serialized descriptors.
-pub(crate) fn fnv1a(b: &[u8]) -> u32 {
-    b.iter().fold(0x811C_9DC5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
 }
 
 impl MemoryPool {
@@ -255,55 +250,58 @@ impl MemoryPool {
 
     /// The serialized descriptor: versioned bytes naming this pool (name, uid and creation
     /// nonce) for [`MemoryPool::attach_serialized`].
+    ///
+    /// A sealed descriptor (`dragon_channels_core::descriptor`): `[magic "DRMP" u32]
+    /// [version u32][uid u64][nonce u64][mapping length u64][name length u8][name]
+    /// [checksum u32]`, little endian.
     pub fn serialize(&self) -> Vec<u8> {
         let name = self.inner.name.as_bytes();
-        let mut b = Vec::with_capacity(SER_FIXED + name.len() + 4);
-        b.extend_from_slice(&SER_MAGIC.to_le_bytes());
-        b.extend_from_slice(&FILE_VERSION.to_le_bytes());
-        b.extend_from_slice(&self.inner.uid.to_le_bytes());
-        b.extend_from_slice(&self.inner.nonce.to_le_bytes());
-        b.extend_from_slice(&(self.inner.map.len() as u64).to_le_bytes());
-        b.push(name.len() as u8);
-        b.extend_from_slice(name);
-        let sum = fnv1a(&b);
-        b.extend_from_slice(&sum.to_le_bytes());
+        let mut b = vec![0u8; SER_FIXED + name.len() + 4];
+        let mut w = Writer::sealed(&mut b, SER_MAGIC, FILE_VERSION);
+        w.u64(self.inner.uid)
+            .u64(self.inner.nonce)
+            .u64(self.inner.map.len() as u64)
+            .u8(name.len() as u8)
+            .bytes(name);
+        let n = w.seal();
+        debug_assert_eq!(n, b.len());
         b
     }
 
-    /// Length of the serialized descriptor that starts `bytes`, if its fixed part is there.
+    /// Length of the serialized descriptor that starts `bytes`, from its name length; `None`
+    /// when they do not start with a pool descriptor's magic. Bytes too short to hold the name
+    /// length give a length longer than themselves.
     pub(crate) fn serialized_len(bytes: &[u8]) -> Option<usize> {
-        bytes
-            .get(SER_FIXED - 1)
-            .map(|&n| SER_FIXED + n as usize + 4)
+        let mut r = Reader::new(bytes);
+        if r.u32() != SER_MAGIC {
+            return None;
+        }
+        // Version, uid, nonce and mapping length; a short reader yields a 0 name length.
+        r.bytes(SER_FIXED - 4 - 1);
+        Some(SER_FIXED + usize::from(r.u8()) + 4)
     }
 
     fn parse_serialized(b: &[u8]) -> Result<(String, u64, u64), MemoryPoolError> {
         let bad = MemoryPoolError::BadDescriptor;
-        if b.len() < SER_FIXED + 4 {
-            return Err(bad("too short (truncated)"));
-        }
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let u64_at = |i: usize| u64::from(u32_at(i)) | u64::from(u32_at(i + 4)) << 32;
-        if u32_at(0) != SER_MAGIC {
-            return Err(bad("not a pool descriptor"));
-        }
-        if u32_at(4) != FILE_VERSION {
-            return Err(bad("unsupported layout version"));
-        }
-        let n = b[SER_FIXED - 1] as usize;
+        let open_err = |e| {
+            bad(match e {
+                DescriptorError::Magic => "not a pool descriptor (bad magic)",
+                e => e.as_str(),
+            })
+        };
+        // Without the magic there is no expected length: `open` then says what is wrong.
+        let mut r =
+            Reader::open(b, Self::serialized_len(b), SER_MAGIC, FILE_VERSION).map_err(open_err)?;
+        let (uid, nonce, _map_len) = (r.u64(), r.u64(), r.u64());
+        let n = usize::from(r.u8());
+        let name = r.bytes(n);
+        r.finish().map_err(open_err)?;
         if n == 0 || n > MAX_NAME_LEN {
             return Err(bad("name length out of range"));
         }
-        if b.len() != SER_FIXED + n + 4 {
-            return Err(bad("wrong length (truncated or padded)"));
-        }
-        if fnv1a(&b[..SER_FIXED + n]) != u32_at(SER_FIXED + n) {
-            return Err(bad("checksum mismatch (corrupt bytes)"));
-        }
-        let name = core::str::from_utf8(&b[SER_FIXED..SER_FIXED + n])
-            .map_err(|_| bad("name is not UTF-8"))?;
+        let name = core::str::from_utf8(name).map_err(|_| bad("name is not UTF-8"))?;
         shm::validate_name(name).map_err(|_| bad("name is not a valid pool name"))?;
-        Ok((name.to_owned(), u64_at(8), u64_at(16)))
+        Ok((name.to_owned(), uid, nonce))
     }
 
     fn attach_checked(name: &str, expect: Option<(u64, u64)>) -> Result<Self, MemoryPoolError> {

@@ -8,7 +8,7 @@
 //!  4   version           u32
 //!  8   state             atomic 0 = being created, READY, DESTROYED
 //! 12   name length       u32
-//! 16   pool uid          u64
+//! 16   pool uid          u64    (as two u32 halves, low first, like every u64 here)
 //! 24   nonce             u64    differs for every pool ever created (stale-descriptor check)
 //! 32   region length     u64
 //! 40   region offset     u64    = 16 KiB
@@ -16,6 +16,11 @@
 //! 64   name              32 B
 //! 256  party table       16 B per entry (see `party`)
 //! ```
+//! [`FileHeader`] is this layout as a `#[repr(C)]` struct; the `O_*` offsets are its
+//! `offset_of!`s, pinned to the numbers above by const asserts. The header is never accessed
+//! through a reference to that struct: [`Header`] is a core [`Region`] over the header bytes,
+//! so the adapter's words are read and written with the same volatile and atomic accessors
+//! as the core's.
 //! The header is the adapter's own; the region after it is the core's and is only touched
 //! through `dragon_channels_core`. Fixed fields are written by the creator before it publishes
 //! `state = READY` (Release); attachers read `state` (Acquire) first and validate every field,
@@ -26,12 +31,16 @@
 //! `SIGBUS` on first touch.
 
 use core::marker::PhantomData;
+use core::mem::{offset_of, size_of};
+use core::ops::Deref;
 use core::ptr::NonNull;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
+use dragon_channels_core::Region;
+use dragon_channels_core::descriptor::Reader;
 use memmap2::{MmapMut, MmapOptions};
 
 use crate::error::MemoryPoolError;
@@ -55,24 +64,77 @@ pub(crate) const STATE_READY: u32 = 0x5944_4552;
 /// `state` value after `destroy`.
 pub(crate) const STATE_DESTROYED: u32 = 0x4454_5344;
 
-pub(crate) const O_MAGIC: usize = 0;
-pub(crate) const O_VERSION: usize = 4;
-pub(crate) const O_STATE: usize = 8;
-pub(crate) const O_NAME_LEN: usize = 12;
-pub(crate) const O_UID: usize = 16;
-pub(crate) const O_NONCE: usize = 24;
-pub(crate) const O_REGION_LEN: usize = 32;
-pub(crate) const O_REGION_OFF: usize = 40;
-pub(crate) const O_RECOVERY_LOCK: usize = 48;
-pub(crate) const O_NAME: usize = 64;
-pub(crate) const O_PARTIES: usize = 256;
-/// Bytes of one party-table entry.
-pub(crate) const PARTY_ENTRY: usize = 16;
-/// Entries in a pool's party table: the most processes that can be attached at once.
-pub const MAX_PARTIES: usize = (HEADER_LEN - O_PARTIES) / PARTY_ENTRY;
+/// Entries in a pool's party table: the most processes that can be attached at once (the
+/// table fills the rest of the header).
+pub const MAX_PARTIES: usize = 1008;
+/// Bytes of the name field (a name and its padding).
+const NAME_FIELD: usize = 32;
 
-const _: () = assert!(O_NAME + MAX_NAME_LEN < O_PARTIES);
-const _: () = assert!(HEADER_LEN.is_multiple_of(dragon_channels_core::region::REGION_ALIGN));
+/// The adapter header, as laid out in the file (see the module docs). Only its layout is
+/// used (`offset_of!`, `size_of`): the bytes are accessed through [`Header`].
+#[repr(C)]
+struct FileHeader {
+    /// [`FILE_MAGIC`].
+    magic: u32,
+    /// [`FILE_VERSION`].
+    version: u32,
+    /// 0 while the creator writes the header, then [`STATE_READY`], then [`STATE_DESTROYED`].
+    state: AtomicU32,
+    /// Bytes of `name` in use, 1 to [`MAX_NAME_LEN`].
+    name_len: u32,
+    /// The pool uid.
+    uid: [u32; 2],
+    /// Creation nonce, never 0: differs for every pool ever created.
+    nonce: [u32; 2],
+    /// Bytes of the core region after the header.
+    region_len: [u32; 2],
+    /// Offset of the core region: [`HEADER_LEN`].
+    region_off: [u32; 2],
+    /// Owner id of the party running recovery, 0 when free.
+    recovery_lock: AtomicU32,
+    _reserved0: [u32; 3],
+    /// The pool name (ASCII), zero-padded.
+    name: [u8; NAME_FIELD],
+    _reserved1: [u8; 160],
+    /// The party table (see `party`).
+    parties: [PartyEntry; MAX_PARTIES],
+}
+
+/// One party-table entry (see `party` for the protocol).
+#[repr(C)]
+struct PartyEntry {
+    /// 0 when free, the owner id when valid, the owner id with bit 31 set while written.
+    key: AtomicU32,
+    /// Start time of the process (`/proc/<pid>/stat` field 22), low half first.
+    start: [AtomicU32; 2],
+    spare: AtomicU32,
+}
+
+pub(crate) const O_MAGIC: usize = offset_of!(FileHeader, magic);
+pub(crate) const O_VERSION: usize = offset_of!(FileHeader, version);
+pub(crate) const O_STATE: usize = offset_of!(FileHeader, state);
+pub(crate) const O_NAME_LEN: usize = offset_of!(FileHeader, name_len);
+pub(crate) const O_UID: usize = offset_of!(FileHeader, uid);
+pub(crate) const O_NONCE: usize = offset_of!(FileHeader, nonce);
+pub(crate) const O_REGION_LEN: usize = offset_of!(FileHeader, region_len);
+pub(crate) const O_REGION_OFF: usize = offset_of!(FileHeader, region_off);
+pub(crate) const O_RECOVERY_LOCK: usize = offset_of!(FileHeader, recovery_lock);
+pub(crate) const O_NAME: usize = offset_of!(FileHeader, name);
+pub(crate) const O_PARTIES: usize = offset_of!(FileHeader, parties);
+/// Bytes of one party-table entry.
+pub(crate) const PARTY_ENTRY: usize = size_of::<PartyEntry>();
+
+// The file layout of FILE_VERSION 1: these numbers are the format, not just today's layout.
+const _: () = {
+    assert!(size_of::<FileHeader>() == HEADER_LEN);
+    assert!(O_MAGIC == 0 && O_VERSION == 4 && O_STATE == 8 && O_NAME_LEN == 12);
+    assert!(O_UID == 16 && O_NONCE == 24 && O_REGION_LEN == 32 && O_REGION_OFF == 40);
+    assert!(O_RECOVERY_LOCK == 48 && O_NAME == 64 && O_PARTIES == 256);
+    // `party` reads the start time at +4 and +8 of an entry.
+    assert!(PARTY_ENTRY == 16 && offset_of!(PartyEntry, start) == 4);
+    assert!(MAX_NAME_LEN <= NAME_FIELD);
+    assert!(HEADER_LEN.is_multiple_of(dragon_channels_core::region::REGION_ALIGN));
+};
 
 /// Checks a pool name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits, `_`, `-` and `.`,
 /// not starting with `.`.
@@ -167,6 +229,10 @@ pub(crate) fn open_file(name: &str) -> Result<File, MemoryPoolError> {
         })
 }
 
+/// Header bytes [`peek_identity`] reads: up to the end of the nonce.
+const PEEK_LEN: usize = O_NONCE + 8;
+const _: () = assert!(O_MAGIC + 4 <= PEEK_LEN && O_STATE + 4 <= PEEK_LEN);
+
 /// Reads the nonce and state of a pool file without mapping it (both 0 when the file is too
 /// short to hold a header yet).
 ///
@@ -174,7 +240,7 @@ pub(crate) fn open_file(name: &str) -> Result<File, MemoryPoolError> {
 /// [`MemoryPoolError::NotAPool`] when the file starts with something other than a pool
 /// header (or zeros, which a creator that is still writing leaves).
 pub(crate) fn peek_identity(file: &File, name: &str) -> Result<(u64, u32), MemoryPoolError> {
-    let mut b = [0u8; 32];
+    let mut b = [0u8; PEEK_LEN];
     let mut got = 0;
     while got < b.len() {
         match file.read_at(&mut b[got..], got as u64) {
@@ -184,8 +250,8 @@ pub(crate) fn peek_identity(file: &File, name: &str) -> Result<(u64, u32), Memor
             Err(e) => return Err(io_err("reading the header", name, e)),
         }
     }
-    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    let magic = u32_at(O_MAGIC);
+    let field = |off: usize| Reader::new(&b[off..]);
+    let magic = field(O_MAGIC).u32();
     if got >= 4 && magic != 0 && magic != FILE_MAGIC {
         return Err(MemoryPoolError::NotAPool {
             name: name.to_owned(),
@@ -195,8 +261,8 @@ pub(crate) fn peek_identity(file: &File, name: &str) -> Result<(u64, u32), Memor
     if got < b.len() {
         return Ok((0, 0));
     }
-    let nonce = u64::from(u32_at(O_NONCE)) | u64::from(u32_at(O_NONCE + 4)) << 32;
-    Ok((nonce, u32_at(O_STATE)))
+    // The two u32 halves, low first, in a little-endian file are one little-endian u64.
+    Ok((field(O_NONCE).u64(), field(O_STATE).u32()))
 }
 
 /// Length of the pool file `name` (open as `file`).
@@ -273,76 +339,60 @@ impl Mapped {
     /// When the mapping is shorter than a header (callers check the file size first).
     pub(crate) fn header(&self) -> Header<'_> {
         assert!(self.len >= HEADER_LEN, "mapping shorter than a pool header");
+        // SAFETY: the first HEADER_LEN bytes of the mapping (asserted long enough) stay mapped
+        // while `self` lives, which the returned Header borrows; they are only accessed
+        // through Region accessors (raw, volatile and atomic), never through references.
+        let region = unsafe { Region::new(self.base(), HEADER_LEN) };
         Header {
-            base: self.base,
+            region: region.expect("mappings are page aligned"),
             _map: PhantomData,
         }
     }
 }
 
-/// Accessor for the adapter header of a mapping that is at least [`HEADER_LEN`] bytes long.
+/// The adapter header of a mapping: a core [`Region`] over its [`HEADER_LEN`] bytes (plain
+/// fields through the region's accessors at the `O_*` offsets), plus safe access to its
+/// atomic words.
 #[derive(Clone, Copy)]
 pub(crate) struct Header<'a> {
-    base: NonNull<u8>,
+    region: Region,
     _map: PhantomData<&'a Mapped>,
 }
 
+impl Deref for Header<'_> {
+    type Target = Region;
+
+    fn deref(&self) -> &Region {
+        &self.region
+    }
+}
+
 impl<'a> Header<'a> {
-    /// The atomic word at `off` (4-aligned, inside the header).
+    /// The atomic word at `off`: `state`, `recovery_lock`, or a word of the party table.
+    ///
+    /// # Panics
+    /// When `off` is not the offset of one of those words.
     pub(crate) fn atomic(&self, off: usize) -> &'a AtomicU32 {
         assert!(
-            off.is_multiple_of(4) && off + 4 <= HEADER_LEN,
-            "header offset {off}"
+            off == O_STATE
+                || off == O_RECOVERY_LOCK
+                || ((O_PARTIES..HEADER_LEN).contains(&off) && off.is_multiple_of(4)),
+            "header offset {off} is not an atomic word"
         );
-        // SAFETY: in bounds and aligned (asserted; the mapping is page aligned and at least
-        // HEADER_LEN long); the mapping outlives 'a. The file was zero-filled by fallocate,
-        // and a zeroed u32 is a valid AtomicU32, which has the same layout as u32.
-        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
+        // SAFETY: `off` is an AtomicU32 field of `FileHeader` (asserted), 4-aligned inside the
+        // page-aligned header. The file was zero-filled when its space was reserved, and a
+        // zeroed word is a valid AtomicU32 (same layout as u32). The mapping outlives 'a.
+        unsafe { self.region.atomic(off) }
     }
 
-    /// Volatile read of a plain `u32` at `off`.
-    pub(crate) fn read_u32(&self, off: usize) -> u32 {
-        assert!(
-            off.is_multiple_of(4) && off + 4 <= HEADER_LEN,
-            "header offset {off}"
-        );
-        // SAFETY: in bounds and aligned (asserted); volatile because other processes may
-        // write the header at any time.
-        unsafe { self.base.as_ptr().add(off).cast::<u32>().read_volatile() }
-    }
-
-    /// Volatile write of a plain `u32` at `off` (creator only, before publishing).
-    pub(crate) fn write_u32(&self, off: usize, v: u32) {
-        assert!(
-            off.is_multiple_of(4) && off + 4 <= HEADER_LEN,
-            "header offset {off}"
-        );
-        // SAFETY: in bounds and aligned (asserted); only the creator writes plain fields,
-        // before it publishes the pool.
-        unsafe { self.base.as_ptr().add(off).cast::<u32>().write_volatile(v) }
-    }
-
-    /// Reads a `u64` stored as two `u32` halves, low first.
-    pub(crate) fn read_u64(&self, off: usize) -> u64 {
-        u64::from(self.read_u32(off)) | (u64::from(self.read_u32(off + 4)) << 32)
-    }
-
-    /// Writes a `u64` as two `u32` halves, low first.
-    pub(crate) fn write_u64(&self, off: usize, v: u64) {
-        self.write_u32(off, v as u32);
-        self.write_u32(off + 4, (v >> 32) as u32);
-    }
-
-    /// Copies `name` into the name field (creator only).
+    /// Writes `name` (at most [`MAX_NAME_LEN`] bytes) into the name fields (creator only).
     pub(crate) fn write_name(&self, name: &str) {
         assert!(name.len() <= MAX_NAME_LEN);
         self.write_u32(O_NAME_LEN, name.len() as u32);
-        let mut buf = [0u8; 32];
+        let mut buf = [0u8; NAME_FIELD];
         buf[..name.len()].copy_from_slice(name.as_bytes());
-        for (i, chunk) in buf.chunks_exact(4).enumerate() {
-            let w = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            self.write_u32(O_NAME + 4 * i, w);
-        }
+        let copied = self.copy_in(O_NAME, &buf);
+        debug_assert!(copied, "the name field lies inside the header");
     }
 
     /// The name field, if it holds a valid name.
@@ -351,10 +401,9 @@ impl<'a> Header<'a> {
         if n == 0 || n > MAX_NAME_LEN {
             return None;
         }
-        let mut buf = [0u8; 32];
-        for i in 0..8 {
-            buf[4 * i..4 * i + 4].copy_from_slice(&self.read_u32(O_NAME + 4 * i).to_le_bytes());
-        }
+        let mut buf = [0u8; NAME_FIELD];
+        // One copy: what is validated below is what is returned.
+        self.copy_out(O_NAME, &mut buf).then_some(())?;
         let s = core::str::from_utf8(&buf[..n]).ok()?;
         validate_name(s).ok()?;
         Some(s.to_owned())

@@ -16,7 +16,7 @@
 use dragon_channels_core::pool::STRUCT_OWNER_BIT;
 use dragon_channels_core::{
     Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, PoolError, Region,
-    SendMode,
+    SendMode, checksum,
 };
 
 /// Region length of both images (the pool records it; attach needs exactly this length).
@@ -137,15 +137,8 @@ pub const fn clientid(side: Side, seq: u32) -> u64 {
     side.pool_uid() ^ ((seq as u64) << 40)
 }
 
-/// 32-bit FNV-1a.
-pub fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811C_9DC5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// Writes message `seq` of `side` into `buf`: `[seq u32 LE][payload][fnv1a of the rest u32
-/// LE]`. Returns its length.
+/// Writes message `seq` of `side` into `buf`: `[seq u32 LE][payload][checksum of the rest u32
+/// LE]` ([`checksum`], FNV-1a). Returns its length.
 ///
 /// # Panics
 /// When `buf` is shorter than [`message_len`].
@@ -161,7 +154,7 @@ pub fn make_message(side: Side, seq: u32, buf: &mut [u8]) -> usize {
         x ^= x << 5;
         *b = x as u8;
     }
-    let sum = fnv1a(&buf[..len - 4]);
+    let sum = checksum(&buf[..len - 4]);
     buf[len - 4..].copy_from_slice(&sum.to_le_bytes());
     len
 }
@@ -172,7 +165,7 @@ pub fn verify_message(side: Side, seq: u32, got: &[u8]) -> bool {
     let len = make_message(side, seq, &mut want);
     got.len() == len && got == &want[..len] && {
         let sum = u32::from_le_bytes([got[len - 4], got[len - 3], got[len - 2], got[len - 1]]);
-        sum == fnv1a(&got[..len - 4])
+        sum == checksum(&got[..len - 4])
     }
 }
 

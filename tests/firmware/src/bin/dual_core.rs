@@ -16,9 +16,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m_rt::entry;
 use dragon_channels_core::{
-    Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, PoolError, Region,
+    Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, PoolError, Region, checksum,
 };
-use dragon_channels_firmware_tests::image::fnv1a;
 use dragon_channels_firmware_tests::{self as fw, Mem, check, check_ok};
 
 /// Messages core 0 sends to core 1.
@@ -103,9 +102,13 @@ fn main() -> ! {
                 sent += 1;
                 full_spins = 0;
             }
-            Err(ChannelError::Full | ChannelError::Pool(PoolError::OutOfSpace))
-                if full_spins < PATIENCE =>
-            {
+            // Stalled: core 1 is in the middle of a receive on the slot we need (the core
+            // never waits for it; this loop is the firmware's wait layer).
+            Err(
+                ChannelError::Full
+                | ChannelError::Stalled { .. }
+                | ChannelError::Pool(PoolError::OutOfSpace | PoolError::Stalled { .. }),
+            ) if full_spins < PATIENCE => {
                 full_spins += 1;
                 full_waits = full_waits.saturating_add(1);
                 if CPU1_STATE.load(Ordering::Relaxed) > 1 {
@@ -171,7 +174,7 @@ fn start_cpu1() {
     }
 }
 
-/// Message `seq`: `[seq u32][bytes][fnv1a u32]`, 20 bytes, or 80 (a side allocation) for
+/// Message `seq`: `[seq u32][bytes][checksum u32]`, 20 bytes, or 80 (a side allocation) for
 /// every seventh.
 fn make(seq: u32, buf: &mut [u8; 100]) -> usize {
     let len = if seq % 7 == 3 { 80 } else { 20 };
@@ -179,7 +182,7 @@ fn make(seq: u32, buf: &mut [u8; 100]) -> usize {
     for (i, b) in buf[4..len - 4].iter_mut().enumerate() {
         *b = (seq as u8).wrapping_add(i as u8).wrapping_mul(31);
     }
-    let sum = fnv1a(&buf[..len - 4]);
+    let sum = checksum(&buf[..len - 4]);
     buf[len - 4..len].copy_from_slice(&sum.to_le_bytes());
     len
 }
@@ -240,13 +243,14 @@ fn consume() -> u32 {
                 next += 1;
                 spins = 0;
             }
-            Err(ChannelError::Empty) if spins < PATIENCE => {
+            // Stalled: core 0 is in the middle of a send at the head.
+            Err(ChannelError::Empty | ChannelError::Stalled { .. }) if spins < PATIENCE => {
                 if spins == 0 {
                     CPU1_WAITS.fetch_add(1, Ordering::Relaxed);
                 }
                 spins += 1;
             }
-            Err(ChannelError::Empty) => return 4,
+            Err(ChannelError::Empty | ChannelError::Stalled { .. }) => return 4,
             Err(_) => return 3,
         }
     }
