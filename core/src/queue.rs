@@ -225,6 +225,53 @@ impl Queue {
         }
     }
 
+    /// Claims slot `s` for position `pos` of the index word `index`, whose sequence word read
+    /// `seq` (the value that says "yours"), as `me`; `steps` are the fault-injection points
+    /// before and after the claim. `Ok(None)`: the position moved on (another party took it,
+    /// or the slot changed between the read and the claim), or its claimant is mid-step and
+    /// the spin budget is not spent yet; read the index again.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn claim_at(
+        &self,
+        index: &AtomicU32,
+        pos: u32,
+        s: usize,
+        seq: u32,
+        me: u32,
+        steps: [Step; 2],
+        spins: &mut u32,
+    ) -> Result<Option<Taken>, ChannelError> {
+        if fault::dies(self.me, steps[0]) {
+            return Err(ChannelError::Died);
+        }
+        // SYNC: claim (CAS Acquire) <-> release claim (Release) of the last claimant.
+        match self
+            .claim(s)
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => {
+                if fault::dies(self.me, steps[1]) {
+                    return Err(ChannelError::Died);
+                }
+                // The slot may have moved on between the seq load and the claim.
+                if self.seq(s).load(Ordering::Acquire) == seq
+                    && index.load(Ordering::Relaxed) == pos
+                {
+                    return Ok(Some(Taken { slot: s, pos }));
+                }
+                self.claim(s).store(0, Ordering::Release);
+                Ok(None)
+            }
+            // Another party of this side claimed the position first: progress.
+            Err(_) if index.load(Ordering::Relaxed) != pos => {
+                *spins = 0;
+                Ok(None)
+            }
+            Err(holder) => Self::stall(spins, holder).map(|()| None),
+        }
+    }
+
     /// One more spin on a slot `holder` works on, or [`ChannelError::Stalled`].
     #[cold]
     fn stall(spins: &mut u32, holder: u32) -> Result<(), ChannelError> {
@@ -253,31 +300,9 @@ impl Queue {
             // SYNC: acquire slot (Acquire) <-> receiver's release slot (Release) in finish_recv.
             let seq = self.seq(s).load(Ordering::Acquire);
             if seq == tail {
-                if fault::dies(self.me, Step::SendRead) {
-                    return Err(ChannelError::Died);
-                }
-                // SYNC: claim (CAS Acquire) <-> release claim (Release) of the last claimant.
-                match self.claim(s).compare_exchange(
-                    0,
-                    self.me,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        if fault::dies(self.me, Step::SendClaimed) {
-                            return Err(ChannelError::Died);
-                        }
-                        // The slot may have moved on between the seq load and the claim.
-                        if self.seq(s).load(Ordering::Acquire) == tail
-                            && tail_w.load(Ordering::Relaxed) == tail
-                        {
-                            return Ok(Taken { slot: s, pos: tail });
-                        }
-                        self.claim(s).store(0, Ordering::Release);
-                    }
-                    // Another sender claimed this position first: move on once it commits.
-                    Err(_) if tail_w.load(Ordering::Relaxed) != tail => spins = 0,
-                    Err(holder) => Self::stall(&mut spins, holder)?,
+                let steps = [Step::SendRead, Step::SendClaimed];
+                if let Some(t) = self.claim_at(tail_w, tail, s, seq, self.me, steps, &mut spins)? {
+                    return Ok(t);
                 }
             } else {
                 self.send_blocked(tail, s, seq, &mut spins)?;
@@ -383,28 +408,9 @@ impl Queue {
             // SYNC: acquire message (Acquire) <-> publish message (Release) in finish_send.
             let seq = self.seq(s).load(Ordering::Acquire);
             if seq == head.wrapping_add(1) {
-                if fault::dies(self.me, Step::RecvRead) {
-                    return Err(ChannelError::Died);
-                }
-                // SYNC: claim (CAS Acquire) <-> release claim (Release).
-                match self
-                    .claim(s)
-                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                {
-                    Ok(_) => {
-                        if fault::dies(self.me, Step::RecvClaimed) {
-                            return Err(ChannelError::Died);
-                        }
-                        if self.seq(s).load(Ordering::Acquire) == seq
-                            && head_w.load(Ordering::Relaxed) == head
-                        {
-                            return Ok(Taken { slot: s, pos: head });
-                        }
-                        self.claim(s).store(0, Ordering::Release);
-                    }
-                    // Another receiver took this position: progress.
-                    Err(_) if head_w.load(Ordering::Relaxed) != head => spins = 0,
-                    Err(holder) => Self::stall(&mut spins, holder)?,
+                let steps = [Step::RecvRead, Step::RecvClaimed];
+                if let Some(t) = self.claim_at(head_w, head, s, seq, me, steps, &mut spins)? {
+                    return Ok(t);
                 }
             } else if !EXACT && seq == head {
                 return Err(ChannelError::Empty);
