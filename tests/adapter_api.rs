@@ -391,6 +391,54 @@ fn timeouts_wait_at_least_their_duration() {
     });
 }
 
+/// A wait never ends before its deadline as the caller measures it: `Instant` around the
+/// call, a 20 ms timeout on an empty channel (both receives) and on a full one (both sends).
+/// The adapter computes its deadline after the first failed try, later than the caller's
+/// clock read, so the caller's measure is never shorter.
+#[test]
+fn short_timeouts_never_end_before_their_deadline() {
+    let _watchdog = watchdog(60, "short_timeouts_never_end_before_their_deadline");
+    const T: Duration = Duration::from_millis(20);
+    let (p, _g) = pool("deadline", 1 << 20);
+    let ch = Channel::create(&p, 1, small()).unwrap();
+    let mut s = ch.sendh().unwrap();
+    s.open().unwrap();
+    let mut r = ch.recvh().unwrap();
+    r.open().unwrap();
+    let waited = |what: &str, op: &mut dyn FnMut() -> Error| {
+        let t0 = Instant::now();
+        let e = op();
+        let elapsed = t0.elapsed();
+        assert!(matches!(e, Error::ChannelTimeout), "{what}: {e}");
+        assert!(
+            elapsed >= T,
+            "{what} ended after {elapsed:?}, before its {T:?} timeout"
+        );
+    };
+    for _ in 0..3 {
+        waited("recv on an empty channel", &mut || {
+            r.recv(Timeout::After(T)).unwrap_err()
+        });
+        waited("recv_bytes on an empty channel", &mut || {
+            r.recv_bytes(Timeout::After(T)).unwrap_err()
+        });
+        for i in 0..4u8 {
+            s.send_bytes(&[i], 1, None, Timeout::Try).unwrap();
+        }
+        waited("send_bytes on a full channel", &mut || {
+            s.send_bytes(b"x", 1, None, Timeout::After(T)).unwrap_err()
+        });
+        waited("send_transfer on a full channel", &mut || {
+            s.send_transfer(Message::create_alloc(&p, 8).unwrap(), Timeout::After(T))
+                .unwrap_err()
+                .error
+        });
+        for i in 0..4u8 {
+            assert_eq!(r.recv_bytes(Timeout::Try).unwrap(), [i]);
+        }
+    }
+}
+
 #[test]
 fn blocked_receiver_uses_almost_no_cpu() {
     let _watchdog = watchdog(60, "blocked_receiver_uses_almost_no_cpu");

@@ -442,7 +442,8 @@ impl Channel {
         for i in 0..self.queue.capacity() as usize {
             let s = self.queue.slot(i);
             if self.msg(s).head().flags & F_SIDE != 0 {
-                self.free_side_if_ours(s);
+                // A busy lock here is harmless: `free_all_of` below frees what is left.
+                let _ = self.free_side_if_ours(s);
             }
         }
         self.side_pool()
@@ -872,28 +873,38 @@ impl Channel {
     /// `is_alive` answers for party owner ids.
     ///
     /// # Errors
-    /// [`ChannelError::Destroyed`].
+    /// [`ChannelError::Destroyed`]; [`ChannelError::Stalled`] when a repair needed the pool
+    /// lock and its holder (the owner named) did not let go: what could be repaired was, the
+    /// rest is left as it was for the next call (run it again, after recovering the pool if
+    /// that holder is dead).
     pub fn recover(&self, is_alive: &dyn Fn(u32) -> bool) -> Result<ChannelRecovery, ChannelError> {
         self.check_ready()?;
         let memo = Memo::new(is_alive);
         let mut freed = 0;
-        let [claims, sends, receives] =
-            self.queue
-                .recover(&|o| memo.is_alive(o), |s, what| match what {
+        // A repair that meets a busy pool lock is left for a later pass (the caller retries
+        // on `Stalled`): giving up the free would leak the allocation for good.
+        let ([claims, sends, receives], deferred) =
+            self.queue.recover(&|o| memo.is_alive(o), |s, what| {
+                match what {
                     Abandoned::Send => {
-                        self.free_side_if_ours(s);
+                        self.free_side_if_ours(s)?;
                         self.msg(s).set(F_TOMBSTONE, 0);
                     }
                     Abandoned::Recv => {
-                        if self.msg(s).head().flags & F_SIDE != 0 && self.free_side_if_ours(s) {
+                        if self.msg(s).head().flags & F_SIDE != 0 && self.free_side_if_ours(s)? {
                             freed += 1;
                         }
                     }
                     Abandoned::Claim => {}
-                });
+                }
+                Ok(())
+            });
         if sends + receives > 0 {
             self.recv_event().notify();
             self.send_event().notify();
+        }
+        if let Some(owner) = deferred {
+            return Err(ChannelError::Stalled { owner });
         }
         Ok(ChannelRecovery {
             claims_released: claims,
@@ -932,13 +943,25 @@ impl Channel {
         MsgSlot::new(self.region(), s)
     }
 
-    /// Frees the slot's side allocation if the channel still owns it. Returns whether it did.
-    fn free_side_if_ours(&self, s: usize) -> bool {
+    /// Frees the slot's side allocation if the channel still owns it. Returns whether it did,
+    /// or `Err(holder)` when the pool lock was busy (nothing was decided).
+    fn free_side_if_ours(&self, s: usize) -> Result<bool, u32> {
         let Some(a) = self.msg(s).side_desc() else {
-            return false;
+            return Ok(false);
         };
         let sp = self.side_pool();
-        sp.owner_of(&a) == Ok(self.struct_owner) && sp.free(a).is_ok()
+        let busy = |e| match e {
+            PoolError::Stalled { owner } => Err(owner),
+            _ => Ok(false),
+        };
+        match sp.owner_of(&a) {
+            Ok(o) if o == self.struct_owner => match sp.free(a) {
+                Ok(()) => Ok(true),
+                Err(e) => busy(e),
+            },
+            Ok(_) => Ok(false),
+            Err(e) => busy(e),
+        }
     }
 
     /// The state word of a live channel: specific to this channel (uid, record, generation),

@@ -566,13 +566,17 @@ impl Queue {
     /// `is_alive` reports dead, takes the claim over (so that of several parties recovering at
     /// once exactly one repairs it), lets `repair(slot, what)` fix the channel's part, then
     /// publishes a tombstone / releases the slot as `what` requires, and releases the claim.
-    /// Returns how many slots of each kind were repaired: `[claims, sends, receives]`.
+    /// A `repair` that cannot finish now (it met a busy pool lock) returns `Err(owner)`: the
+    /// claim goes back to the dead party, untouched, for a later pass.
+    /// Returns how many slots of each kind were repaired, `[claims, sends, receives]`, and the
+    /// lock holder a deferred repair met, if any.
     pub(crate) fn recover(
         &self,
         is_alive: &dyn Fn(u32) -> bool,
-        mut repair: impl FnMut(usize, Abandoned),
-    ) -> [u32; 3] {
+        mut repair: impl FnMut(usize, Abandoned) -> Result<(), u32>,
+    ) -> ([u32; 3], Option<u32>) {
         let mut counts = [0u32; 3];
+        let mut deferred = None;
         let mask = self.mask;
         for i in 0..self.capacity {
             let s = self.slot(i as usize);
@@ -608,7 +612,12 @@ impl Queue {
             } else {
                 Abandoned::Claim
             };
-            repair(s, what);
+            if let Err(holder) = repair(s, what) {
+                // SYNC: give back (Release) <-> the next pass's take-over CAS (Acquire).
+                self.claim(s).store(c, Ordering::Release);
+                deferred = Some(holder);
+                continue;
+            }
             match what {
                 // SYNC: publish (Release) <-> receiver's seq load (Acquire).
                 Abandoned::Send => self.seq(s).store(seq.wrapping_add(1), Ordering::Release),
@@ -623,6 +632,6 @@ impl Queue {
             // SYNC: release claim (Release) <-> claim CAS (Acquire).
             self.claim(s).store(0, Ordering::Release);
         }
-        counts
+        (counts, deferred)
     }
 }

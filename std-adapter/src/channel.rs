@@ -87,7 +87,6 @@ impl Channel {
             pool: &mem_pool.inner,
             ch: None,
             op: Op::Other,
-            stalled: Default::default(),
         };
         let core = ctx.block(Timeout::Try, Timeout::Try, |_| {
             CoreChannel::create(&mem_pool.inner.core, c_uid, &attrs)
@@ -114,7 +113,6 @@ impl Channel {
             pool: &pool.inner,
             ch: None,
             op: Op::Other,
-            stalled: Default::default(),
         };
         let core = ctx.block(Timeout::Try, Timeout::Try, |_| {
             CoreChannel::attach(&pool.inner.core, ch_bytes, None)
@@ -255,7 +253,6 @@ impl Channel {
             pool: &self.pool.inner,
             ch: Some(&self.core),
             op,
-            stalled: Default::default(),
         }
     }
 

@@ -149,7 +149,6 @@ impl Message {
             pool: &pool.inner,
             ch: None,
             op: Op::Other,
-            stalled: Default::default(),
         };
         let alloc = ctx.block(timeout, Timeout::Block, |_| {
             pool.inner

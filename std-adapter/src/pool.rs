@@ -9,9 +9,7 @@
 //! Dropping the last handle of a process only unmaps; [`MemoryPool::destroy`] unlinks the
 //! file (processes that still map it keep working on their mapping).
 
-use core::cell::RefCell;
 use core::time::Duration;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -632,15 +630,9 @@ impl PoolInner {
         &self,
         channel: Option<&CoreChannel>,
     ) -> Result<Recovery, MemoryPoolError> {
-        let memo: RefCell<HashMap<u32, bool>> = RefCell::new(HashMap::new());
-        let alive = |o: u32| -> bool {
-            if let Some(&v) = memo.borrow().get(&o) {
-                return v;
-            }
-            let v = self.is_alive(o);
-            memo.borrow_mut().insert(o, v);
-            v
-        };
+        // Each core recovery pass asks about each owner once (the core memoizes per pass);
+        // across the retries below the answer must be fresh: a holder may die meanwhile.
+        let alive = |o: u32| self.is_alive(o);
         let _guard = RecoveryLock::acquire(self, &alive);
         let mut rep = Recovery::default();
         loop {
@@ -662,7 +654,15 @@ impl PoolInner {
                         break;
                     }
                     Err(CoreChannelError::Destroyed) => break,
-                    Err(CoreChannelError::Stalled { .. }) => std::thread::yield_now(),
+                    // The pool lock is busy (a repair's free must wait for it): if its holder
+                    // died meanwhile, take the lock over first; otherwise let it run.
+                    Err(CoreChannelError::Stalled { owner }) => {
+                        if owner != 0 && !alive(owner) {
+                            self.core.recover(&alive).map_err(MemoryPoolError::Pool)?;
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
                     Err(CoreChannelError::Pool(e)) => return Err(MemoryPoolError::Pool(e)),
                     Err(_) => break,
                 }

@@ -27,8 +27,22 @@
 //! The sleep slice also makes a sleeper re-check periodically: an operation that meets a slot
 //! or lock held too long by one party gets `Stalled { owner }` from the core; if the owner's
 //! process is dead the adapter runs recovery and retries at once, otherwise it keeps waiting.
+//!
+//! # Parties in the middle of a step
+//! A `Stalled { owner }` answer is checked at once against the party table (pid and start
+//! time, see `party`), then at most every [`CHECK_EVERY`] for the same owner: reading
+//! `/proc` costs some microseconds, and a waiter that checks after every try keeps a busy
+//! machine busier. While the owner lives (it was preempted) the caller lets it run: it yields
+//! a few times, then naps [`HOLDER_NAP`] between tries rather than spin or yield, so that on
+//! a machine with fewer cores than runnable processes the holder gets a CPU. After
+//! [`HOLDER_WAIT`] a try-once send or receive reports the channel busy and a blocking one
+//! sleeps on its event for at most [`STALL_SLICE`] at a time, one try and one liveness check
+//! per slice: the [`HOLDER_WAIT`] window is counted once per call, not once per try. A pool
+//! operation (allocation, channel attach or create) keeps waiting for a live holder of the
+//! pool lock, as long as it lives: "out of space" would be wrong there. Together these bound the
+//! time from a holder's death to its recovery by about [`CHECK_EVERY`] + [`HOLDER_NAP`] for a
+//! caller in its first [`HOLDER_WAIT`] and by [`STALL_SLICE`] for a sleeper.
 
-use core::cell::Cell;
 use core::time::Duration;
 use std::time::Instant;
 
@@ -66,6 +80,16 @@ pub const HOLDER_WAIT: Duration = Duration::from_millis(50);
 /// dies it never notifies, so the sleeper checks again this often (this bounds the time from
 /// a death to recovery while everyone else sleeps).
 pub const STALL_SLICE: Duration = Duration::from_millis(2);
+/// Least time between two liveness checks of the same owner by one call (the first check is
+/// at once): a check reads `/proc/<pid>/stat`, some microseconds of system time.
+pub const CHECK_EVERY: Duration = Duration::from_micros(200);
+/// Tries, each after a `yield_now`, that a call makes behind a live party mid-step before it
+/// naps between tries instead.
+const HOLDER_YIELDS: u32 = 4;
+/// Nap between two tries behind a live party mid-step, after [`HOLDER_YIELDS`] yields: the
+/// holder was preempted, and on a machine with fewer cores than runnable processes a waiter
+/// that keeps spinning or yielding delays it further.
+pub const HOLDER_NAP: Duration = Duration::from_micros(100);
 
 /// How long a send or receive may wait (the seed's `blocking` and `timeout` arguments).
 ///
@@ -208,10 +232,19 @@ pub(crate) struct Ctx<'a> {
     pub(crate) pool: &'a PoolInner,
     pub(crate) ch: Option<&'a CoreChannel>,
     pub(crate) op: Op,
-    /// Whether the last try ended waiting for a live party in the middle of a step (then a
-    /// sleeper sleeps [`STALL_SLICE`] at most: that party notifies when it finishes, but not
-    /// if it dies).
-    pub(crate) stalled: Cell<bool>,
+}
+
+/// A call's record of live parties met in the middle of a step (a local of the slow path, not
+/// part of `Ctx`: interior mutability there would keep the compiler from folding `Ctx::op` on
+/// the fast path).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stall {
+    /// Since when this call's tries keep meeting live parties mid-step; `None` when the last
+    /// try did not (then a sleeper sleeps [`STALL_SLICE`] at most: that party notifies when
+    /// it finishes, but not if it dies).
+    since: Option<Instant>,
+    /// The owner last found alive, and when (it is checked again after [`CHECK_EVERY`]).
+    checked: Option<(u32, Instant)>,
 }
 
 enum Step<T> {
@@ -260,50 +293,75 @@ impl Ctx<'_> {
 
     /// One try, with recovery when it stalls on a dead party (a claimed slot, or the pool
     /// lock inside a channel operation).
-    fn attempt<T>(&self, op: &mut impl FnMut(Attempt) -> Result<T, CoreChannelError>) -> Step<T> {
+    fn attempt<T>(
+        &self,
+        st: &mut Stall,
+        op: &mut impl FnMut(Attempt) -> Result<T, CoreChannelError>,
+    ) -> Step<T> {
         let r = op(Attempt::Again);
-        self.attempt_from(r, op)
+        self.attempt_from(st, r, op)
     }
 
     /// [`Ctx::attempt`] for a try whose result `r` is already known.
     fn attempt_from<T>(
         &self,
+        st: &mut Stall,
         mut r: Result<T, CoreChannelError>,
         op: &mut impl FnMut(Attempt) -> Result<T, CoreChannelError>,
     ) -> Step<T> {
-        self.stalled.set(false);
-        let mut held_since: Option<Instant> = None;
+        let mut tries = 0u32;
         loop {
-            match r {
-                Ok(v) => return Step::Done(Ok(v)),
-                Err(CoreChannelError::Full) => return Step::Busy(Wait::Slot),
-                Err(CoreChannelError::Empty) => return Step::Busy(Wait::Message),
-                Err(CoreChannelError::Pool(CorePoolError::OutOfSpace)) => {
-                    return Step::Busy(Wait::PoolSpace);
-                }
+            let owner = match r {
                 Err(
                     CoreChannelError::Stalled { owner }
                     | CoreChannelError::Pool(CorePoolError::Stalled { owner }),
-                ) => {
-                    // The core reports a party in the middle of the step we need after a few
-                    // microseconds: check at once whether it is alive (owner 0: it let go as
-                    // the core gave up). A dead one is recovered from now, not after a sleep.
-                    if owner != 0 && !self.pool.is_alive(owner) {
-                        if let Err(e) = self.pool.recover(self.ch) {
-                            return Step::Done(Err(e.into()));
+                ) => owner,
+                r => {
+                    // Not held up by a party mid-step (any more).
+                    *st = Stall::default();
+                    return match r {
+                        Ok(v) => Step::Done(Ok(v)),
+                        Err(CoreChannelError::Full) => Step::Busy(Wait::Slot),
+                        Err(CoreChannelError::Empty) => Step::Busy(Wait::Message),
+                        Err(CoreChannelError::Pool(CorePoolError::OutOfSpace)) => {
+                            Step::Busy(Wait::PoolSpace)
                         }
-                    } else {
-                        // A live one was preempted (a busy machine): let it run, and keep
-                        // trying for a while before treating it as busy.
-                        let since = *held_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= HOLDER_WAIT {
-                            self.stalled.set(true);
-                            return Step::Busy(self.own_wait());
-                        }
-                        std::thread::yield_now();
-                    }
+                        Err(e) => Step::Done(Err(from_core(e, self.op))),
+                    };
                 }
-                Err(e) => return Step::Done(Err(from_core(e, self.op))),
+            };
+            // The core reports a party in the middle of the step we need after a few
+            // microseconds: check whether it is alive, at once for an owner not checked
+            // lately (owner 0: it let go as the core gave up). A dead one is recovered from
+            // now, not after a sleep.
+            let now = Instant::now();
+            let due = st.checked.is_none_or(|(o, at)| {
+                o != owner || now.saturating_duration_since(at) >= CHECK_EVERY
+            });
+            if owner != 0 && due && !self.pool.is_alive(owner) {
+                *st = Stall::default();
+                if let Err(e) = self.pool.recover(self.ch) {
+                    return Step::Done(Err(e.into()));
+                }
+            } else {
+                // A live one was preempted (a busy machine): let it run, and keep trying for
+                // a while (counted once per call) before treating it as busy.
+                if due {
+                    st.checked = Some((owner, now));
+                }
+                let since = *st.since.get_or_insert(now);
+                // A pool operation (allocation, attach, create) has nothing to call busy: it
+                // waits for a live lock holder as long as it lives, as `PoolInner::retry`
+                // does (napping, so the holder gets a CPU).
+                if self.op != Op::Other && now.saturating_duration_since(since) >= HOLDER_WAIT {
+                    return Step::Busy(self.own_wait());
+                }
+                if tries < HOLDER_YIELDS {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(HOLDER_NAP);
+                }
+                tries += 1;
             }
             r = op(Attempt::Again);
         }
@@ -351,10 +409,11 @@ impl Ctx<'_> {
         mut op: impl FnMut(Attempt) -> Result<T, CoreChannelError>,
         first: Option<CoreChannelError>,
     ) -> Result<T, Error> {
+        let mut st = Stall::default();
         // What the last try waits for.
         let mut wait = match first {
             None => self.own_wait(),
-            Some(e) => match self.attempt_from(Err(e), &mut op) {
+            Some(e) => match self.attempt_from(&mut st, Err(e), &mut op) {
                 Step::Done(r) => return self.done(r),
                 Step::Busy(w) if deadline == Deadline::Try => return Err(self.busy_error(w)),
                 Step::Busy(w) => w,
@@ -379,7 +438,7 @@ impl Ctx<'_> {
                 std::thread::yield_now();
             }
             if polls.is_multiple_of(TRY_EVERY) || self.may_proceed(wait) {
-                match self.attempt(&mut op) {
+                match self.attempt(&mut st, &mut op) {
                     Step::Done(r) => return self.done(r),
                     Step::Busy(w) => wait = w,
                 }
@@ -402,7 +461,7 @@ impl Ctx<'_> {
         loop {
             let sleeper = self.sleeper(wait);
             let seen = sleeper.register();
-            match self.attempt(&mut op) {
+            match self.attempt(&mut st, &mut op) {
                 Step::Done(r) => {
                     sleeper.unregister();
                     return self.done(r);
@@ -420,14 +479,14 @@ impl Ctx<'_> {
                 return Err(Error::ChannelTimeout);
             }
             let slice = deadline.slice(now);
-            let slice = if self.stalled.get() {
+            let slice = if st.since.is_some() {
                 slice.min(STALL_SLICE)
             } else {
                 slice
             };
             sleep_on(sleeper.word(), seen, slice);
             sleeper.unregister();
-            match self.attempt(&mut op) {
+            match self.attempt(&mut st, &mut op) {
                 Step::Done(r) => return self.done(r),
                 Step::Busy(w) => wait = w,
             }

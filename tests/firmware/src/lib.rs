@@ -25,6 +25,7 @@ use dragon_channels_core::Region;
 pub mod battery;
 pub mod host;
 pub mod image;
+pub mod wait;
 
 pub use image::{read_alloc, write_alloc};
 

@@ -15,10 +15,9 @@ use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m_rt::entry;
-use dragon_channels_core::{
-    Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, PoolError, Region, checksum,
-};
+use dragon_channels_core::{Channel, ChannelAttrs, Pool, PoolConfig, Region, checksum};
 use dragon_channels_firmware_tests::{self as fw, Mem, check, check_ok};
+use spin::relax::Spin;
 
 /// Messages core 0 sends to core 1.
 const MESSAGES: u32 = 2000;
@@ -92,34 +91,22 @@ fn main() -> ! {
 
     let mut buf = [0u8; 100];
     let mut sent = 0u32;
-    let mut full_spins = 0u32;
     let mut full_waits = 0u32;
-    let mut send_ok = true;
-    while sent < MESSAGES && send_ok {
+    while sent < MESSAGES {
         let len = make(sent, &mut buf);
-        match ch.try_send(&buf[..len], u64::from(sent), 0) {
-            Ok(()) => {
-                sent += 1;
-                full_spins = 0;
-            }
-            // Stalled: core 1 is in the middle of a receive on the slot we need (the core
-            // never waits for it; this loop is the firmware's wait layer).
-            Err(
-                ChannelError::Full
-                | ChannelError::Stalled { .. }
-                | ChannelError::Pool(PoolError::OutOfSpace | PoolError::Stalled { .. }),
-            ) if full_spins < PATIENCE => {
-                full_spins += 1;
+        let r = fw::wait::until_done::<_, Spin>(
+            PATIENCE,
+            || ch.try_send(&buf[..len], u64::from(sent), 0),
+            |_| {
                 full_waits = full_waits.saturating_add(1);
-                if CPU1_STATE.load(Ordering::Relaxed) > 1 {
-                    send_ok = false;
-                }
-            }
-            Err(e) => {
-                fw::say!("FAIL send {}: {}", sent, e);
-                send_ok = false;
-            }
+                CPU1_STATE.load(Ordering::Relaxed) <= 1
+            },
+        );
+        if let Err(e) = r {
+            fw::say!("FAIL send {}: {}", sent, e);
+            break;
         }
+        sent += 1;
     }
     check!(sent == MESSAGES);
     let mut spins = 0u32;
@@ -230,9 +217,18 @@ fn consume() -> u32 {
     let mut buf = [0u8; 100];
     let mut want = [0u8; 100];
     let mut next = 0u32;
-    let mut spins = 0u32;
     while next < MESSAGES {
-        match ch.try_recv_into(&mut buf) {
+        let got = fw::wait::until_done::<_, Spin>(
+            PATIENCE,
+            || ch.try_recv_into(&mut buf),
+            |busy| {
+                if busy == 1 {
+                    CPU1_WAITS.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            },
+        );
+        match got {
             Ok(got) => {
                 let len = make(next, &mut want);
                 if got.len == len && buf[..len] == want[..len] && got.hints == u64::from(next) {
@@ -241,16 +237,8 @@ fn consume() -> u32 {
                     BAD.fetch_add(1, Ordering::Relaxed);
                 }
                 next += 1;
-                spins = 0;
             }
-            // Stalled: core 0 is in the middle of a send at the head.
-            Err(ChannelError::Empty | ChannelError::Stalled { .. }) if spins < PATIENCE => {
-                if spins == 0 {
-                    CPU1_WAITS.fetch_add(1, Ordering::Relaxed);
-                }
-                spins += 1;
-            }
-            Err(ChannelError::Empty | ChannelError::Stalled { .. }) => return 4,
+            Err(e) if fw::wait::is_busy(&e) => return 4,
             Err(_) => return 3,
         }
     }
