@@ -632,7 +632,7 @@ impl Channel {
 
     /// Claims the slot at `tail`, finishes a free its last receiver left pending, and takes
     /// the position.
-    #[inline]
+    #[inline(always)]
     fn start_send(&self) -> Result<Taken, ChannelError> {
         let t = self.queue.start_send()?;
         if self.msg(t.slot).head().flags & F_FREE_PENDING != 0
@@ -647,7 +647,7 @@ impl Channel {
     }
 
     /// Writes the message attributes and publishes the slot.
-    #[inline]
+    #[inline(always)]
     fn publish(&self, t: Taken, hints: u64, clientid: u64) -> Result<(), ChannelError> {
         self.msg(t.slot).write_attrs(hints, clientid);
         let ahead = t;
@@ -922,12 +922,12 @@ impl Channel {
 
     // ----- internals -----
 
-    #[inline]
+    #[inline(always)]
     fn region(&self) -> Region {
         self.pool.region()
     }
 
-    #[inline]
+    #[inline(always)]
     fn state(&self) -> &AtomicU32 {
         // SAFETY: the state word sits at a fixed offset inside the validated channel
         // allocation, constructed by `create`; the region outlives the handle.
@@ -938,7 +938,7 @@ impl Channel {
     }
 
     /// The message part of slot `s` (an offset from the validated queue).
-    #[inline]
+    #[inline(always)]
     fn msg(&self, s: usize) -> MsgSlot {
         MsgSlot::new(self.region(), s)
     }
@@ -976,7 +976,7 @@ impl Channel {
         if t == 0 || t == STATE_DESTROYED { 1 } else { t }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check_ready(&self) -> Result<(), ChannelError> {
         // SYNC: Acquire <-> publish channel (Release) in `create`, destroy's CAS.
         if self.state().load(Ordering::Acquire) != self.token {

@@ -85,18 +85,18 @@ pub(crate) struct MsgSlot {
 
 impl MsgSlot {
     /// The slot at `slot`, an offset derived from validated geometry.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(r: Region, slot: usize) -> Self {
         Self { r, slot }
     }
 
-    #[inline]
+    #[inline(always)]
     fn at(&self, field: usize) -> usize {
         self.slot + MSG + field
     }
 
     /// Length and flags, read once.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn head(&self) -> Head {
         Head {
             len: self.r.read_u32_validated(self.at(offset_of!(MsgHead, len))) as usize,
@@ -107,7 +107,7 @@ impl MsgSlot {
     }
 
     /// Sets the payload kind and length.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set(&self, flags: u32, len: usize) {
         self.r
             .write_u32_validated(self.at(offset_of!(MsgHead, len)), len as u32);
@@ -116,7 +116,7 @@ impl MsgSlot {
     }
 
     /// Sets the flags only (after a receive: free, or free pending).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_flags(&self, flags: u32) {
         self.r
             .write_u32_validated(self.at(offset_of!(MsgHead, flags)), flags);
@@ -124,7 +124,7 @@ impl MsgSlot {
 
     /// Copies `bytes` inline. The caller checked `bytes.len() <= block_size`, the slot's
     /// validated inline size.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn write_inline(&self, bytes: &[u8]) {
         self.r.copy_in_validated(self.slot + DATA, bytes);
         self.set(F_INLINE, bytes.len());
@@ -132,7 +132,7 @@ impl MsgSlot {
 
     /// Copies the inline payload into `dest`, whose length the caller checked against the
     /// block size.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read_inline(&self, dest: &mut [u8]) {
         self.r.copy_out_validated(self.slot + DATA, dest);
     }
@@ -158,7 +158,7 @@ impl MsgSlot {
     }
 
     /// Writes the message attributes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn write_attrs(&self, hints: u64, clientid: u64) {
         self.r
             .write_u64_aligned(self.at(offset_of!(MsgHead, hints)), hints);
@@ -167,7 +167,7 @@ impl MsgSlot {
     }
 
     /// What a receiver of this slot reports for a payload of `len` bytes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn received(&self, len: usize) -> Received {
         Received {
             len,

@@ -171,42 +171,42 @@ impl Queue {
     }
 
     /// Region offset of slot `i` (`i < capacity`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slot(&self, i: usize) -> usize {
         debug_assert!(i < self.capacity as usize);
         self.slots + i * self.stride
     }
 
-    #[inline]
+    #[inline(always)]
     fn word(&self, off: usize) -> &AtomicU32 {
         // SAFETY: `off` is the tail or head word or a slot's seq/claim word: inside the
         // validated queue, constructed by `init`; the region outlives the handle.
         unsafe { self.region.atomic(off) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn tail_word(&self) -> &AtomicU32 {
         self.word(self.tail)
     }
 
-    #[inline]
+    #[inline(always)]
     fn head_word(&self) -> &AtomicU32 {
         self.word(self.head)
     }
 
-    #[inline]
+    #[inline(always)]
     fn seq(&self, slot: usize) -> &AtomicU32 {
         self.word(slot + core::mem::offset_of!(SlotHead, seq))
     }
 
-    #[inline]
+    #[inline(always)]
     fn claim(&self, slot: usize) -> &AtomicU32 {
         self.word(slot + core::mem::offset_of!(SlotHead, claim))
     }
 
     /// The slot of a position read from shared memory: its index is checked, since another
     /// party may have written anything there.
-    #[inline]
+    #[inline(always)]
     fn slot_of(&self, pos: u32) -> Result<usize, ChannelError> {
         let ix = pos & self.mask;
         if ix >= self.capacity {
@@ -216,7 +216,7 @@ impl Queue {
     }
 
     /// The position after `pos`.
-    #[inline]
+    #[inline(always)]
     fn next(&self, pos: u32) -> u32 {
         if (pos & self.mask) + 1 < self.capacity {
             pos.wrapping_add(1)
@@ -230,7 +230,7 @@ impl Queue {
     /// before and after the claim. `Ok(None)`: the position moved on (another party took it,
     /// or the slot changed between the read and the claim), or its claimant is mid-step and
     /// the spin budget is not spent yet; read the index again.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn claim_at(
         &self,
@@ -290,7 +290,7 @@ impl Queue {
     /// # Errors
     /// [`ChannelError::Full`]; [`ChannelError::Stalled`] when the slot is still being worked
     /// on by the owner it names; [`ChannelError::Corrupt`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn start_send(&self) -> Result<Taken, ChannelError> {
         let tail_w = self.tail_word();
         let mut spins = 0;
@@ -346,7 +346,7 @@ impl Queue {
     ///
     /// # Errors
     /// [`ChannelError::Died`] (fault injection only).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit_send(&self, t: &Taken) -> Result<(), ChannelError> {
         // SYNC: advance tail (Release) <-> other senders' tail load and the receivers'
         // empty check (fence + tail load).
@@ -361,7 +361,7 @@ impl Queue {
     ///
     /// # Errors
     /// [`ChannelError::Died`] (fault injection only).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish_send(&self, t: Taken) -> Result<(), ChannelError> {
         if fault::dies(self.me, Step::SendWritten) {
             return Err(ChannelError::Died);
@@ -378,7 +378,7 @@ impl Queue {
     }
 
     /// Gives a claim back before commit: the slot is as it was.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn cancel(&self, t: Taken) {
         // SYNC: release claim (Release) <-> next claimant's CAS (Acquire).
         self.claim(t.slot).store(0, Ordering::Release);
@@ -397,7 +397,7 @@ impl Queue {
     /// [`Queue::start_recv`]; with `EXACT = false` a head slot whose message is not
     /// published yet is reported [`ChannelError::Empty`] at once, without the fence and tail
     /// read that tell an empty queue from a sender mid-way (a waiter's cheap first try).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn start_recv_as<const EXACT: bool>(&self) -> Result<Taken, ChannelError> {
         let head_w = self.head_word();
         let me = self.me | ROLE_RECV;
@@ -454,7 +454,7 @@ impl Queue {
     ///
     /// # Errors
     /// [`ChannelError::Died`] (fault injection only).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit_recv(&self, t: &Taken) -> Result<(), ChannelError> {
         // SYNC: advance head (Release) <-> senders' full check (fence + head load).
         self.head_word().store(self.next(t.pos), Ordering::Release);
@@ -468,7 +468,7 @@ impl Queue {
     ///
     /// # Errors
     /// [`ChannelError::Died`] (fault injection only).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish_recv(&self, t: Taken) -> Result<(), ChannelError> {
         if fault::dies(self.me, Step::RecvTaken) {
             return Err(ChannelError::Died);
@@ -506,7 +506,7 @@ impl Queue {
 
     /// A hint for waiting receivers: whether the slot at `head` holds a published message.
     /// Reads only the head word and that slot's sequence word (no fence, no tail).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn may_recv(&self) -> bool {
         let head = self.head_word().load(Ordering::Relaxed);
         // A corrupt `head`: `true`, so that the receive reports it.
@@ -514,7 +514,7 @@ impl Queue {
     }
 
     /// A hint for waiting senders: whether the slot at `tail` is free for this lap.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn may_send(&self) -> bool {
         let tail = self.tail_word().load(Ordering::Relaxed);
         self.hint_seq(tail)
@@ -523,7 +523,7 @@ impl Queue {
 
     /// The slot of `pos` and its sequence word, read for a hint only (Relaxed: the operation
     /// that acts on the hint acquires the slot itself); `None` when `pos` names no slot.
-    #[inline]
+    #[inline(always)]
     fn hint_seq(&self, pos: u32) -> Option<(usize, u32)> {
         let s = self.slot_of(pos).ok()?;
         Some((s, self.seq(s).load(Ordering::Relaxed)))
@@ -537,7 +537,7 @@ impl Queue {
     /// against 117-155 without; distances 1 and 3-16 were worse or no better. Skipped near
     /// the end of the array (one branch instead of the wrap-around arithmetic), and left out
     /// of loom and Miri builds (a hint; its extra load only slows them down).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn prefetch_ahead(&self, t: &Taken) {
         #[cfg(not(any(loom, miri)))]
         if (t.pos & self.mask) + PREFETCH_AHEAD < self.capacity {
