@@ -374,6 +374,16 @@ impl Handle<Sending> {
 }
 
 impl Handle<Receiving> {
+    /// After a receive copied out a payload of `len` bytes: a payload longer than the block
+    /// size came in a side allocation, which the receive freed; wake parties waiting for pool
+    /// space.
+    #[inline]
+    fn freed_side(&self, len: usize) {
+        if len > self.ch.core.block_size() {
+            self.ch.pool.inner.wake_free_waiters();
+        }
+    }
+
     /// Receives the next message as a new [`Message`] that owns the payload's memory (a
     /// transferred or side allocation moves to it as is; an inline payload is copied into a
     /// new allocation from the channel's pool).
@@ -418,6 +428,7 @@ impl Handle<Receiving> {
             Attempt::First => core.try_recv_buf_lazy(&mut *buf),
             Attempt::Again => core.try_recv_into(&mut *buf),
         })?;
+        self.freed_side(got.len);
         mem.len = got.len;
         dest_msg.set_hints(got.hints);
         dest_msg.set_clientid(got.clientid);
@@ -439,6 +450,7 @@ impl Handle<Receiving> {
             Attempt::Again => core.try_recv_buf(&mut buf),
         })?;
         let mut buf = buf.0;
+        self.freed_side(got.len);
         buf.truncate(got.len);
         Ok(buf)
     }

@@ -228,6 +228,7 @@ pub(crate) fn notify_freed_fenced(ev: Event<'_>) {
 
 /// Where a blocking operation runs: the pool (recovery, pool-space waits) and the channel
 /// (event words, channel recovery).
+#[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     pub(crate) pool: &'a PoolInner,
     pub(crate) ch: Option<&'a CoreChannel>,
@@ -404,7 +405,7 @@ impl Ctx<'_> {
     /// [`Ctx::block`] after a first try that did not succeed (`first`; `None`: skipped).
     #[inline(never)]
     fn block_slow<T>(
-        &self,
+        self,
         deadline: Deadline,
         mut op: impl FnMut(Attempt) -> Result<T, CoreChannelError>,
         first: Option<CoreChannelError>,
@@ -510,12 +511,9 @@ impl Ctx<'_> {
         if let Some(ch) = self.ch {
             match self.op {
                 Op::Send => notify(ch.recv_event()),
-                Op::Recv => {
-                    // SYNC: `Event::notify` begins with a SeqCst fence, after any free the
-                    // receive made: it serves the pool's free event too.
-                    notify(ch.send_event());
-                    notify_freed_fenced(self.pool.core.free_event());
-                }
+                // A receive that freed a side allocation also wakes pool-space waiters
+                // (`Handle::freed_side`); an inline one frees nothing.
+                Op::Recv => notify(ch.send_event()),
                 Op::Other => {}
             }
         }
