@@ -310,6 +310,7 @@ impl Handle<Sending> {
         }
     }
 
+    #[inline]
     fn send_copy(
         &self,
         bytes: &[u8],
@@ -317,8 +318,32 @@ impl Handle<Sending> {
         clientid: u64,
         timeout: Timeout,
     ) -> Result<(), Error> {
+        // The fast path inline, the waiting out of line with only what it needs.
+        match self.ch.core.try_send(bytes, hints, clientid) {
+            Ok(()) => {
+                crate::wait::notify(self.ch.core.recv_event());
+                Ok(())
+            }
+            Err(e) => self.send_copy_slow(e, bytes, hints, clientid, timeout),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn send_copy_slow(
+        &self,
+        first: dragon_channels_core::ChannelError,
+        bytes: &[u8],
+        hints: u64,
+        clientid: u64,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
         let core = &self.ch.core;
-        self.block(Op::Send, timeout, |_| core.try_send(bytes, hints, clientid))
+        self.ch
+            .ctx(Op::Send)
+            .block_after(timeout, self.default_timeout, first, |_| {
+                core.try_send(bytes, hints, clientid)
+            })
     }
 
     fn transfer(

@@ -402,6 +402,17 @@ impl Ctx<'_> {
         self.block_slow(timeout.deadline(default), op, first)
     }
 
+    /// [`Ctx::block`] for a caller that made the first try itself and got `first`.
+    pub(crate) fn block_after<T>(
+        self,
+        timeout: Timeout,
+        default: Timeout,
+        first: CoreChannelError,
+        op: impl FnMut(Attempt) -> Result<T, CoreChannelError>,
+    ) -> Result<T, Error> {
+        self.block_slow(timeout.deadline(default), op, Some(first))
+    }
+
     /// [`Ctx::block`] after a first try that did not succeed (`first`; `None`: skipped).
     #[inline(never)]
     fn block_slow<T>(
