@@ -69,7 +69,71 @@ const NIL: u32 = u32::MAX;
 /// Number of size classes a pool reports in [`Pool::free_blocks`].
 pub const SIZE_CLASSES: usize = 32;
 const MAX_ORDERS: usize = SIZE_CLASSES;
-const RECORD_SIZE: usize = 12;
+/// One allocation record (the manifest entry of a live allocation, or a free record).
+#[repr(C)]
+struct Record {
+    /// Head block index of the allocation; of a free record, the next free record.
+    block: u32,
+    /// Owner id.
+    owner: u32,
+    /// [`Meta`], packed.
+    meta: u32,
+}
+
+const RECORD_SIZE: usize = core::mem::size_of::<Record>();
+const _: () = assert!(RECORD_SIZE == 12);
+/// Offsets of a record's fields.
+const R_BLOCK: usize = core::mem::offset_of!(Record, block);
+const R_OWNER: usize = core::mem::offset_of!(Record, owner);
+const R_META: usize = core::mem::offset_of!(Record, meta);
+
+/// The free-list links kept inside a free block.
+#[repr(C)]
+struct Links {
+    next: u32,
+    prev: u32,
+}
+
+/// Offsets of a free block's links.
+const L_NEXT: usize = core::mem::offset_of!(Links, next);
+const L_PREV: usize = core::mem::offset_of!(Links, prev);
+
+/// A record's meta word, unpacked (packed: `live:1 | kind:7 | order:8 | generation:16`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Meta {
+    live: bool,
+    generation: u16,
+    order: u32,
+    kind: u8,
+}
+
+impl Meta {
+    /// The meta word of a free record whose last allocation had `generation`.
+    const fn free(generation: u16) -> Self {
+        Self {
+            live: false,
+            generation,
+            order: 0,
+            kind: 0,
+        }
+    }
+
+    const fn pack(self) -> u32 {
+        ((self.live as u32) << 31)
+            | (((self.kind & 0x7F) as u32) << 24)
+            | ((self.order & 0xFF) << 16)
+            | self.generation as u32
+    }
+
+    const fn unpack(m: u32) -> Self {
+        Self {
+            live: m >> 31 == 1,
+            generation: m as u16,
+            order: (m >> 16) & 0xFF,
+            kind: ((m >> 24) & 0x7F) as u8,
+        }
+    }
+}
 const DATA_ALIGN: usize = 64;
 /// Spins on a lock held by the same holder before [`PoolError::Stalled`] is reported (a few
 /// milliseconds: far longer than a critical section takes unless its holder was preempted or
@@ -655,7 +719,8 @@ impl Pool {
         }
         let _g = self.lock()?;
         self.check_live(a)?;
-        self.region.write_u32(self.rec_off(a.record) + 4, new_owner);
+        self.region
+            .write_u32(self.rec_off(a.record) + R_OWNER, new_owner);
         Ok(())
     }
 
@@ -666,7 +731,7 @@ impl Pool {
     pub fn owner_of(&self, a: &Alloc) -> Result<u32, PoolError> {
         let _g = self.lock()?;
         self.check_live(a)?;
-        Ok(self.region.read_u32(self.rec_off(a.record) + 4))
+        Ok(self.region.read_u32(self.rec_off(a.record) + R_OWNER))
     }
 
     /// Byte offset (from the region start) and block size of `a`, without checking that it is
@@ -950,10 +1015,14 @@ impl Pool {
     /// Decoded record `rec` if it is live and consistent with the order table.
     fn record_info(&self, rec: u32) -> Option<AllocInfo> {
         let o = self.rec_off(rec);
-        let block = self.region.read_u32(o);
-        let owner = self.region.read_u32(o + 4);
-        let meta = self.region.read_u32(o + 8);
-        let (live, gen_, order, kind) = decode_meta(meta);
+        let block = self.region.read_u32(o + R_BLOCK);
+        let owner = self.region.read_u32(o + R_OWNER);
+        let Meta {
+            live,
+            generation: gen_,
+            order,
+            kind,
+        } = Meta::unpack(self.region.read_u32(o + R_META));
         if !live || !self.valid_head(block, order) || self.tget(block) != T_USED | order as u8 {
             return None;
         }
@@ -983,11 +1052,16 @@ impl Pool {
             return Err(PoolError::BadDescriptor);
         }
         let o = self.rec_off(a.record);
-        let (live, gen_, order, _) = decode_meta(self.region.read_u32(o + 8));
+        let Meta {
+            live,
+            generation: gen_,
+            order,
+            ..
+        } = Meta::unpack(self.region.read_u32(o + R_META));
         if !live || gen_ != a.gen_ {
             return Err(PoolError::Stale);
         }
-        if self.region.read_u32(o) != a.block
+        if self.region.read_u32(o + R_BLOCK) != a.block
             || order != u32::from(a.order)
             || self.tget(a.block) != T_USED | a.order
         {
@@ -1004,7 +1078,7 @@ impl Pool {
                 return Err(PoolError::OutOfSpace);
             }
             if rec >= self.geo.max_records
-                || decode_meta(self.region.read_u32(self.rec_off(rec) + 8)).0
+                || Meta::unpack(self.region.read_u32(self.rec_off(rec) + R_META)).live
             {
                 self.rebuild_all(false)?;
                 continue;
@@ -1053,14 +1127,22 @@ impl Pool {
         }
         // Claim the record, then publish the block as used (the commit point).
         let o = self.rec_off(rec);
-        let next_free = self.region.read_u32(o);
-        let (_, old_gen, _, _) = decode_meta(self.region.read_u32(o + 8));
+        let next_free = self.region.read_u32(o + R_BLOCK);
+        let old_gen = Meta::unpack(self.region.read_u32(o + R_META)).generation;
         let gen_ = old_gen.wrapping_add(1);
         self.region.write_u32(off!(rec_free), next_free);
-        self.region.write_u32(o, block);
-        self.region.write_u32(o + 4, owner);
-        self.region
-            .write_u32(o + 8, encode_meta(true, gen_, order, kind as u8));
+        self.region.write_u32(o + R_BLOCK, block);
+        self.region.write_u32(o + R_OWNER, owner);
+        self.region.write_u32(
+            o + R_META,
+            Meta {
+                live: true,
+                generation: gen_,
+                order,
+                kind: kind as u8,
+            }
+            .pack(),
+        );
         if fault::dies(owner, Step::PoolAllocRecorded) {
             return Err(PoolError::Died);
         }
@@ -1092,10 +1174,10 @@ impl Pool {
 
     fn release_record(&self, rec: u32) {
         let o = self.rec_off(rec);
-        let (_, gen_, _, _) = decode_meta(self.region.read_u32(o + 8));
-        self.region.write_u32(o + 8, encode_meta(false, gen_, 0, 0));
+        let gen_ = Meta::unpack(self.region.read_u32(o + R_META)).generation;
+        self.region.write_u32(o + R_META, Meta::free(gen_).pack());
         self.region
-            .write_u32(o, self.region.read_u32(off!(rec_free)));
+            .write_u32(o + R_BLOCK, self.region.read_u32(off!(rec_free)));
         self.region.write_u32(off!(rec_free), rec);
     }
 
@@ -1134,10 +1216,10 @@ impl Pool {
     fn list_push(&self, block: u32, k: u32) {
         let head = self.hget(off!(free_heads), k);
         let l = self.link(block);
-        self.region.write_u32(l, head);
-        self.region.write_u32(l + 4, NIL);
+        self.region.write_u32(l + L_NEXT, head);
+        self.region.write_u32(l + L_PREV, NIL);
         if head != NIL && self.valid_head(head, k) {
-            self.region.write_u32(self.link(head) + 4, block);
+            self.region.write_u32(self.link(head) + L_PREV, block);
         }
         self.hset(off!(free_heads), k, block);
         let c = self.hget(off!(free_counts), k);
@@ -1153,16 +1235,16 @@ impl Pool {
             return Ok(false);
         }
         let l = self.link(block);
-        let next = self.region.read_u32(l);
-        let prev = self.region.read_u32(l + 4);
+        let next = self.region.read_u32(l + L_NEXT);
+        let prev = self.region.read_u32(l + L_PREV);
         let ok_link =
             |b: u32| b == NIL || (self.valid_head(b, k) && self.tget(b) == T_FREE | k as u8);
         let head = self.hget(off!(free_heads), k);
         let consistent = ok_link(next)
             && ok_link(prev)
             && (prev != NIL || head == block)
-            && (prev == NIL || self.region.read_u32(self.link(prev)) == block)
-            && (next == NIL || self.region.read_u32(self.link(next) + 4) == block);
+            && (prev == NIL || self.region.read_u32(self.link(prev) + L_NEXT) == block)
+            && (next == NIL || self.region.read_u32(self.link(next) + L_PREV) == block);
         if !consistent {
             self.rebuild_all(false)?;
             let rb = self.region.read_u32(off!(rebuilds));
@@ -1172,10 +1254,10 @@ impl Pool {
         if prev == NIL {
             self.hset(off!(free_heads), k, next);
         } else {
-            self.region.write_u32(self.link(prev), next);
+            self.region.write_u32(self.link(prev) + L_NEXT, next);
         }
         if next != NIL {
-            self.region.write_u32(self.link(next) + 4, prev);
+            self.region.write_u32(self.link(next) + L_PREV, prev);
         }
         let c = self.hget(off!(free_counts), k);
         self.hset(off!(free_counts), k, c.wrapping_sub(1));
@@ -1205,8 +1287,8 @@ impl Pool {
             }
             for rec in 0..self.geo.max_records {
                 let o = self.rec_off(rec);
-                r.write_u32(o + 4, 0);
-                r.write_u32(o + 8, encode_meta(false, 0, 0, 0));
+                r.write_u32(o + R_OWNER, 0);
+                r.write_u32(o + R_META, Meta::free(0).pack());
             }
         }
         // 1. Validate the tiling.
@@ -1228,8 +1310,13 @@ impl Pool {
         let mut live = 0u32;
         for rec in (0..self.geo.max_records).rev() {
             let o = self.rec_off(rec);
-            let block = r.read_u32(o);
-            let (is_live, gen_, order, kind) = decode_meta(r.read_u32(o + 8));
+            let block = r.read_u32(o + R_BLOCK);
+            let Meta {
+                live: is_live,
+                generation: gen_,
+                order,
+                kind,
+            } = Meta::unpack(r.read_u32(o + R_META));
             let keep = is_live
                 && AllocKind::from_u8(kind).is_some()
                 && self.valid_head(block, order)
@@ -1238,8 +1325,8 @@ impl Pool {
                 self.tset(block, T_USED | T_MARK | order as u8);
                 live += 1;
             } else {
-                r.write_u32(o + 8, encode_meta(false, gen_, 0, 0));
-                r.write_u32(o, free_rec);
+                r.write_u32(o + R_META, Meta::free(gen_).pack());
+                r.write_u32(o + R_BLOCK, free_rec);
                 free_rec = rec;
             }
         }
@@ -1276,23 +1363,6 @@ fn check_owner(owner: u32) -> Result<(), PoolError> {
         return Err(PoolError::BadOwner);
     }
     Ok(())
-}
-
-/// Record meta word: `live:1 | kind:7 | order:8 | gen:16`.
-fn encode_meta(live: bool, gen_: u16, order: u32, kind: u8) -> u32 {
-    (u32::from(live) << 31)
-        | (u32::from(kind & 0x7F) << 24)
-        | ((order & 0xFF) << 16)
-        | u32::from(gen_)
-}
-
-fn decode_meta(m: u32) -> (bool, u16, u32, u8) {
-    (
-        m >> 31 == 1,
-        m as u16,
-        (m >> 16) & 0xFF,
-        ((m >> 24) & 0x7F) as u8,
-    )
 }
 
 /// Iterator over live allocations; see [`Pool::allocations`].
