@@ -37,6 +37,10 @@ struct Grow(Vec<u8>);
 impl RecvBuf for Grow {
     #[inline]
     fn with_len(&mut self, len: usize) -> Option<&mut [u8]> {
+        if self.0.capacity() < len {
+            // One allocation of exactly the message's size (no growth policy, no realloc).
+            self.0 = Vec::with_capacity(len);
+        }
         self.0.resize(len, 0);
         Some(&mut self.0[..])
     }
