@@ -1,0 +1,318 @@
+//! The buddy allocator's steps, all under the pool lock: carving a block of an order
+//! (splitting a larger free block as far as needed), freeing one (merging it with its free
+//! buddies), the doubly linked free lists kept inside the free blocks themselves, and
+//! rebuilding the lists, counters and record list from the order table (the ground truth)
+//! after a lock holder died. The module docs of [`super`] say what a death at each step
+//! leaves behind.
+
+use super::*;
+
+/// The free-list links kept inside a free block.
+#[repr(C)]
+pub(super) struct Links {
+    next: u32,
+    prev: u32,
+}
+
+/// Offsets of a free block's links.
+pub(super) const L_NEXT: usize = core::mem::offset_of!(Links, next);
+pub(super) const L_PREV: usize = core::mem::offset_of!(Links, prev);
+
+impl Pool {
+    pub(super) fn alloc_locked(
+        &self,
+        order: u32,
+        kind: AllocKind,
+        owner: u32,
+    ) -> Result<Alloc, PoolError> {
+        // A second pass runs only when the first found damaged links and rebuilt the lists.
+        for _ in 0..2 {
+            let rec = self.region.read_u32(off!(rec_free));
+            if rec == NIL {
+                return Err(PoolError::OutOfSpace);
+            }
+            if rec >= self.geo.max_records
+                || Meta::unpack(self.region.read_u32(self.rec_off(rec) + R_META)).live
+            {
+                self.rebuild_all(false)?;
+                continue;
+            }
+            // Find the smallest non-empty order >= `order`.
+            let mut k = order;
+            while k <= self.geo.max_order && self.hget(off!(free_heads), k) == NIL {
+                k += 1;
+            }
+            if k > self.geo.max_order {
+                return Err(PoolError::OutOfSpace);
+            }
+            let block = self.hget(off!(free_heads), k);
+            if !self.list_remove(block, k)? {
+                continue;
+            }
+            return self.carve(block, k, order, rec, kind, owner);
+        }
+        Err(PoolError::Corrupt(
+            "free lists damaged again right after a rebuild",
+        ))
+    }
+
+    /// Splits the free block `(block, k)`, already off its list, down to `order` and claims
+    /// record `rec` for it.
+    pub(super) fn carve(
+        &self,
+        block: u32,
+        mut k: u32,
+        order: u32,
+        rec: u32,
+        kind: AllocKind,
+        owner: u32,
+    ) -> Result<Alloc, PoolError> {
+        // Split down: each step publishes the upper half as a free head first, then shrinks
+        // the lower head, so the table is a valid tiling after every store.
+        while k > order {
+            k -= 1;
+            let upper = block + (1 << k);
+            self.tset(upper, T_FREE | k as u8);
+            self.tset(block, T_FREE | k as u8);
+            self.list_push(upper, k);
+        }
+        if fault::dies(owner, Step::PoolAllocSplit) {
+            return Err(PoolError::Died);
+        }
+        // Claim the record, then publish the block as used (the commit point).
+        let o = self.rec_off(rec);
+        let next_free = self.region.read_u32(o + R_BLOCK);
+        let old_gen = Meta::unpack(self.region.read_u32(o + R_META)).generation;
+        let gen_ = old_gen.wrapping_add(1);
+        self.region.write_u32(off!(rec_free), next_free);
+        self.region.write_u32(o + R_BLOCK, block);
+        self.region.write_u32(o + R_OWNER, owner);
+        self.region.write_u32(
+            o + R_META,
+            Meta {
+                live: true,
+                generation: gen_,
+                order,
+                kind: kind as u8,
+            }
+            .pack(),
+        );
+        if fault::dies(owner, Step::PoolAllocRecorded) {
+            return Err(PoolError::Died);
+        }
+        self.tset(block, T_USED | order as u8);
+        self.add_u32(off!(live), 1);
+        self.add_u32(off!(free_min_blocks), -(1i64 << order));
+        Ok(Alloc {
+            block,
+            record: rec,
+            gen_,
+            order: order as u8,
+            pool_tag: self.uid as u32,
+        })
+    }
+
+    /// Frees a validated allocation (lock held).
+    pub(super) fn free_locked(&self, a: &Alloc) -> Result<(), PoolError> {
+        let order = u32::from(a.order);
+        // Commit point: the block is free from here on.
+        self.tset(a.block, T_FREE | a.order);
+        if fault::dies(self.owner, Step::PoolFreeCommitted) {
+            return Err(PoolError::Died);
+        }
+        self.release_record(a.record);
+        self.add_u32(off!(live), -1);
+        self.add_u32(off!(free_min_blocks), 1i64 << order);
+        self.coalesce_push(a.block, order, false)
+    }
+
+    pub(super) fn release_record(&self, rec: u32) {
+        let o = self.rec_off(rec);
+        let gen_ = Meta::unpack(self.region.read_u32(o + R_META)).generation;
+        self.region.write_u32(o + R_META, Meta::free(gen_).pack());
+        self.region
+            .write_u32(o + R_BLOCK, self.region.read_u32(off!(rec_free)));
+        self.region.write_u32(off!(rec_free), rec);
+    }
+
+    /// Merges the free block `(block, k)` with free buddies and pushes the result. While
+    /// rebuilding, only buddies below `block` are on the lists yet.
+    pub(super) fn coalesce_push(
+        &self,
+        mut block: u32,
+        mut k: u32,
+        rebuilding: bool,
+    ) -> Result<(), PoolError> {
+        while k < self.geo.max_order {
+            let buddy = block ^ (1 << k);
+            if buddy >= self.geo.n_blocks
+                || (self.geo.n_blocks - buddy) >> k == 0
+                || (rebuilding && buddy > block)
+                || self.tget(buddy) != T_FREE | k as u8
+            {
+                break;
+            }
+            if !self.list_remove(buddy, k)? {
+                if rebuilding {
+                    return Err(PoolError::Corrupt("free lists inconsistent during rebuild"));
+                }
+                // The lists were rebuilt from the table, which already shows `block` free.
+                return Ok(());
+            }
+            block = block.min(buddy);
+            k += 1;
+            // One store merges: the lower head grows; the upper head becomes interior.
+            self.tset(block, T_FREE | k as u8);
+        }
+        self.list_push(block, k);
+        Ok(())
+    }
+
+    pub(super) fn link(&self, block: u32) -> usize {
+        self.block_off(block)
+    }
+
+    pub(super) fn list_push(&self, block: u32, k: u32) {
+        let head = self.hget(off!(free_heads), k);
+        let l = self.link(block);
+        self.region.write_u32(l + L_NEXT, head);
+        self.region.write_u32(l + L_PREV, NIL);
+        if head != NIL && self.valid_head(head, k) {
+            self.region.write_u32(self.link(head) + L_PREV, block);
+        }
+        self.hset(off!(free_heads), k, block);
+        let c = self.hget(off!(free_counts), k);
+        self.hset(off!(free_counts), k, c.wrapping_add(1));
+    }
+
+    /// Unlinks a free block from list `k`, validating its links (they live in free memory
+    /// that a buggy party may have scribbled over). On damage the lists are rebuilt from the
+    /// order table and `Ok(false)` is returned: the caller starts over on fresh lists.
+    pub(super) fn list_remove(&self, block: u32, k: u32) -> Result<bool, PoolError> {
+        if !self.valid_head(block, k) || self.tget(block) != T_FREE | k as u8 {
+            self.rebuild_all(false)?;
+            return Ok(false);
+        }
+        let l = self.link(block);
+        let next = self.region.read_u32(l + L_NEXT);
+        let prev = self.region.read_u32(l + L_PREV);
+        let ok_link =
+            |b: u32| b == NIL || (self.valid_head(b, k) && self.tget(b) == T_FREE | k as u8);
+        let head = self.hget(off!(free_heads), k);
+        let consistent = ok_link(next)
+            && ok_link(prev)
+            && (prev != NIL || head == block)
+            && (prev == NIL || self.region.read_u32(self.link(prev) + L_NEXT) == block)
+            && (next == NIL || self.region.read_u32(self.link(next) + L_PREV) == block);
+        if !consistent {
+            self.rebuild_all(false)?;
+            let rb = self.region.read_u32(off!(rebuilds));
+            self.region.write_u32(off!(rebuilds), rb.wrapping_add(1));
+            return Ok(false);
+        }
+        if prev == NIL {
+            self.hset(off!(free_heads), k, next);
+        } else {
+            self.region.write_u32(self.link(prev) + L_NEXT, next);
+        }
+        if next != NIL {
+            self.region.write_u32(self.link(next) + L_PREV, prev);
+        }
+        let c = self.hget(off!(free_counts), k);
+        self.hset(off!(free_counts), k, c.wrapping_sub(1));
+        Ok(true)
+    }
+
+    /// Rebuilds free lists, counters and the record list from the order table and the
+    /// records (lock held, or the pool not yet published). With `fresh`, lays out an empty
+    /// pool instead. Returns how many orphaned `USED` blocks (no record) were freed.
+    pub(super) fn rebuild_all(&self, fresh: bool) -> Result<u32, PoolError> {
+        let n = self.geo.n_blocks;
+        let r = &self.region;
+        for k in 0..MAX_ORDERS as u32 {
+            self.hset(off!(free_heads), k, NIL);
+            self.hset(off!(free_counts), k, 0);
+        }
+        if fresh {
+            // Tile the data area with the largest aligned blocks that fit.
+            let mut i = 0u32;
+            while i < n {
+                let mut k = if i == 0 { 31 } else { i.trailing_zeros() };
+                while (n - i) >> k == 0 {
+                    k -= 1;
+                }
+                self.tset(i, T_FREE | k as u8);
+                i += 1 << k;
+            }
+            for rec in 0..self.geo.max_records {
+                let o = self.rec_off(rec);
+                r.write_u32(o + R_OWNER, 0);
+                r.write_u32(o + R_META, Meta::free(0).pack());
+            }
+        }
+        // 1. Validate the tiling.
+        let mut i = 0u32;
+        while i < n {
+            let e = self.tget(i) & !T_MARK;
+            let k = u32::from(e & T_ORDER);
+            if (e & (T_FREE | T_USED)) == 0
+                || (e & T_FREE != 0 && e & T_USED != 0)
+                || !self.valid_head(i, k)
+            {
+                return Err(PoolError::Corrupt("order table"));
+            }
+            self.tset(i, e);
+            i += 1 << k;
+        }
+        // 2. Keep records that name a USED head (once); mark those heads.
+        let mut free_rec = NIL;
+        let mut live = 0u32;
+        for rec in (0..self.geo.max_records).rev() {
+            let o = self.rec_off(rec);
+            let block = r.read_u32(o + R_BLOCK);
+            let Meta {
+                live: is_live,
+                generation: gen_,
+                order,
+                kind,
+            } = Meta::unpack(r.read_u32(o + R_META));
+            let keep = is_live
+                && AllocKind::from_u8(kind).is_some()
+                && self.valid_head(block, order)
+                && self.tget(block) == T_USED | order as u8;
+            if keep {
+                self.tset(block, T_USED | T_MARK | order as u8);
+                live += 1;
+            } else {
+                r.write_u32(o + R_META, Meta::free(gen_).pack());
+                r.write_u32(o + R_BLOCK, free_rec);
+                free_rec = rec;
+            }
+        }
+        // Records were walked in reverse, so the list comes out in ascending order.
+        r.write_u32(off!(rec_free), free_rec);
+        // 3. Walk the tiling: unmark kept heads, free orphans, rebuild the lists.
+        let mut orphans = 0u32;
+        let mut free_blocks = 0u32;
+        let mut i = 0u32;
+        while i < n {
+            let e = self.tget(i);
+            let k = u32::from(e & T_ORDER);
+            let next = i + (1 << k);
+            if e & T_USED != 0 && e & T_MARK != 0 {
+                self.tset(i, T_USED | k as u8);
+            } else {
+                if e & T_USED != 0 {
+                    orphans += 1;
+                    self.tset(i, T_FREE | k as u8);
+                }
+                free_blocks += 1 << k;
+                self.coalesce_push(i, k, true)?;
+            }
+            i = next;
+        }
+        r.write_u32(off!(live), live);
+        r.write_u32(off!(free_min_blocks), free_blocks);
+        Ok(orphans)
+    }
+}

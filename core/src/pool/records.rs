@@ -1,0 +1,120 @@
+//! Allocation records: the manifest that names every live allocation (head block, owner id,
+//! generation, order and kind), and the checks that a descriptor names a live one. A stale,
+//! forged or double free is refused here, before the allocator is touched.
+
+use super::*;
+
+/// One allocation record (the manifest entry of a live allocation, or a free record).
+#[repr(C)]
+pub(super) struct Record {
+    /// Head block index of the allocation; of a free record, the next free record.
+    block: u32,
+    /// Owner id.
+    owner: u32,
+    /// [`Meta`], packed.
+    meta: u32,
+}
+
+pub(super) const RECORD_SIZE: usize = core::mem::size_of::<Record>();
+const _: () = assert!(RECORD_SIZE == 12);
+/// Offsets of a record's fields.
+pub(super) const R_BLOCK: usize = core::mem::offset_of!(Record, block);
+pub(super) const R_OWNER: usize = core::mem::offset_of!(Record, owner);
+pub(super) const R_META: usize = core::mem::offset_of!(Record, meta);
+
+/// A record's meta word, unpacked (packed: `live:1 | kind:7 | order:8 | generation:16`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Meta {
+    pub(super) live: bool,
+    pub(super) generation: u16,
+    pub(super) order: u32,
+    pub(super) kind: u8,
+}
+
+impl Meta {
+    /// The meta word of a free record whose last allocation had `generation`.
+    pub(super) const fn free(generation: u16) -> Self {
+        Self {
+            live: false,
+            generation,
+            order: 0,
+            kind: 0,
+        }
+    }
+
+    pub(super) const fn pack(self) -> u32 {
+        ((self.live as u32) << 31)
+            | (((self.kind & 0x7F) as u32) << 24)
+            | ((self.order & 0xFF) << 16)
+            | self.generation as u32
+    }
+
+    pub(super) const fn unpack(m: u32) -> Self {
+        Self {
+            live: m >> 31 == 1,
+            generation: m as u16,
+            order: (m >> 16) & 0xFF,
+            kind: ((m >> 24) & 0x7F) as u8,
+        }
+    }
+}
+
+impl Pool {
+    /// Decoded record `rec` if it is live and consistent with the order table.
+    pub(super) fn record_info(&self, rec: u32) -> Option<AllocInfo> {
+        let o = self.rec_off(rec);
+        let block = self.region.read_u32(o + R_BLOCK);
+        let owner = self.region.read_u32(o + R_OWNER);
+        let Meta {
+            live,
+            generation: gen_,
+            order,
+            kind,
+        } = Meta::unpack(self.region.read_u32(o + R_META));
+        if !live || !self.valid_head(block, order) || self.tget(block) != T_USED | order as u8 {
+            return None;
+        }
+        let alloc = Alloc {
+            block,
+            record: rec,
+            gen_,
+            order: order as u8,
+            pool_tag: self.uid as u32,
+        };
+        let (offset, size) = self.span(&alloc);
+        Some(AllocInfo {
+            alloc,
+            offset,
+            size,
+            owner,
+            kind: AllocKind::from_u8(kind)?,
+        })
+    }
+
+    /// Validates `a` against its record and the table (lock held).
+    pub(super) fn check_live(&self, a: &Alloc) -> Result<(), PoolError> {
+        if a.pool_tag != self.uid as u32
+            || a.record >= self.geo.max_records
+            || !self.valid_head(a.block, u32::from(a.order))
+        {
+            return Err(PoolError::BadDescriptor);
+        }
+        let o = self.rec_off(a.record);
+        let Meta {
+            live,
+            generation: gen_,
+            order,
+            ..
+        } = Meta::unpack(self.region.read_u32(o + R_META));
+        if !live || gen_ != a.gen_ {
+            return Err(PoolError::Stale);
+        }
+        if self.region.read_u32(o + R_BLOCK) != a.block
+            || order != u32::from(a.order)
+            || self.tget(a.block) != T_USED | a.order
+        {
+            return Err(PoolError::BadDescriptor);
+        }
+        Ok(())
+    }
+}
