@@ -47,6 +47,10 @@ use crate::queue::{Abandoned, Queue, Taken};
 use crate::region::Region;
 use crate::sync::{AtomicU32, Ordering};
 
+mod recovery;
+
+pub use recovery::ChannelRecovery;
+
 /// `"DRCH"`: marks a channel header and a channel descriptor.
 const CHAN_MAGIC: u32 = 0x4843_5244;
 /// Layout version of channels and of their serialized descriptors.
@@ -150,20 +154,6 @@ impl ChannelAttrs {
 /// (`[magic][version][pool uid u64][channel allocation 16 B][c_uid u64][buffer pool tag u32]
 /// [checksum]`, see [`crate::descriptor`]).
 pub type ChannelDescriptor = [u8; Channel::DESCRIPTOR_LEN];
-
-/// What [`Channel::recover`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ChannelRecovery {
-    /// Claims of dead parties released with nothing else to do.
-    pub claims_released: u32,
-    /// Positions a dead sender had taken but not published, now tombstones.
-    pub tombstones: u32,
-    /// Messages taken by a receiver that died before finishing (lost with it).
-    pub lost_in_receive: u32,
-    /// Side allocations freed.
-    pub freed: u32,
-}
 
 /// A handle on a channel. Every party (thread, process or core) may hold its own; all of
 /// them see the same queue. The geometry is validated once, when the handle is made.
@@ -868,52 +858,6 @@ impl Channel {
         }
     }
 
-    /// Finishes or undoes the steps of dead parties: releases their claims, turns positions a
-    /// dead sender took into tombstones, frees side allocations that would otherwise leak.
-    /// `is_alive` answers for party owner ids.
-    ///
-    /// # Errors
-    /// [`ChannelError::Destroyed`]; [`ChannelError::Stalled`] when a repair needed the pool
-    /// lock and its holder (the owner named) did not let go: what could be repaired was, the
-    /// rest is left as it was for the next call (run it again, after recovering the pool if
-    /// that holder is dead).
-    pub fn recover(&self, is_alive: &dyn Fn(u32) -> bool) -> Result<ChannelRecovery, ChannelError> {
-        self.check_ready()?;
-        let memo = Memo::new(is_alive);
-        let mut freed = 0;
-        // A repair that meets a busy pool lock is left for a later pass (the caller retries
-        // on `Stalled`): giving up the free would leak the allocation for good.
-        let ([claims, sends, receives], deferred) =
-            self.queue.recover(&|o| memo.is_alive(o), |s, what| {
-                match what {
-                    Abandoned::Send => {
-                        self.free_side_if_ours(s)?;
-                        self.msg(s).set(F_TOMBSTONE, 0);
-                    }
-                    Abandoned::Recv => {
-                        if self.msg(s).head().flags & F_SIDE != 0 && self.free_side_if_ours(s)? {
-                            freed += 1;
-                        }
-                    }
-                    Abandoned::Claim => {}
-                }
-                Ok(())
-            });
-        if sends + receives > 0 {
-            self.recv_event().notify();
-            self.send_event().notify();
-        }
-        if let Some(owner) = deferred {
-            return Err(ChannelError::Stalled { owner });
-        }
-        Ok(ChannelRecovery {
-            claims_released: claims,
-            tombstones: sends,
-            lost_in_receive: receives,
-            freed,
-        })
-    }
-
     /// The claim word of the slot at the current head (what a stalled receiver waits on) and
     /// at the current tail; diagnostic for tests and the adapter.
     pub fn claims(&self) -> (u32, u32) {
@@ -941,27 +885,6 @@ impl Channel {
     #[inline(always)]
     fn msg(&self, s: usize) -> MsgSlot {
         MsgSlot::new(self.region(), s)
-    }
-
-    /// Frees the slot's side allocation if the channel still owns it. Returns whether it did,
-    /// or `Err(holder)` when the pool lock was busy (nothing was decided).
-    fn free_side_if_ours(&self, s: usize) -> Result<bool, u32> {
-        let Some(a) = self.msg(s).side_desc() else {
-            return Ok(false);
-        };
-        let sp = self.side_pool();
-        let busy = |e| match e {
-            PoolError::Stalled { owner } => Err(owner),
-            _ => Ok(false),
-        };
-        match sp.owner_of(&a) {
-            Ok(o) if o == self.struct_owner => match sp.free(a) {
-                Ok(()) => Ok(true),
-                Err(e) => busy(e),
-            },
-            Ok(_) => Ok(false),
-            Err(e) => busy(e),
-        }
     }
 
     /// The state word of a live channel: specific to this channel (uid, record, generation),
