@@ -102,7 +102,8 @@ impl<'a> Event<'a> {
         if self.waiters.load(Ordering::Relaxed) == 0 {
             return false;
         }
-        // Release: a sleeper that wakes on the new value sees the change made before it.
+        // SYNC: bump (Release) <-> register's SeqCst load of `seq` and the futex's re-read: a
+        // sleeper that sees the new value sees the change made before it.
         self.seq.fetch_add(1, Ordering::Release);
         true
     }

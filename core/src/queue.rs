@@ -255,11 +255,13 @@ impl Queue {
                     return Err(ChannelError::Died);
                 }
                 // The slot may have moved on between the seq load and the claim.
+                // SYNC: re-check (Acquire) <-> publish / release slot (Release).
                 if self.seq(s).load(Ordering::Acquire) == seq
                     && index.load(Ordering::Relaxed) == pos
                 {
                     return Ok(Some(Taken { slot: s, pos }));
                 }
+                // SYNC: release claim (Release) <-> next claimant's CAS (Acquire).
                 self.claim(s).store(0, Ordering::Release);
                 Ok(None)
             }
@@ -484,6 +486,8 @@ impl Queue {
     pub(crate) fn len(&self) -> usize {
         let (tail_w, head_w) = (self.tail_word(), self.head_word());
         loop {
+            // SYNC: SeqCst loads: a consistent snapshot of (tail, head) against the other
+            // parties' Release stores; `len` is a snapshot, not a synchronization point.
             let tail = tail_w.load(Ordering::SeqCst);
             let head = head_w.load(Ordering::SeqCst);
             if tail_w.load(Ordering::SeqCst) == tail {
@@ -580,6 +584,7 @@ impl Queue {
         let mask = self.mask;
         for i in 0..self.capacity {
             let s = self.slot(i as usize);
+            // SYNC: Acquire <-> the claimant's Release stores before it died.
             let c = self.claim(s).load(Ordering::Acquire);
             if c == 0 || is_alive(c & OWNER_MASK) {
                 continue;
@@ -593,12 +598,14 @@ impl Queue {
             {
                 continue;
             }
+            // SYNC: Acquire <-> publish / release slot (Release).
             let seq = self.seq(s).load(Ordering::Acquire);
             let ix = seq & mask;
             // A claim does not say whether its party got as far as commit: it may have died
             // between its claim and the re-check that follows, on a slot that had meanwhile
             // moved on. Only an index word that has moved past the slot's position says the
             // dead party took that position.
+            // SYNC: Acquire <-> commit (Release store of tail / head).
             let moved_past = |word: usize, pos: u32| {
                 (self.word(word).load(Ordering::Acquire).wrapping_sub(pos) as i32) > 0
             };
