@@ -314,7 +314,7 @@ impl Handle<Sending> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn send_copy(
         &self,
         bytes: &[u8],
@@ -362,7 +362,7 @@ impl Handle<Sending> {
         }
         let mode = SendMode::Transfer {
             alloc: mem.alloc,
-            len: mem.len,
+            len: mem.len(),
         };
         let core = &self.ch.core;
         self.block(Op::Send, timeout, |_| {
@@ -391,7 +391,7 @@ impl Handle<Sending> {
             }));
         }
         fill(&mut mem.block_mut()[..len]);
-        mem.len = len;
+        mem.set_len(len);
         match self.transfer(&mem, hints, clientid, timeout) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -444,24 +444,58 @@ impl Handle<Receiving> {
     /// # Errors
     /// As [`ChannelRecvH::recv`], plus [`Error::ChannelRecvError`] with
     /// [`Reason::DestinationTooSmall`] when the payload does not fit (it stays queued).
-    #[inline]
+    #[inline(always)]
     pub fn recv_into(&self, dest_msg: &mut Message, timeout: Timeout) -> Result<(), Error> {
         self.check_open()?;
         let Some(mem) = dest_msg.mem.as_mut() else {
             *dest_msg = self.recv(timeout)?;
             return Ok(());
         };
-        let core = &self.ch.core;
         let buf = mem.block_mut();
-        let got = self.block(Op::Recv, timeout, |attempt| match attempt {
-            Attempt::First => core.try_recv_buf_lazy(&mut *buf),
-            Attempt::Again => core.try_recv_into(&mut *buf),
-        })?;
+        // The first try inline and lazy (a waiter's try: "looks empty" is not confirmed
+        // against the tail), the waiting out of line.
+        let got = match self.ch.core.try_recv_buf_lazy(&mut *buf) {
+            Ok(got) => {
+                crate::wait::notify(self.ch.core.send_event());
+                got
+            }
+            Err(e) => self.recv_into_slow(e, buf, timeout)?,
+        };
         self.freed_side(got.len);
-        mem.len = got.len;
+        mem.set_len(got.len);
         dest_msg.set_hints(got.hints);
         dest_msg.set_clientid(got.clientid);
         Ok(())
+    }
+
+    /// [`ChannelRecvH::recv_into`] after its lazy first try failed with `first`.
+    #[cold]
+    #[inline(never)]
+    fn recv_into_slow(
+        &self,
+        first: dragon_channels_core::ChannelError,
+        buf: &mut [u8],
+        timeout: Timeout,
+    ) -> Result<dragon_channels_core::Received, Error> {
+        let core = &self.ch.core;
+        let ctx = self.ch.ctx(Op::Recv);
+        // A try-once call must not report "empty" on the lazy try's word alone: one exact
+        // try tells an empty channel from a sender mid-way (and a dead one gets recovered).
+        let first = match first {
+            dragon_channels_core::ChannelError::Empty if timeout.is_try(self.default_timeout) => {
+                match core.try_recv_into(&mut *buf) {
+                    Ok(got) => {
+                        crate::wait::notify(core.send_event());
+                        return Ok(got);
+                    }
+                    Err(e) => e,
+                }
+            }
+            e => e,
+        };
+        ctx.block_after(timeout, self.default_timeout, first, |_| {
+            core.try_recv_into(&mut *buf)
+        })
     }
 
     /// Receives the next message as bytes; the library frees the message.

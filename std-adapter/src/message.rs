@@ -28,8 +28,9 @@ pub(crate) struct MsgMem {
     ptr: NonNull<u8>,
     /// Block size (the allocation rounded up).
     cap: usize,
-    /// Payload bytes.
-    pub(crate) len: usize,
+    /// Payload bytes; never above `cap` (`set_len` is its only writer after `new`, and both
+    /// check), which `payload` relies on.
+    len: usize,
 }
 
 // SAFETY: `ptr` points into the mapping `pool` keeps alive, and the allocation is owned by
@@ -57,19 +58,48 @@ impl MsgMem {
         })
     }
 
-    /// The whole block as a shared slice.
-    #[inline]
-    pub(crate) fn block(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr + cap` is inside the live mapping (see `new`) and the allocation
-        // is owned exclusively by this process: no other party writes it while we hold it.
-        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.cap) }
-    }
-
     /// The whole block as an exclusive slice.
     #[inline]
     pub(crate) fn block_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `block`; `&mut self` makes the loan exclusive within the process.
+        // SAFETY: `ptr..ptr + cap` is inside the live mapping `pool` keeps (see `new`), the
+        // allocation is this process's alone, and `&mut self` makes the loan exclusive.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) }
+    }
+
+    /// The payload: the first `len` bytes of the block.
+    #[inline]
+    pub(crate) fn payload(&self) -> &[u8] {
+        // SAFETY: `len <= cap` (the field's invariant), so the range lies inside the block,
+        // which is inside the live mapping `pool` keeps (see `new`); the allocation is this
+        // process's alone: no other party writes it while we hold it.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The payload, writable.
+    #[inline]
+    pub(crate) fn payload_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `payload`; `&mut self` makes the loan exclusive within the process.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Payload bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Sets the payload length; `len` above the capacity is a bug of the caller (every caller
+    /// checks first): it is refused, leaving the length as it was.
+    #[inline]
+    pub(crate) fn set_len(&mut self, len: usize) {
+        debug_assert!(
+            len <= self.cap,
+            "payload length {len} above capacity {}",
+            self.cap
+        );
+        if len <= self.cap {
+            self.len = len;
+        }
     }
 
     #[inline]
@@ -209,8 +239,7 @@ impl Message {
             .mem
             .as_mut()
             .ok_or(Error::ChannelError(Reason::EmptyMessage))?;
-        let len = mem.len;
-        Ok(&mut mem.block_mut()[..len])
+        Ok(mem.payload_mut())
     }
 
     /// The payload as a read-only byte slice.
@@ -223,7 +252,7 @@ impl Message {
             .mem
             .as_ref()
             .ok_or(Error::ChannelError(Reason::EmptyMessage))?;
-        Ok(&mem.block()[..mem.len])
+        Ok(mem.payload())
     }
 
     /// A copy of the payload (the seed's `tobytes`); empty for a message with no memory.
@@ -297,7 +326,7 @@ impl Message {
                 capacity: mem.cap,
             }));
         }
-        mem.len = len;
+        mem.set_len(len);
         Ok(())
     }
 
