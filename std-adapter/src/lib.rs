@@ -49,7 +49,8 @@
 //! set when the handle is made; block unless set otherwise), block forever, try once (a full
 //! or empty channel gives [`Error::ChannelFull`] / [`Error::ChannelEmpty`]), or a duration
 //! ([`Error::ChannelTimeout`] when it expires). The deadline is `Instant::now() + timeout`,
-//! computed once per call. A blocked call spins for about [`SPIN_FOR`], keeps trying between
+//! computed once per call, after the first try failed (so a wait never ends before the
+//! caller's deadline). A blocked call spins for about [`SPIN_FOR`], keeps trying between
 //! `yield`s until [`YIELD_FOR`] has passed, then sleeps on a shared futex word inside the pool
 //! (`FUTEX_WAIT` without `FUTEX_PRIVATE`), so a blocked receiver uses no CPU; it re-checks at
 //! least every [`SLEEP_SLICE`]. Senders and receivers make the wake system call only when a
@@ -59,12 +60,14 @@
 //! Each process has one owner id per pool, `pid | generation << 22`, recorded in the pool's
 //! party table with the process's start time (field 22 of `/proc/<pid>/stat`), so a reused
 //! pid is not mistaken for the dead process. Every allocation, pool-lock hold and claimed
-//! channel slot in the core records its owner. When an operation stalls on a slot or lock
-//! held too long, the adapter checks the holder: if its process is gone (or a zombie, or a
-//! different process with the same pid) it runs the core's `Pool::recover` and
+//! channel slot in the core records its owner. When a try meets a slot or lock that another
+//! party holds in the middle of a step (the core reports it after a few microseconds), the
+//! adapter checks that party at once, then at most every 200 us: if its process is gone (or a
+//! zombie, or a different process with the same pid) it runs the core's `Pool::recover` and
 //! `Channel::recover` (freeing the dead party's allocations, releasing its claims, turning a
 //! position it took but never filled into a tombstone receivers skip) and retries; a live
-//! holder is waited for. A message the dead process had sent is delivered; one it was
+//! holder is waited for ([`HOLDER_WAIT`] at most before a try-once call reports the channel
+//! busy), and a sleeper re-checks every [`STALL_SLICE`] while it waits on one. A message the dead process had sent is delivered; one it was
 //! sending is not; one it was receiving is lost with it. [`MemoryPool::recover`] reclaims
 //! the allocations of processes that died holding nothing else.
 //!
