@@ -34,6 +34,7 @@ use std::process::Child;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
+use dragon_channels::dragon_channels_core::checksum;
 use dragon_channels::dragon_channels_core::fault::{self, Step};
 use dragon_channels::{Channel, ChannelAttrs, Error, MemoryPool, Message, Timeout};
 use support::{Children, ShmGuard, hex, role, spawn_role, unhex, unique_name, watchdog};
@@ -152,12 +153,6 @@ impl Ledger {
     }
 }
 
-fn fnv(b: &[u8]) -> u32 {
-    b.iter().fold(0x811C_9DC5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
-}
-
 /// Payload length of a sender's message: mostly 64 B (inline), every 8th 3000 B (a side
 /// allocation of the channel's pool).
 fn len_of(seq: u32) -> usize {
@@ -173,14 +168,14 @@ fn compose(sender: u32, seq: u32, out: &mut [u8]) {
     out[4..8].copy_from_slice(&seq.to_le_bytes());
     let len = out.len() as u32;
     out[8..12].copy_from_slice(&len.to_le_bytes());
-    let sum = fnv(&out[16..]);
+    let sum = checksum(&out[16..]);
     out[12..16].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// `(sender, seq)` of an intact message, or `None`.
 fn check(m: &[u8]) -> Option<(u32, u32)> {
     let word = |i: usize| u32::from_le_bytes(m[i..i + 4].try_into().unwrap());
-    if m.len() < 16 || word(8) as usize != m.len() || word(12) != fnv(&m[16..]) {
+    if m.len() < 16 || word(8) as usize != m.len() || word(12) != checksum(&m[16..]) {
         return None;
     }
     let (s, q) = (word(0), word(4));

@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{Failed, Mem, pool, watchdog};
-use dragon_channels_core::Poll;
 use dragon_channels_core::{
-    Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, SendMode,
+    Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Poll, Pool, PoolConfig, SendMode,
+    checksum,
 };
 
 /// Region size of most tests (smaller under Miri, which runs every instruction slowly).
@@ -26,12 +26,6 @@ fn attrs(capacity: u32, block_size: u32) -> ChannelAttrs {
         capacity,
         block_size,
     }
-}
-
-fn checksum(b: &[u8]) -> u32 {
-    b.iter().fold(0x811C_9DC5u32, |h, &x| {
-        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
-    })
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Bodies of the fuzz targets, shared by the cargo-fuzz binaries (`fuzz/fuzz_targets/`) and the
+//! Bodies of the fuzz targets, shared by the cargo-fuzz binaries (`tests/fuzz/fuzz_targets/`) and the
 //! stable-toolchain corpus replay (`core/tests/fuzz_replay.rs`, which includes this file with
 //! `#[path]`, so it uses nothing but the core, `spin` and std).
 //!
