@@ -296,3 +296,74 @@ fn capacity_one_lapped_by_a_preempted_party() {
     });
     explored(&RUNS2, "capacity_one_lapped_by_a_preempted_party (senders)");
 }
+
+/// The wait protocol that the std adapter's sleepers follow (`Event`): a receiver registers
+/// on the receive event, tries once more (an exact try: its empty verdict is fenced against
+/// the sender's tail), and would then sleep while the event word still holds the value it
+/// registered with; a sender sends and notifies. Whatever the interleaving, a receiver that
+/// would sleep must find the word changed afterwards (the futex would not block, or be woken):
+/// no lost wake-up. Capacity 1, one message.
+#[test]
+fn register_recheck_sleep_against_send_notify() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    wait_protocol(&RUNS, false);
+    explored(&RUNS, "register_recheck_sleep_against_send_notify");
+}
+
+/// Planted bug: the same protocol with the lazy try (`try_recv_buf_lazy`, which reports
+/// "empty" without the fence and tail read) as the re-check. loom must find the lost
+/// wake-up: that is why the adapter uses the lazy try only for a call's first try, never for
+/// the re-check before sleeping.
+#[test]
+#[should_panic(expected = "would sleep")]
+fn planted_bug_lazy_recheck_loses_a_wake_up() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    wait_protocol(&RUNS, true);
+}
+
+fn wait_protocol(runs: &'static AtomicUsize, lazy_recheck: bool) {
+    model(move || {
+        runs.fetch_add(1, Ordering::Relaxed);
+        let (mem, ch) = channel_in_new_region(1);
+        let (m1, m2) = (mem.clone(), mem.clone());
+        let tx = loom::thread::spawn(move || {
+            ch.try_send(&[7], 0, 0).unwrap();
+            // The adapter wakes the futex when this says so; the model checks the word.
+            ch.recv_event().notify();
+            drop(m1);
+        });
+        let rx = loom::thread::spawn(move || {
+            let ev = ch.recv_event();
+            let seen = ev.register();
+            let mut b = [0u8; 1];
+            let got = loop {
+                let r = if lazy_recheck {
+                    ch.try_recv_buf_lazy(&mut b[..])
+                } else {
+                    ch.try_recv_into(&mut b)
+                };
+                match r {
+                    Ok(_) => break true,
+                    // A sender mid-way: it will publish and notify; an exact verdict needs
+                    // it done (loom makes the spin a yield).
+                    Err(ChannelError::Stalled { .. }) => loom::thread::yield_now(),
+                    Err(ChannelError::Empty) => break false,
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            drop(m2);
+            (got, seen)
+        });
+        tx.join().unwrap();
+        let (got, seen) = rx.join().unwrap();
+        let now = ch
+            .recv_event()
+            .word()
+            .load(core::sync::atomic::Ordering::SeqCst);
+        assert!(
+            got || now != seen,
+            "the receiver found the channel empty and would sleep on a word nobody changed"
+        );
+        ch.recv_event().unregister();
+    });
+}
