@@ -602,7 +602,13 @@ impl Channel {
     ) -> Result<(), ChannelError> {
         let give_back = |e: ChannelError| {
             if ours && e != ChannelError::Died {
-                let _ = self.side_pool().free(a);
+                // A busy pool lock is tried a few more times: the allocation is this party's
+                // and would otherwise stay allocated until it dies.
+                for _ in 0..4 {
+                    if !matches!(self.side_pool().free(a), Err(PoolError::Stalled { .. })) {
+                        break;
+                    }
+                }
             }
             e
         };

@@ -69,13 +69,13 @@ const NIL: u32 = u32::MAX;
 pub const SIZE_CLASSES: usize = 32;
 const MAX_ORDERS: usize = SIZE_CLASSES;
 const DATA_ALIGN: usize = 64;
-/// Spins on a lock held by the same holder before [`PoolError::Stalled`] is reported (a few
-/// milliseconds: far longer than a critical section takes unless its holder was preempted or
-/// died, and long enough that a preempted holder usually runs again first, since a free
-/// inside a receive cannot be retried by the caller). The caller's wait layer then checks
-/// whether the holder is alive.
+/// Tries of a lock held by the same holder before [`PoolError::Stalled`] is reported, with
+/// the caller's back-off between tries ([`Pool::set_lock_backoff`]): a few hundred
+/// microseconds of spinning by default; with the std adapter's back-off (64 spins, then a
+/// `yield` each) long enough for a preempted holder to run again, and short enough that a
+/// dead one is noticed within milliseconds.
 #[cfg(not(loom))]
-const STALL_SPINS: u32 = 1 << 16;
+const STALL_SPINS: u32 = 1 << 12;
 /// Under loom every spin is a scheduling branch: give up quickly.
 #[cfg(loom)]
 const STALL_SPINS: u32 = 4;
@@ -319,6 +319,13 @@ pub struct Pool {
     geo: Geometry,
     owner: u32,
     uid: u64,
+    /// What a waiter for the pool lock does between two tries (see [`Pool::set_lock_backoff`]).
+    backoff: fn(u32),
+}
+
+/// The default lock back-off: a CPU spin hint.
+fn spin_backoff(_tries: u32) {
+    spin_hint();
 }
 
 /// Holds the pool lock; releases it on drop.
@@ -386,6 +393,7 @@ impl Pool {
             geo,
             owner,
             uid: cfg.uid,
+            backoff: spin_backoff,
         };
         pool.rebuild_all(true)?;
         r.write_u32(off!(rebuilds), 0);
@@ -460,7 +468,20 @@ impl Pool {
             geo,
             owner,
             uid,
+            backoff: spin_backoff,
         })
+    }
+
+    /// Sets what a waiter for the pool lock does between two tries (`backoff(tries_so_far)`;
+    /// the default is a CPU spin hint). The pool lock guards critical sections of a few
+    /// microseconds, and it is the one place the core waits: an operation cannot give the
+    /// lock back to its caller half-way (a receive that must free a side allocation, say), so
+    /// it spins up to a bound and then reports [`PoolError::Stalled`]. A caller on an
+    /// operating system lets a preempted holder run: the std adapter yields after a few
+    /// spins. The bound counts tries, not time, so a yielding back-off waits longer for a
+    /// holder before calling it stalled.
+    pub fn set_lock_backoff(&mut self, backoff: fn(u32)) {
+        self.backoff = backoff;
     }
 
     /// This handle's owner id.
@@ -784,7 +805,7 @@ impl Pool {
                     if spins >= STALL_SPINS {
                         return Err(PoolError::Stalled { owner: holder });
                     }
-                    spin_hint();
+                    (self.backoff)(spins);
                 }
             }
         }

@@ -118,6 +118,17 @@ fn registry() -> std::sync::MutexGuard<'static, Vec<Weak<PoolInner>>> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The core pool lock's back-off: spin briefly, then give the CPU away, so that a holder
+/// preempted on a busy machine runs again before the lock is called stalled (a receive that
+/// meets a stalled lock must leave its free to the slot's next sender).
+fn lock_backoff(tries: u32) {
+    if tries < 64 {
+        core::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 fn new_nonce() -> u64 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let t = std::time::SystemTime::now()
@@ -195,7 +206,8 @@ impl MemoryPool {
             // pool; the region is only accessed through the core.
             let region = unsafe { Region::new(map.base().add(HEADER_LEN), region_len) }
                 .map_err(|e| region_err(e, name))?;
-            let core = CorePool::init(region, &cfg, owner)?;
+            let mut core = CorePool::init(region, &cfg, owner)?;
+            core.set_lock_backoff(lock_backoff);
             // SYNC: publish pool file (Release) <-> attach's state load (Acquire).
             hdr.atomic(O_STATE).store(STATE_READY, Ordering::Release);
             Ok(PoolInner {
@@ -410,7 +422,8 @@ impl MemoryPool {
         // core pool; the region is only accessed through the core.
         let region = unsafe { Region::new(map.base().add(HEADER_LEN), region_len as usize) }
             .map_err(|e| region_err(e, name))?;
-        let core = CorePool::attach(region, owner)?;
+        let mut core = CorePool::attach(region, owner)?;
+        core.set_lock_backoff(lock_backoff);
         if core.uid() != uid {
             return Err(not_a_pool(
                 "pool uid in the region does not match the header",
