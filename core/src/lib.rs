@@ -30,7 +30,9 @@
 //! needs. Waiting is the caller's one wait layer, built on three things the core offers: the
 //! try-once operations, cheap readiness hints ([`Channel::may_recv`], [`Channel::may_send`])
 //! to poll, and [`Event`]s to sleep on (the std adapter sleeps on them with futexes; firmware
-//! spins with a `spin::RelaxStrategy`). See [`event`] for the protocol.
+//! spins with a `spin::RelaxStrategy`). See [`event`] for the protocol. The one place the
+//! core itself waits is the pool lock, whose critical sections last microseconds: a bounded
+//! number of tries with the caller's back-off between them ([`Pool::set_lock_backoff`]).
 //!
 //! # Process crashes
 //! Every in-region lock and every claimed channel slot records the owner id of the party
