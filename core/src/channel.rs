@@ -47,6 +47,7 @@ use crate::queue::{Abandoned, Queue, Taken};
 use crate::region::Region;
 use crate::sync::{AtomicU32, Ordering};
 
+mod attach;
 mod recovery;
 
 pub use recovery::ChannelRecovery;
@@ -297,117 +298,6 @@ impl Channel {
             token: Self::ready_token(uid, &alloc),
             queue,
         }
-    }
-
-    /// The serialized descriptor: another party attaches with it.
-    pub fn serialize(&self) -> ChannelDescriptor {
-        let mut b = [0u8; Self::DESCRIPTOR_LEN];
-        let mut w = Writer::sealed(&mut b, CHAN_MAGIC, CHANNEL_LAYOUT_VERSION);
-        w.u64(self.pool.uid())
-            .bytes(&self.alloc.to_bytes())
-            .u64(self.uid)
-            .u32(self.buffer_pool.map_or(0, |p| p.uid() as u32));
-        let n = w.seal();
-        debug_assert_eq!(n, Self::DESCRIPTOR_LEN);
-        b
-    }
-
-    /// Checks a descriptor; returns `(pool uid, channel allocation bytes, c_uid, buffer pool
-    /// tag)`.
-    fn open_descriptor(bytes: &[u8]) -> Result<(u64, &[u8], u64, u32), ChannelError> {
-        let mut r = Reader::open(
-            bytes,
-            Some(Self::DESCRIPTOR_LEN),
-            CHAN_MAGIC,
-            CHANNEL_LAYOUT_VERSION,
-        )
-        .map_err(|e| match e {
-            DescriptorError::Magic => ChannelError::BadDescriptor("not a channel descriptor"),
-            e => ChannelError::BadDescriptor(e.as_str()),
-        })?;
-        let parts = (r.u64(), r.bytes(Alloc::SERIALIZED_LEN), r.u64(), r.u32());
-        r.finish()
-            .map_err(|e| ChannelError::BadDescriptor(e.as_str()))?;
-        Ok(parts)
-    }
-
-    /// Reads the channel uid and pool uid out of a descriptor without attaching.
-    ///
-    /// # Errors
-    /// [`ChannelError::BadDescriptor`] when the bytes are not a valid descriptor.
-    pub fn peek_descriptor(bytes: &[u8]) -> Result<(u64, u64), ChannelError> {
-        let (pool_uid, _, uid, _) = Self::open_descriptor(bytes)?;
-        Ok((uid, pool_uid))
-    }
-
-    /// Attaches to a channel from its serialized descriptor. `pool` must be the channel's
-    /// pool (attached by this party); `buffer_pool` its buffer pool if it has one.
-    ///
-    /// # Errors
-    /// [`ChannelError::BadDescriptor`] for malformed, truncated or foreign bytes,
-    /// [`ChannelError::Destroyed`] for a channel that no longer exists.
-    pub fn attach(
-        pool: &Pool,
-        bytes: &[u8],
-        buffer_pool: Option<&Pool>,
-    ) -> Result<Self, ChannelError> {
-        let (pool_uid, alloc, uid, buf_tag) = Self::open_descriptor(bytes)?;
-        if pool_uid != pool.uid() {
-            return Err(ChannelError::BadDescriptor(
-                "descriptor is for another pool",
-            ));
-        }
-        let alloc = Alloc::from_bytes(alloc).ok_or(ChannelError::BadDescriptor("allocation"))?;
-        let (base, size) = match pool.resolve(&alloc) {
-            Ok(s) => s,
-            Err(PoolError::Stale) => return Err(ChannelError::Destroyed),
-            Err(PoolError::BadDescriptor) => {
-                return Err(ChannelError::BadDescriptor(
-                    "names no allocation of this pool",
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let r = pool.region();
-        let cfg = |field: usize| base + offset_of!(ChannelHeader, config) + field;
-        if size < HEADER_BYTES
-            || r.read_u32(cfg(offset_of!(ChannelConfig, magic))) != CHAN_MAGIC
-            || r.read_u64(cfg(offset_of!(ChannelConfig, uid))) != uid
-        {
-            return Err(ChannelError::Destroyed);
-        }
-        if r.read_u32(cfg(offset_of!(ChannelConfig, version))) != CHANNEL_LAYOUT_VERSION {
-            return Err(ChannelError::BadDescriptor("channel layout version"));
-        }
-        let attrs = ChannelAttrs {
-            capacity: r.read_u32(cfg(offset_of!(ChannelConfig, capacity))),
-            block_size: r.read_u32(cfg(offset_of!(ChannelConfig, block_size))),
-        };
-        let stride = attrs
-            .stride()
-            .map_err(|_| ChannelError::Corrupt("channel attributes"))?;
-        if r.read_u32(cfg(offset_of!(ChannelConfig, one_lap))) != Queue::one_lap(attrs.capacity)
-            || r.read_u32(cfg(offset_of!(ChannelConfig, stride))) as usize != stride
-            || r.read_u32(cfg(offset_of!(ChannelConfig, slots_off))) as usize != HEADER_BYTES
-            || HEADER_BYTES + stride * attrs.capacity as usize > size
-            || r.read_u32(cfg(offset_of!(ChannelConfig, struct_owner)))
-                != STRUCT_OWNER_BIT | alloc.id()
-        {
-            return Err(ChannelError::Corrupt("channel geometry"));
-        }
-        let has_buf = r.read_u32(cfg(offset_of!(ChannelConfig, flags))) & HAS_BUFFER_POOL != 0;
-        let want = r.read_u64(cfg(offset_of!(ChannelConfig, buffer_pool)));
-        match (has_buf, buffer_pool) {
-            (false, None) => {}
-            (true, Some(bp)) if bp.uid() == want && want as u32 == buf_tag => {}
-            (true, None) => {
-                return Err(ChannelError::BadDescriptor("channel needs its buffer pool"));
-            }
-            _ => return Err(ChannelError::BadDescriptor("wrong buffer pool")),
-        }
-        let ch = Self::handle(pool, buffer_pool, alloc, uid, base, &attrs, stride);
-        ch.check_ready()?;
-        Ok(ch)
     }
 
     /// Destroys the channel: marks it destroyed (other handles get

@@ -143,9 +143,12 @@ macro_rules! off {
 mod alloc;
 mod buddy;
 mod records;
+mod recovery;
 
 pub use alloc::{Alloc, AllocInfo, AllocKind};
+pub use records::Allocations;
 use records::{Meta, R_BLOCK, R_META, R_OWNER, RECORD_SIZE};
+pub use recovery::PoolRecovery;
 
 const HEADER_SIZE: usize =
     (core::mem::size_of::<PoolHeader>() + DATA_ALIGN - 1) & !(DATA_ALIGN - 1);
@@ -297,18 +300,6 @@ impl PoolStats {
         // Saturating: `free` comes from shared memory, which may be corrupt.
         100.0 * self.total.saturating_sub(self.free) as f64 / self.total as f64
     }
-}
-
-/// What [`Pool::recover`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct PoolRecovery {
-    /// The lock was held by a dead party and was taken over (metadata rebuilt).
-    pub lock_taken_over: bool,
-    /// Allocations of dead parties that were freed.
-    pub freed: u32,
-    /// `USED` blocks that had no record (a party died inside `alloc`) and were freed.
-    pub orphans: u32,
 }
 
 /// A handle on a pool in a region. Cheap to copy between threads of one process; every party
@@ -676,70 +667,6 @@ impl Pool {
         unsafe { Event::at(self.region, off!(free_event)) }
     }
 
-    /// Reclaims what dead parties left: takes over the lock if a dead party holds it (and
-    /// rebuilds the metadata from the order table), then frees every allocation whose owner
-    /// `is_alive` reports dead. Owner ids with [`STRUCT_OWNER_BIT`] are never asked about.
-    ///
-    /// # Errors
-    /// [`PoolError::Stalled`] when a live party holds the lock for too long,
-    /// [`PoolError::Corrupt`] when the order table itself is damaged.
-    pub fn recover(&self, is_alive: &dyn Fn(u32) -> bool) -> Result<PoolRecovery, PoolError> {
-        let memo = Memo::new(is_alive);
-        let is_alive = |o| memo.is_alive(o);
-        let mut rep = PoolRecovery::default();
-        let lock = self.hdr_atomic(off!(lock));
-        let holder = lock.load(Ordering::Relaxed);
-        if holder != 0 && holder != self.owner && !is_alive(holder) {
-            // SYNC: take over lock (CAS Acquire) <-> release lock (store Release); the dead
-            // holder's plain writes before it died are ordered by its own earlier releases at
-            // best, so everything derived is rebuilt from the table below.
-            if lock
-                .compare_exchange(holder, self.owner, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                let g = Guard { pool: self };
-                rep.orphans = self.rebuild_all(false)?;
-                let rb = self.region.read_u32(off!(rebuilds));
-                self.region.write_u32(off!(rebuilds), rb.wrapping_add(1));
-                rep.lock_taken_over = true;
-                drop(g);
-            }
-        }
-        let g = self.lock()?;
-        for rec in 0..self.geo.max_records {
-            if let Some(info) = self.record_info(rec)
-                && info.owner & STRUCT_OWNER_BIT == 0
-                && !is_alive(info.owner)
-            {
-                self.free_locked(&info.alloc)?;
-                rep.freed += 1;
-            }
-        }
-        drop(g);
-        Ok(rep)
-    }
-
-    /// Frees every allocation owned by `owner` (a structure id or a party that is known to be
-    /// gone), except `keep`. Returns how many were freed.
-    ///
-    /// # Errors
-    /// [`PoolError::Stalled`], [`PoolError::Corrupt`].
-    pub fn free_all_of(&self, owner: u32, keep: Option<&Alloc>) -> Result<u32, PoolError> {
-        let g = self.lock()?;
-        let mut n = 0;
-        for rec in 0..self.geo.max_records {
-            if let Some(info) = self.record_info(rec)
-                && info.owner == owner
-                && Some(&info.alloc) != keep
-            {
-                self.free_locked(&info.alloc)?;
-                n += 1;
-            }
-        }
-        drop(g);
-        Ok(n)
-    }
-
     // ----- crate-internal API for the channel -----
 
     fn scan<T>(&self, kind: AllocKind, f: &mut impl FnMut(&AllocInfo) -> Option<T>) -> Option<T> {
@@ -876,38 +803,4 @@ fn check_owner(owner: u32) -> Result<(), PoolError> {
         return Err(PoolError::BadOwner);
     }
     Ok(())
-}
-
-/// Iterator over live allocations; see [`Pool::allocations`].
-pub struct Allocations<'a> {
-    pool: &'a Pool,
-    next: u32,
-}
-
-impl Iterator for Allocations<'_> {
-    type Item = Result<AllocInfo, PoolError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        // Done (or stopped by a lock error, reported once): end without touching the lock, so
-        // a stalled lock does not make the iteration endless.
-        if self.next >= self.pool.geo.max_records {
-            return None;
-        }
-        let g = match self.pool.lock() {
-            Ok(g) => g,
-            Err(e) => {
-                self.next = self.pool.geo.max_records;
-                return Some(Err(e));
-            }
-        };
-        while self.next < self.pool.geo.max_records {
-            let rec = self.next;
-            self.next += 1;
-            if let Some(info) = self.pool.record_info(rec) {
-                drop(g);
-                return Some(Ok(info));
-            }
-        }
-        None
-    }
 }

@@ -118,3 +118,37 @@ impl Pool {
         Ok(())
     }
 }
+
+/// Iterator over live allocations; see [`Pool::allocations`].
+pub struct Allocations<'a> {
+    pub(super) pool: &'a Pool,
+    pub(super) next: u32,
+}
+
+impl Iterator for Allocations<'_> {
+    type Item = Result<AllocInfo, PoolError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Done (or stopped by a lock error, reported once): end without touching the lock, so
+        // a stalled lock does not make the iteration endless.
+        if self.next >= self.pool.geo.max_records {
+            return None;
+        }
+        let g = match self.pool.lock() {
+            Ok(g) => g,
+            Err(e) => {
+                self.next = self.pool.geo.max_records;
+                return Some(Err(e));
+            }
+        };
+        while self.next < self.pool.geo.max_records {
+            let rec = self.next;
+            self.next += 1;
+            if let Some(info) = self.pool.record_info(rec) {
+                drop(g);
+                return Some(Ok(info));
+            }
+        }
+        None
+    }
+}
