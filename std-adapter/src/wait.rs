@@ -384,7 +384,7 @@ impl Ctx<'_> {
         // first try did not succeed (later than the call began, so a wait never ends early).
         // A blocking call's first try is `Attempt::First`: a receive then reports a channel
         // that looks empty at once, without the fence and tail read that tell an empty
-        // channel from a sender mid-way (`Channel::try_recv_into_lazy`): the sender would
+        // channel from a sender mid-way (`Channel::try_recv_buf_lazy`): the sender would
         // otherwise have to take that line back before its message becomes visible, one more
         // cache-line round trip on every message of a ping-pong.
         let attempt = if timeout.is_try(default) {
