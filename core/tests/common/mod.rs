@@ -38,13 +38,23 @@ impl Mem {
     }
 }
 
-/// A pool of `min_block`-byte minimum blocks over `mem`, created by owner 1.
+/// A pool of `min_block`-byte minimum blocks over `mem`, created by owner 1, whose lock
+/// waiters yield after a few spins as the std adapter's do: with more threads than cores a
+/// preempted lock holder must get to run before the lock is called stalled.
 pub fn pool(mem: &mut Mem, min_block: u32) -> Pool {
     let cfg = PoolConfig {
         min_block,
         ..Default::default()
     };
-    Pool::init(mem.region(), &cfg, 1).unwrap()
+    let mut p = Pool::init(mem.region(), &cfg, 1).unwrap();
+    p.set_lock_backoff(|tries| {
+        if tries < 64 {
+            core::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    });
+    p
 }
 
 /// Runs a pool operation until it does not report `Stalled`, yielding in between: the core
