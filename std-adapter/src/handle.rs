@@ -478,24 +478,11 @@ impl Handle<Receiving> {
         timeout: Timeout,
     ) -> Result<dragon_channels_core::Received, Error> {
         let core = &self.ch.core;
-        let ctx = self.ch.ctx(Op::Recv);
-        // A try-once call must not report "empty" on the lazy try's word alone: one exact
-        // try tells an empty channel from a sender mid-way (and a dead one gets recovered).
-        let first = match first {
-            dragon_channels_core::ChannelError::Empty if timeout.is_try(self.default_timeout) => {
-                match core.try_recv_into(&mut *buf) {
-                    Ok(got) => {
-                        crate::wait::notify(core.send_event());
-                        return Ok(got);
-                    }
-                    Err(e) => e,
-                }
-            }
-            e => e,
-        };
-        ctx.block_after(timeout, self.default_timeout, first, |_| {
-            core.try_recv_into(&mut *buf)
-        })
+        self.ch
+            .ctx(Op::Recv)
+            .block_after(timeout, self.default_timeout, first, |_| {
+                core.try_recv_into(&mut *buf)
+            })
     }
 
     /// Receives the next message as bytes; the library frees the message.

@@ -380,56 +380,58 @@ impl Ctx<'_> {
         mut op: impl FnMut(Attempt) -> Result<T, CoreChannelError>,
     ) -> Result<T, Error> {
         // The fast path, kept small (it is most of the cost of a message that does not wait):
-        // one try, and on success the wake-up check. The deadline is only computed when the
-        // first try did not succeed (later than the call began, so a wait never ends early).
-        // A blocking call's first try is `Attempt::First`: a receive then reports a channel
-        // that looks empty at once, without the fence and tail read that tell an empty
-        // channel from a sender mid-way (`Channel::try_recv_buf_lazy`): the sender would
-        // otherwise have to take that line back before its message becomes visible, one more
-        // cache-line round trip on every message of a ping-pong.
-        let attempt = if timeout.is_try(default) {
-            Attempt::Again
-        } else {
-            Attempt::First
-        };
-        let first = match op(attempt) {
+        // one try, and on success the wake-up check. The first try is `Attempt::First`: a
+        // receive then reports a channel that looks empty at once, without the fence and tail
+        // read that tell an empty channel from a sender mid-way (`Channel::try_recv_buf_lazy`):
+        // the sender would otherwise have to take that line back before its message becomes
+        // visible, one more cache-line round trip on every message of a ping-pong.
+        match op(Attempt::First) {
             Ok(v) => {
                 self.notify_peers();
-                return Ok(v);
+                Ok(v)
             }
-            Err(e) => Some(e),
-        };
-        self.block_slow(timeout.deadline(default), op, first)
+            Err(e) => self.block_after(timeout, default, e, op),
+        }
     }
 
-    /// [`Ctx::block`] for a caller that made the first try itself and got `first`.
+    /// [`Ctx::block`] after a first try (`Attempt::First`, made by the caller or by
+    /// [`Ctx::block`]) that failed with `first`. The deadline is computed here, later than the
+    /// call began, so a wait never ends early. A try-once call does not report "empty" on a
+    /// lazy first try's word alone: one exact try tells an empty channel from a sender
+    /// mid-way (and a dead one gets recovered).
+    #[cold]
     pub(crate) fn block_after<T>(
         self,
         timeout: Timeout,
         default: Timeout,
         first: CoreChannelError,
-        op: impl FnMut(Attempt) -> Result<T, CoreChannelError>,
+        mut op: impl FnMut(Attempt) -> Result<T, CoreChannelError>,
     ) -> Result<T, Error> {
-        self.block_slow(timeout.deadline(default), op, Some(first))
+        let first = if first == CoreChannelError::Empty && timeout.is_try(default) {
+            match op(Attempt::Again) {
+                Ok(v) => return self.done(Ok(v)),
+                Err(e) => e,
+            }
+        } else {
+            first
+        };
+        self.block_slow(timeout.deadline(default), op, first)
     }
 
-    /// [`Ctx::block`] after a first try that did not succeed (`first`; `None`: skipped).
+    /// The waiting of [`Ctx::block_after`], after a try that failed with `first`.
     #[inline(never)]
     fn block_slow<T>(
         self,
         deadline: Deadline,
         mut op: impl FnMut(Attempt) -> Result<T, CoreChannelError>,
-        first: Option<CoreChannelError>,
+        first: CoreChannelError,
     ) -> Result<T, Error> {
         let mut st = Stall::default();
         // What the last try waits for.
-        let mut wait = match first {
-            None => self.own_wait(),
-            Some(e) => match self.attempt_from(&mut st, Err(e), &mut op) {
-                Step::Done(r) => return self.done(r),
-                Step::Busy(w) if deadline == Deadline::Try => return Err(self.busy_error(w)),
-                Step::Busy(w) => w,
-            },
+        let mut wait = match self.attempt_from(&mut st, Err(first), &mut op) {
+            Step::Done(r) => return self.done(r),
+            Step::Busy(w) if deadline == Deadline::Try => return Err(self.busy_error(w)),
+            Step::Busy(w) => w,
         };
         // Spin, then keep polling between yields (a peer on the same CPU gets to run), then
         // sleep. While spinning, poll the core's readiness hint, which reads one word of the
