@@ -9,7 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 use dragon_channels::{
-    Channel, ChannelAttrs, Error, MemoryPool, MemoryPoolError, Message, Poll, Reason, Timeout,
+    Channel, ChannelAttrs, Error, MemoryPool, MemoryPoolError, Message, Poll, Polled, Reason,
+    Timeout, WaitMode,
 };
 use support::{ShmGuard, thread_cpu_time, unique_name, watchdog};
 
@@ -334,7 +335,11 @@ fn timeouts_wait_at_least_their_duration() {
     for i in 0..4u8 {
         s.send_bytes(&[i], 1, None, Timeout::Try).unwrap();
     }
-    assert_eq!(ch.poll(Poll::Full).unwrap(), 1);
+    assert_eq!(
+        ch.poll(Poll::Full, Timeout::Try, WaitMode::Adaptive)
+            .unwrap(),
+        Polled::Ready
+    );
     let e = s.send_bytes(b"x", 1, None, Timeout::Try).unwrap_err();
     assert!(matches!(e, Error::ChannelFull), "{e}");
     let t0 = Instant::now();
@@ -457,7 +462,11 @@ fn blocked_receiver_uses_almost_no_cpu() {
     while ch.blocked_receivers() == 0 && t0.elapsed() < Duration::from_secs(1) {
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(ch.poll(Poll::BlockedReceivers).unwrap(), 1);
+    assert_eq!(
+        ch.poll(Poll::BlockedReceivers, Timeout::Try, WaitMode::Adaptive)
+            .unwrap(),
+        Polled::Value(1)
+    );
     let (wall, cpu, timed_out) = waiter.join().unwrap();
     assert!(timed_out);
     assert!(wall >= Duration::from_secs(2));

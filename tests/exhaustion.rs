@@ -20,7 +20,7 @@ use std::time::Instant;
 use dragon_channels::dragon_channels_core::PoolError;
 use dragon_channels::{
     Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, Error, MemoryPool, MemoryPoolError, Message,
-    Poll, PoolAttrs, Reason, Timeout,
+    Poll, Polled, PoolAttrs, Reason, Timeout, WaitMode,
 };
 use support::{ROLE, ShmGuard, role, unique_name, wait_child, watchdog};
 
@@ -580,7 +580,11 @@ fn failed_sends_take_no_slot() {
         );
     }
     assert_eq!(ch.num_msgs(), 0, "failed sends queue nothing");
-    assert_eq!(ch.poll(Poll::Empty).unwrap(), 1);
+    assert_eq!(
+        ch.poll(Poll::Empty, Timeout::Try, WaitMode::Adaptive)
+            .unwrap(),
+        Polled::Ready
+    );
     for i in 0..4u8 {
         s.send_bytes(&[i], 1, None, Timeout::Try)
             .unwrap_or_else(|e| panic!("send {i} into an empty channel: {e}"));

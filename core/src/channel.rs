@@ -13,7 +13,7 @@
 //! # Memory layout (offsets from the channel allocation; `ChannelHeader`)
 //! ```text
 //! [config 64 B][state 64 B][tail 64 B][head 64 B][recv event 64 B][send event 64 B]
-//! [slot 0][slot 1]...   slot = [SlotHead 8 B][MsgHead 40 B][inline bytes], padded to 64 B
+//! [sync 64 B: barrier count, barrier broken, semaphore value][slot 0][slot 1]...   slot = [SlotHead 8 B][MsgHead 40 B][inline bytes], padded to 64 B
 //! ```
 //! Each index word and event sits on a cache line of its own; each slot is padded to whole
 //! lines so neighbours do not share one.
@@ -55,7 +55,7 @@ pub use recovery::ChannelRecovery;
 /// `"DRCH"`: marks a channel header and a channel descriptor.
 const CHAN_MAGIC: u32 = 0x4843_5244;
 /// Layout version of channels and of their serialized descriptors.
-pub const CHANNEL_LAYOUT_VERSION: u32 = 1;
+pub const CHANNEL_LAYOUT_VERSION: u32 = 2;
 /// Default capacity (Dragon's).
 pub const DEFAULT_CAPACITY: u32 = 100;
 /// Default inline bytes per slot (Dragon's).
@@ -69,6 +69,10 @@ pub const MAX_BLOCK_SIZE: u32 = 1 << 24;
 const STATE_DESTROYED: u32 = 0x4445_4144;
 /// `ChannelConfig::flags`: the channel has a buffer pool.
 const HAS_BUFFER_POOL: u32 = 1;
+/// `ChannelConfig::flags`: the channel is a semaphore (no messages; `sync.sem_value`).
+pub(crate) const SEMAPHORE: u32 = 2;
+/// `ChannelConfig::flags`: a bounded semaphore (V past `sem_bound` is refused).
+pub(crate) const BOUNDED: u32 = 4;
 
 /// One cache line.
 #[repr(C, align(64))]
@@ -91,6 +95,21 @@ struct ChannelConfig {
     /// Uid of the buffer pool (0: none).
     buffer_pool: SplitU64,
     flags: u32,
+    /// A bounded semaphore's bound (its initial value); 0 otherwise.
+    sem_bound: u32,
+}
+
+/// The words of a channel used as a barrier or a semaphore (`poll.rs`).
+#[repr(C)]
+pub(crate) struct SyncWords {
+    /// Barrier parties arrived in this round, or [`crate::poll::RELEASING`] while one party
+    /// deposits the round's outcome. SYNC: arrival CAS (AcqRel) <-> release's claim CAS and
+    /// its final Release store.
+    pub(crate) barrier_count: AtomicU32,
+    /// 1 while the barrier is broken (aborted or timed out), until reset.
+    pub(crate) barrier_broken: AtomicU32,
+    /// A semaphore channel's value. SYNC: P/V CAS (AcqRel) <-> each other.
+    pub(crate) sem_value: AtomicU32,
 }
 
 /// The channel header at the start of its allocation.
@@ -109,11 +128,15 @@ struct ChannelHeader {
     recv_event: Line<EventWords>,
     /// Senders sleep here; receivers notify.
     send_event: Line<EventWords>,
+    /// Barrier and semaphore state.
+    sync: Line<SyncWords>,
 }
 
 const HEADER_BYTES: usize = size_of::<ChannelHeader>();
 #[cfg(not(loom))]
-const _: () = assert!(HEADER_BYTES == 6 * 64);
+const _: () = assert!(HEADER_BYTES == 7 * 64);
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<ChannelConfig>() <= 64);
 
 /// Channel creation attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +174,18 @@ impl ChannelAttrs {
     }
 }
 
+/// Creation attributes of a semaphore channel (Dragon's `semaphore`, `bounded_semaphore` and
+/// `initial_sem_value`). A semaphore channel carries no messages: only the semaphore polls
+/// (`Poll::SemaphoreP` / `V` / `Z` / `Peek`) apply to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SemaphoreAttrs {
+    /// The value at creation.
+    pub initial: u32,
+    /// A bounded semaphore refuses a V that would take it past `initial`.
+    pub bounded: bool,
+}
+
 /// A serialized channel descriptor: fixed size, versioned, checksummed
 /// (`[magic][version][pool uid u64][channel allocation 16 B][c_uid u64][buffer pool tag u32]
 /// [checksum]`, see [`crate::descriptor`]).
@@ -170,6 +205,10 @@ pub struct Channel {
     struct_owner: u32,
     /// The state word's value while this channel lives (see `ready_token`), computed once.
     token: u32,
+    /// `ChannelConfig::flags` (semaphore, bounded, buffer pool).
+    pub(crate) flags: u32,
+    /// A bounded semaphore's bound.
+    pub(crate) sem_bound: u32,
     queue: Queue,
 }
 
@@ -204,6 +243,38 @@ impl Channel {
         c_uid: u64,
         attrs: &ChannelAttrs,
         buffer_pool: Option<&Pool>,
+    ) -> Result<Self, ChannelError> {
+        let flags = u32::from(buffer_pool.is_some()) * HAS_BUFFER_POOL;
+        Self::create_kind(pool, c_uid, attrs, buffer_pool, flags, 0)
+    }
+
+    /// Creates a semaphore channel (see [`SemaphoreAttrs`]): no send or receive, only the
+    /// semaphore polls. It occupies one slot of 8 bytes, as Dragon's does.
+    ///
+    /// # Errors
+    /// As [`Channel::create`].
+    pub fn create_semaphore(
+        pool: &Pool,
+        c_uid: u64,
+        sem: SemaphoreAttrs,
+    ) -> Result<Self, ChannelError> {
+        let attrs = ChannelAttrs {
+            capacity: 1,
+            block_size: 8,
+        };
+        let flags = SEMAPHORE | if sem.bounded { BOUNDED } else { 0 };
+        let ch = Self::create_kind(pool, c_uid, &attrs, None, flags, sem.initial)?;
+        Ok(ch)
+    }
+
+    /// Creates a channel of kind `flags`; a semaphore's value and bound start at `sem`.
+    fn create_kind(
+        pool: &Pool,
+        c_uid: u64,
+        attrs: &ChannelAttrs,
+        buffer_pool: Option<&Pool>,
+        flags: u32,
+        sem: u32,
     ) -> Result<Self, ChannelError> {
         let stride = attrs.stride()?;
         let size = HEADER_BYTES + stride * attrs.capacity as usize;
@@ -247,17 +318,29 @@ impl Channel {
         );
         put(offset_of!(ChannelConfig, stride), stride as u32);
         put(offset_of!(ChannelConfig, slots_off), HEADER_BYTES as u32);
-        put(
-            offset_of!(ChannelConfig, flags),
-            u32::from(buffer_pool.is_some()) * HAS_BUFFER_POOL,
-        );
+        put(offset_of!(ChannelConfig, flags), flags);
+        let bound = if flags & BOUNDED != 0 { sem } else { 0 };
+        put(offset_of!(ChannelConfig, sem_bound), bound);
+        let sync = |field: usize| base + offset_of!(ChannelHeader, sync) + field;
+        r.init_atomic(sync(offset_of!(SyncWords, barrier_count)), 0);
+        r.init_atomic(sync(offset_of!(SyncWords, barrier_broken)), 0);
+        r.init_atomic(sync(offset_of!(SyncWords, sem_value)), sem);
         r.write_u64(
             cfg(base, offset_of!(ChannelConfig, buffer_pool)),
             buffer_pool.map_or(0, |p| p.uid()),
         );
         EventWords::init(r, base + offset_of!(ChannelHeader, recv_event));
         EventWords::init(r, base + offset_of!(ChannelHeader, send_event));
-        let ch = Self::handle(pool, buffer_pool, alloc, c_uid, base, attrs, stride);
+        let ch = Self::handle(
+            pool,
+            buffer_pool,
+            alloc,
+            c_uid,
+            base,
+            attrs,
+            stride,
+            (flags, bound),
+        );
         ch.queue.init();
         for i in 0..attrs.capacity as usize {
             ch.msg(ch.queue.slot(i)).set(0, 0);
@@ -267,7 +350,9 @@ impl Channel {
         Ok(ch)
     }
 
-    /// A handle on the channel at `base`, whose geometry the caller validated.
+    /// A handle on the channel at `base`, whose geometry and `(flags, semaphore bound)` the
+    /// caller validated.
+    #[allow(clippy::too_many_arguments)]
     fn handle(
         pool: &Pool,
         buffer_pool: Option<&Pool>,
@@ -276,6 +361,7 @@ impl Channel {
         base: usize,
         attrs: &ChannelAttrs,
         stride: usize,
+        (flags, sem_bound): (u32, u32),
     ) -> Self {
         let queue = Queue::new(
             pool.region(),
@@ -296,6 +382,8 @@ impl Channel {
             block_size: attrs.block_size,
             struct_owner: STRUCT_OWNER_BIT | alloc.id(),
             token: Self::ready_token(uid, &alloc),
+            flags,
+            sem_bound,
             queue,
         }
     }
@@ -310,6 +398,16 @@ impl Channel {
     /// # Errors
     /// [`ChannelError::Destroyed`] if already destroyed.
     pub fn destroy(self) -> Result<(), ChannelError> {
+        self.destroy_with(|_| {})
+    }
+
+    /// [`Channel::destroy`], calling `drain` once the channel is marked destroyed and before
+    /// its memory is freed: the place to wake sleepers and let them unregister from the
+    /// channel's events while those words are still the channel's.
+    ///
+    /// # Errors
+    /// [`ChannelError::Destroyed`] if already destroyed.
+    pub fn destroy_with(self, drain: impl FnOnce(&Self)) -> Result<(), ChannelError> {
         // SYNC: destroy (AcqRel CAS) <-> operations' Acquire state load.
         self.state()
             .compare_exchange(
@@ -319,6 +417,7 @@ impl Channel {
                 Ordering::Acquire,
             )
             .map_err(|_| ChannelError::Destroyed)?;
+        drain(&self);
         for i in 0..self.queue.capacity() as usize {
             let s = self.queue.slot(i);
             if self.msg(s).head().flags & F_SIDE != 0 {
@@ -774,6 +873,17 @@ impl Channel {
         unsafe {
             self.region()
                 .atomic(self.base + offset_of!(ChannelHeader, state))
+        }
+    }
+
+    /// The barrier and semaphore words.
+    #[inline(always)]
+    pub(crate) fn sync_word(&self, field: usize) -> &AtomicU32 {
+        // SAFETY: the sync words sit at a fixed offset inside the validated channel
+        // allocation, constructed by `create`; the region outlives the handle.
+        unsafe {
+            self.region()
+                .atomic(self.base + offset_of!(ChannelHeader, sync) + field)
         }
     }
 

@@ -148,6 +148,18 @@ pub enum ChannelError {
     BadMessage,
     /// A pool operation failed.
     Pool(PoolError),
+    /// A poll's condition does not hold yet: wait for the operations named, then try again.
+    NotReady(crate::poll::Awaits),
+    /// The operation does not apply to this kind of channel (a semaphore poll on a message
+    /// channel, a send on a semaphore channel...).
+    BadOperation(&'static str),
+    /// The barrier is broken (aborted, or an arrival timed out): reset it to use it again.
+    BarrierBroken,
+    /// A semaphore V would take the value past `bound` (a bounded semaphore's initial value).
+    SemaphoreBound {
+        /// The largest value the semaphore may hold.
+        bound: u32,
+    },
     /// Fault injection stopped this party here (test builds only).
     Died,
 }
@@ -175,6 +187,15 @@ impl fmt::Display for ChannelError {
             ),
             Self::BadMessage => f.write_str("message memory is not a live allocation of this pool"),
             Self::Pool(e) => write!(f, "pool: {e}"),
+            Self::NotReady(_) => f.write_str("the polled condition does not hold yet"),
+            Self::BadOperation(why) => write!(f, "operation not supported here: {why}"),
+            Self::BarrierBroken => f.write_str(
+                "the barrier is broken (aborted or timed out): reset it before using it again",
+            ),
+            Self::SemaphoreBound { bound } => write!(
+                f,
+                "semaphore V refused: the value would exceed its bound of {bound} (more V than P)"
+            ),
             Self::Died => f.write_str("stopped by fault injection"),
         }
     }

@@ -15,8 +15,19 @@
 //! A waiter that dies while registered leaves the count one too high; that costs notifiers a
 //! wake call they did not need, never a lost wake-up.
 //!
+//! # Two kinds of waiter
+//! A waiter registers as [`Waiter::One`] when any one waiter can use what a notify announces
+//! (a blocked receiver: one message, one receiver) and as [`Waiter::All`] when every waiter
+//! must look (a poll for "empty", a channel set, a barrier waiting for the last round to
+//! drain). [`Event::notify`] says which: [`Wake::One`] while only `One` waiters are
+//! registered, [`Wake::All`] as soon as one `All` waiter is. Without this a notify that woke
+//! one sleeper could wake a channel set's poller instead of the blocked receiver that needed
+//! the message, and the receiver would sleep on with a message queued.
+//!
 //! # Memory layout
 //! `EventWords`: two 32-bit atomics, `seq` then `waiters`, inside a channel or pool header.
+//! `waiters` counts `One` waiters in its low 16 bits and `All` waiters in its high 16 bits,
+//! so a notifier reads both kinds with one load.
 
 use crate::region::Region;
 use crate::sync::{AtomicU32, Ordering, fence};
@@ -26,8 +37,56 @@ use crate::sync::{AtomicU32, Ordering, fence};
 pub(crate) struct EventWords {
     /// Bumped (wrapping) by every notify that found a waiter; sleepers wait on it.
     seq: AtomicU32,
-    /// Registered waiters. SYNC: register (SeqCst RMW) <-> notify (SeqCst fence + load).
+    /// Registered waiters (`One` count low, `All` count high). SYNC: register (SeqCst RMW)
+    /// <-> notify (SeqCst fence + load).
     waiters: AtomicU32,
+}
+
+/// How a waiter wants to be woken (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Waiter {
+    /// Any one waiter can use the change (blocked receivers, senders, semaphore P).
+    One,
+    /// Every waiter must look at the change (polls, channel sets, barrier waiters).
+    All,
+}
+
+impl Waiter {
+    /// This kind's unit in the `waiters` word.
+    const fn unit(self) -> u32 {
+        match self {
+            Self::One => 1,
+            Self::All => ALL_UNIT,
+        }
+    }
+}
+
+/// `waiters` word unit of one [`Waiter::All`] waiter.
+const ALL_UNIT: u32 = 1 << 16;
+
+/// What a notifier must wake (the answer of [`Event::notify`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use]
+pub enum Wake {
+    /// Nobody is registered: no system call needed.
+    None,
+    /// Wake one sleeper.
+    One,
+    /// Wake every sleeper.
+    All,
+}
+
+impl Wake {
+    /// How many sleepers to wake: 0, 1 or `u32::MAX`.
+    pub const fn count(self) -> u32 {
+        match self {
+            Self::None => 0,
+            Self::One => 1,
+            Self::All => u32::MAX,
+        }
+    }
 }
 
 impl EventWords {
@@ -69,26 +128,34 @@ impl<'a> Event<'a> {
         }
     }
 
-    /// Registers a waiter; returns the word value to sleep on.
-    pub fn register(&self) -> u32 {
+    /// Registers a waiter of kind `how`; returns the word value to sleep on.
+    pub fn register(&self, how: Waiter) -> u32 {
         // SYNC: register waiter (SeqCst) <-> notify's fence + waiters load.
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.waiters.fetch_add(how.unit(), Ordering::SeqCst);
         self.seq.load(Ordering::SeqCst)
     }
 
-    /// Unregisters a waiter (never below zero, whatever a dead waiter left).
-    pub fn unregister(&self) {
-        // Relaxed: the count only decides whether a notifier bumps the word and wakes; a
-        // stale value costs one spurious wake, never a lost one (register is SeqCst).
+    /// Unregisters a waiter of kind `how` (never below zero, whatever a dead waiter left).
+    pub fn unregister(&self, how: Waiter) {
+        let unit = how.unit();
+        // Relaxed: the count only decides whether a notifier bumps the word and whom it
+        // wakes; a stale value costs a spurious wake, never a lost one (register is SeqCst).
         let _ = self
             .waiters
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                let mine = if unit == 1 {
+                    w & (ALL_UNIT - 1)
+                } else {
+                    w >> 16
+                };
+                (mine > 0).then(|| w - unit)
+            });
     }
 
-    /// Call after making the condition true. Returns whether sleepers may need a wake-up
-    /// (the word was bumped); then the caller wakes them.
+    /// Call after making the condition true. Bumps the word when somebody is registered and
+    /// says whom the caller must wake.
     #[inline]
-    pub fn notify(&self) -> bool {
+    pub fn notify(&self) -> Wake {
         // SYNC: fence (SeqCst) <-> register's SeqCst RMW: either the waiter sees the change
         // in its re-check, or we see the waiter here.
         fence(Ordering::SeqCst);
@@ -98,14 +165,15 @@ impl<'a> Event<'a> {
     /// [`Event::notify`] for a caller that has just issued a SeqCst fence after making its
     /// change (one fence can serve several events).
     #[inline]
-    pub fn notify_fenced(&self) -> bool {
-        if self.waiters.load(Ordering::Relaxed) == 0 {
-            return false;
+    pub fn notify_fenced(&self) -> Wake {
+        let w = self.waiters.load(Ordering::Relaxed);
+        if w == 0 {
+            return Wake::None;
         }
         // SYNC: bump (Release) <-> register's SeqCst load of `seq` and the futex's re-read: a
         // sleeper that sees the new value sees the change made before it.
         self.seq.fetch_add(1, Ordering::Release);
-        true
+        if w >= ALL_UNIT { Wake::All } else { Wake::One }
     }
 
     /// The word sleepers wait on.
@@ -113,8 +181,12 @@ impl<'a> Event<'a> {
         self.seq
     }
 
-    /// Registered waiters now.
-    pub fn waiters(&self) -> u32 {
-        self.waiters.load(Ordering::Relaxed)
+    /// Registered waiters of kind `how` now.
+    pub fn waiters(&self, how: Waiter) -> u32 {
+        let w = self.waiters.load(Ordering::Relaxed);
+        match how {
+            Waiter::One => w & (ALL_UNIT - 1),
+            Waiter::All => w >> 16,
+        }
     }
 }

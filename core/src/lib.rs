@@ -59,11 +59,11 @@ mod queue;
 pub mod region;
 pub(crate) mod sync;
 
-pub use channel::{Channel, ChannelAttrs, ChannelDescriptor};
+pub use channel::{Channel, ChannelAttrs, ChannelDescriptor, SemaphoreAttrs};
 pub use descriptor::{DescriptorError, checksum};
 pub use error::{ChannelError, PoolError};
-pub use event::Event;
+pub use event::{Event, Waiter, Wake};
 pub use message::{Received, RecvBuf, SendMode};
-pub use poll::Poll;
+pub use poll::{Awaits, Poll, Polled};
 pub use pool::{Alloc, AllocInfo, AllocKind, Pool, PoolConfig, PoolStats};
 pub use region::{Region, RegionError};

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use common::{Failed, Mem, pool, watchdog};
 use dragon_channels_core::{
     Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Poll, Pool, PoolConfig, SendMode,
-    checksum,
+    Waiter, Wake, checksum,
 };
 
 /// Region size of most tests (smaller under Miri, which runs every instruction slowly).
@@ -478,17 +478,31 @@ fn events_register_and_notify() {
     let p = pool(&mut m, 64);
     let ch = Channel::create(&p, 1, &attrs(2, 16)).unwrap();
     let ev = ch.recv_event();
-    assert!(!ev.notify(), "no waiter: no wake-up needed");
-    let v = ev.register();
+    assert_eq!(ev.notify(), Wake::None, "no waiter: no wake-up needed");
+    let v = ev.register(Waiter::One);
     assert_eq!(ch.poll(Poll::BlockedReceivers).unwrap(), 1);
-    assert!(ev.notify());
+    assert_eq!(ev.notify(), Wake::One, "only one-waiters: wake one");
+    let a = ev.register(Waiter::All);
+    assert_eq!(
+        ch.poll(Poll::BlockedReceivers).unwrap(),
+        1,
+        "a poller is no receiver"
+    );
+    assert_eq!(ev.notify(), Wake::All, "a poller registered: wake all");
+    assert_ne!(ev.word().load(Ordering::Relaxed), a);
+    ev.unregister(Waiter::All);
+    assert_eq!(ev.waiters(Waiter::All), 0);
+    assert_eq!(ev.notify(), Wake::One);
     assert_ne!(
         ev.word().load(Ordering::Relaxed),
         v,
         "the word moved, so a sleeper cannot miss it"
     );
-    ev.unregister();
-    assert_eq!(ev.waiters(), 0);
+    ev.unregister(Waiter::One);
+    // Unregistering what is not registered never underflows into the other kind.
+    ev.unregister(Waiter::One);
+    assert_eq!((ev.waiters(Waiter::One), ev.waiters(Waiter::All)), (0, 0));
+    assert_eq!(ev.notify(), Wake::None);
 }
 
 #[test]

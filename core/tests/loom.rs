@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dragon_channels_core::{
-    AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, Region,
+    AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, Region, Waiter,
 };
 
 struct Mem(Vec<u64>);
@@ -329,12 +329,12 @@ fn wait_protocol(runs: &'static AtomicUsize, lazy_recheck: bool) {
         let tx = loom::thread::spawn(move || {
             ch.try_send(&[7], 0, 0).unwrap();
             // The adapter wakes the futex when this says so; the model checks the word.
-            ch.recv_event().notify();
+            let _ = ch.recv_event().notify();
             drop(m1);
         });
         let rx = loom::thread::spawn(move || {
             let ev = ch.recv_event();
-            let seen = ev.register();
+            let seen = ev.register(Waiter::One);
             let mut b = [0u8; 1];
             let got = loop {
                 let r = if lazy_recheck {
@@ -364,6 +364,6 @@ fn wait_protocol(runs: &'static AtomicUsize, lazy_recheck: bool) {
             got || now != seen,
             "the receiver found the channel empty and would sleep on a word nobody changed"
         );
-        ch.recv_event().unregister();
+        ch.recv_event().unregister(Waiter::One);
     });
 }

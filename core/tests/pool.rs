@@ -6,7 +6,7 @@ mod common;
 
 use common::{Mem, pool, waited, watchdog};
 use dragon_channels_core::pool::{SIZE_CLASSES, STRUCT_OWNER_BIT};
-use dragon_channels_core::{Alloc, AllocKind, Pool, PoolConfig, PoolError};
+use dragon_channels_core::{Alloc, AllocKind, Pool, PoolConfig, PoolError, Waiter, Wake};
 use proptest::prelude::*;
 
 const MIB: usize = 1 << 20;
@@ -274,22 +274,26 @@ fn free_event_wakes_a_registered_allocator() {
         all.push(a);
     }
     let ev = p.free_event();
-    assert!(!ev.notify(), "no waiter: no wake-up needed");
+    assert_eq!(ev.notify(), Wake::None, "no waiter: no wake-up needed");
     std::thread::scope(|s| {
-        let seen = ev.register();
+        let seen = ev.register(Waiter::All);
         assert_eq!(p.alloc(64, AllocKind::Data), Err(PoolError::OutOfSpace));
         s.spawn(|| {
             p.free(all.pop().unwrap()).unwrap();
-            assert!(p.free_event().notify(), "a registered waiter must be woken");
+            assert_eq!(
+                p.free_event().notify(),
+                Wake::All,
+                "a registered waiter must be woken"
+            );
         });
         while ev.word().load(core::sync::atomic::Ordering::Acquire) == seen {
             std::thread::yield_now();
         }
-        ev.unregister();
+        ev.unregister(Waiter::All);
         let a = p.alloc(64, AllocKind::Data).unwrap();
         p.free(a).unwrap();
     });
-    assert_eq!(ev.waiters(), 0);
+    assert_eq!(ev.waiters(Waiter::All), 0);
     for a in all {
         p.free(a).unwrap();
     }

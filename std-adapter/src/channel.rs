@@ -22,7 +22,7 @@ use crate::error::{Error, Op, Reason};
 use crate::handle::{ChannelRecvH, ChannelSendH};
 use crate::pool::{MemoryPool, Recovery};
 use crate::shm::FILE_VERSION;
-use crate::wait::{self, Ctx, Timeout};
+use crate::wait::{self, Ctx, Timeout, WaitMode};
 
 /// `"DRCW"`: marks a serialized channel descriptor of the adapter.
 const SER_MAGIC: u32 = 0x5743_5244;
@@ -83,14 +83,22 @@ impl Channel {
         attr: Option<ChannelAttrs>,
     ) -> Result<Self, Error> {
         let attrs = attr.unwrap_or_default();
+        Self::create_with(mem_pool, |p| CoreChannel::create(p, c_uid, &attrs))
+    }
+
+    /// Creates a channel with `make` (a core constructor), retrying while the pool lock is
+    /// held by a live party and recovering a dead holder.
+    pub(crate) fn create_with(
+        mem_pool: &MemoryPool,
+        make: impl Fn(&dragon_channels_core::Pool) -> Result<CoreChannel, CoreChannelError>,
+    ) -> Result<Self, Error> {
         let ctx = Ctx {
             pool: &mem_pool.inner,
             ch: None,
             op: Op::Other,
+            mode: WaitMode::Adaptive,
         };
-        let core = ctx.block(Timeout::Try, Timeout::Try, |_| {
-            CoreChannel::create(&mem_pool.inner.core, c_uid, &attrs)
-        })?;
+        let core = ctx.block(Timeout::Try, Timeout::Try, |_| make(&mem_pool.inner.core))?;
         Ok(Self {
             pool: mem_pool.clone(),
             core,
@@ -113,6 +121,7 @@ impl Channel {
             pool: &pool.inner,
             ch: None,
             op: Op::Other,
+            mode: WaitMode::Adaptive,
         };
         let core = ctx.block(Timeout::Try, Timeout::Try, |_| {
             CoreChannel::attach(&pool.inner.core, ch_bytes, None)
@@ -141,16 +150,9 @@ impl Channel {
     /// # Errors
     /// [`Error::ChannelDestroyed`] when it was already destroyed.
     pub fn destroy(self) -> Result<(), Error> {
-        let words = [self.core.recv_event().word(), self.core.send_event().word()];
-        let core = self.core;
-        core.destroy()
-            .map_err(|e| crate::error::from_core(e, Op::Other))?;
-        // Sleepers re-check and find the channel destroyed. FUTEX_WAKE does not write the
-        // (now freed, still mapped) words.
-        for w in words {
-            wait::wake(w, u32::MAX);
-        }
-        Ok(())
+        self.core
+            .destroy_with(wait::drain_sleepers)
+            .map_err(|e| crate::error::from_core(e, Op::Other))
     }
 
     /// Detaches this handle (the seed's `detach`; the same as dropping it). The channel lives
@@ -160,7 +162,7 @@ impl Channel {
     /// A new send handle, unopened, whose default timeout is to block.
     ///
     /// # Errors
-    /// [`Error::ChannelDestroyed`].
+    /// [`Error::ChannelDestroyed`]; [`Error::ChannelError`] on a semaphore channel.
     pub fn sendh(&self) -> Result<ChannelSendH, Error> {
         self.sendh_with(Timeout::Block)
     }
@@ -171,14 +173,14 @@ impl Channel {
     /// # Errors
     /// [`Error::ChannelDestroyed`].
     pub fn sendh_with(&self, default_timeout: Timeout) -> Result<ChannelSendH, Error> {
-        self.check_live()?;
+        self.check_handle()?;
         Ok(ChannelSendH::new(self.clone(), default_timeout))
     }
 
     /// A new receive handle, unopened, whose default timeout is to block.
     ///
     /// # Errors
-    /// [`Error::ChannelDestroyed`].
+    /// [`Error::ChannelDestroyed`]; [`Error::ChannelError`] on a semaphore channel.
     pub fn recvh(&self) -> Result<ChannelRecvH, Error> {
         self.recvh_with(Timeout::Block)
     }
@@ -189,28 +191,13 @@ impl Channel {
     /// # Errors
     /// [`Error::ChannelDestroyed`].
     pub fn recvh_with(&self, default_timeout: Timeout) -> Result<ChannelRecvH, Error> {
-        self.check_live()?;
+        self.check_handle()?;
         Ok(ChannelRecvH::new(self.clone(), default_timeout))
-    }
-
-    /// Dragon's poll, answered at once: booleans as 0/1, counts as numbers.
-    ///
-    /// # Errors
-    /// [`Error::ChannelDestroyed`].
-    pub fn poll(&self, op: Poll) -> Result<u64, Error> {
-        self.core
-            .poll(op)
-            .map_err(|e| crate::error::from_core(e, Op::Other))
     }
 
     /// Messages queued now (a snapshot; the seed's `num_msgs`).
     pub fn num_msgs(&self) -> usize {
         self.core.len()
-    }
-
-    /// Receivers sleeping on the channel now.
-    pub fn blocked_receivers(&self) -> u32 {
-        self.core.recv_event().waiters()
     }
 
     /// Capacity in messages.
@@ -253,6 +240,7 @@ impl Channel {
             pool: &self.pool.inner,
             ch: Some(&self.core),
             op,
+            mode: WaitMode::Adaptive,
         }
     }
 
@@ -262,6 +250,19 @@ impl Channel {
             Err(CoreChannelError::Destroyed) => Err(Error::ChannelDestroyed),
             Err(e) => Err(crate::error::from_core(e, Op::Other)),
         }
+    }
+
+    /// [`Channel::check_live`] for a send or receive handle: refused on a semaphore channel.
+    fn check_handle(&self) -> Result<(), Error> {
+        self.check_live()?;
+        if self.core.is_semaphore() {
+            return Err(Error::ChannelError(Reason::Core(
+                CoreChannelError::BadOperation(
+                    "a semaphore channel has no send or receive handles: poll it with the semaphore operations",
+                ),
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -162,6 +162,9 @@ pub enum Error {
     ChannelDestroyed,
     /// The channel's memory pool could not be used (attach, allocation).
     MemoryPool(MemoryPoolError),
+    /// `ChannelBarrierBroken`: the barrier was aborted (or an arrival timed out); reset it
+    /// before using it again.
+    ChannelBarrierBroken,
 }
 
 /// Why a `ChannelError`, `ChannelSendError` or `ChannelRecvError` happened.
@@ -249,6 +252,9 @@ impl fmt::Display for Error {
                 f.write_str("channel was destroyed: this handle is stale, attach to a live channel")
             }
             Self::MemoryPool(e) => write!(f, "{e}"),
+            Self::ChannelBarrierBroken => f.write_str(
+                "the barrier is broken (aborted or an arrival timed out): poll Reset on it before using it again",
+            ),
         }
     }
 }
@@ -279,6 +285,8 @@ impl From<MemoryPoolError> for Error {
 pub(crate) enum Op {
     Send,
     Recv,
+    /// A poll operation (its waiters register as the operation says).
+    Poll(dcore::Poll),
     Other,
 }
 
@@ -299,12 +307,14 @@ pub(crate) fn from_core(e: dcore::ChannelError, op: Op) -> Error {
         C::Pool(p) => match op {
             Op::Send => Error::ChannelSendError(Reason::Pool(p)),
             Op::Recv => Error::ChannelRecvError(Reason::Pool(p)),
-            Op::Other => Error::ChannelError(Reason::Pool(p)),
+            Op::Other | Op::Poll(_) => Error::ChannelError(Reason::Pool(p)),
         },
+        C::BarrierBroken => Error::ChannelBarrierBroken,
+        C::NotReady(_) => Error::ChannelTimeout,
         e => match op {
             Op::Send => Error::ChannelSendError(Reason::Core(e)),
             Op::Recv => Error::ChannelRecvError(Reason::Core(e)),
-            Op::Other => Error::ChannelError(Reason::Core(e)),
+            Op::Other | Op::Poll(_) => Error::ChannelError(Reason::Core(e)),
         },
     }
 }

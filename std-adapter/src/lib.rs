@@ -84,7 +84,9 @@ mod error;
 mod handle;
 mod message;
 mod party;
+mod poll;
 mod pool;
+mod set;
 mod shm;
 mod sync;
 mod wait;
@@ -96,8 +98,13 @@ pub use handle::{
 };
 pub use message::Message;
 pub use pool::{MemoryPool, PoolAttrs, Recovery};
+pub use set::{ChannelSet, FUTEX_WAITV_MAX, SetEvent, SetEventKind};
 pub use shm::{MAX_NAME_LEN, MAX_PARTIES, SHM_DIR};
-pub use wait::{HOLDER_WAIT, SLEEP_SLICE, SPIN_FOR, STALL_SLICE, Timeout, YIELD_FOR};
+pub use wait::{
+    DRAIN_FOR, HOLDER_WAIT, SLEEP_SLICE, SPIN_FOR, STALL_SLICE, Timeout, WaitMode, YIELD_FOR,
+};
 
 pub use dragon_channels_core;
-pub use dragon_channels_core::{Alloc, AllocInfo, AllocKind, ChannelAttrs, Poll, PoolStats};
+pub use dragon_channels_core::{
+    Alloc, AllocInfo, AllocKind, ChannelAttrs, Poll, Polled, PoolStats, SemaphoreAttrs,
+};

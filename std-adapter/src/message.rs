@@ -17,7 +17,7 @@ use dragon_channels_core::{Alloc, AllocKind, ChannelError as CoreChannelError};
 
 use crate::error::{Error, Op, Reason};
 use crate::pool::MemoryPool;
-use crate::wait::{Ctx, Timeout};
+use crate::wait::{Ctx, Timeout, WaitMode};
 
 /// The memory of a message: one allocation of a pool, owned by this process. Plain data:
 /// the owning [`Message`] frees it on drop; code that takes it out decides its fate.
@@ -179,6 +179,7 @@ impl Message {
             pool: &pool.inner,
             ch: None,
             op: Op::Other,
+            mode: WaitMode::Adaptive,
         };
         let alloc = ctx.block(timeout, Timeout::Block, |_| {
             pool.inner

@@ -682,8 +682,7 @@ impl PoolInner {
             }
             // Sleepers re-check: positions may have become tombstones or free slots.
             for ev in [ch.recv_event(), ch.send_event()] {
-                ev.notify();
-                wait::wake(ev.word(), u32::MAX);
+                wait::notify_all(ev);
             }
         }
         self.wake_free_waiters();

@@ -47,7 +47,8 @@ use core::time::Duration;
 use std::time::Instant;
 
 use dragon_channels_core::{
-    Channel as CoreChannel, ChannelError as CoreChannelError, Event, PoolError as CorePoolError,
+    Awaits, Channel as CoreChannel, ChannelError as CoreChannelError, Event,
+    PoolError as CorePoolError, Waiter, Wake,
 };
 use rustix::thread::futex;
 use spin::relax::{RelaxStrategy, Spin};
@@ -122,6 +123,21 @@ impl From<Option<Duration>> for Timeout {
     }
 }
 
+/// How a blocked call waits (Dragon's `wait_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WaitMode {
+    /// Spin, then yield between tries, then sleep on the futex (the default): a peer that
+    /// answers within [`YIELD_FOR`] costs no system call, one that takes longer costs no CPU.
+    #[default]
+    Adaptive,
+    /// Never sleep: keep trying, spinning briefly then yielding between tries (lowest
+    /// latency, one CPU busy for the whole wait).
+    Spin,
+    /// Sleep on the futex after one try (no CPU while waiting; every wake-up costs the
+    /// kernel's).
+    Idle,
+}
+
 /// When a blocking call gives up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Deadline {
@@ -131,7 +147,7 @@ pub(crate) enum Deadline {
 }
 
 impl Deadline {
-    fn passed(self, now: Instant) -> bool {
+    pub(crate) fn passed(self, now: Instant) -> bool {
         match self {
             Self::Try => true,
             Self::Never => false,
@@ -140,7 +156,7 @@ impl Deadline {
     }
 
     /// How long to sleep now: the time left, at most one slice.
-    fn slice(self, now: Instant) -> Duration {
+    pub(crate) fn slice(self, now: Instant) -> Duration {
         match self {
             Self::Try => Duration::ZERO,
             Self::Never => SLEEP_SLICE,
@@ -194,6 +210,8 @@ pub(crate) enum Wait {
     Message,
     /// Pool memory (anyone; frees notify).
     PoolSpace,
+    /// A poll's condition (the operations named notify).
+    Poll(Awaits),
 }
 
 /// Sleeps on a shared futex word while it holds `expected`, at most `d`.
@@ -211,18 +229,54 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), n);
 }
 
-/// Tells sleepers on `ev` that its condition changed; wakes one if any registered.
+/// Tells sleepers on `ev` that its condition changed; wakes whom the event says (one
+/// sleeper, or all when a poller or set waits there).
 pub(crate) fn notify(ev: Event<'_>) {
-    if ev.notify() {
-        wake(ev.word(), 1);
+    woken(ev, ev.notify());
+}
+
+/// [`notify`] for a change every sleeper must see (a barrier release, a destroyed channel):
+/// wakes all of them.
+pub(crate) fn notify_all(ev: Event<'_>) {
+    if ev.notify() != Wake::None {
+        wake(ev.word(), u32::MAX);
     }
 }
 
-/// Tells sleepers on a pool's free event that memory was freed; wakes all of them (they may
-/// wait for different sizes). For a caller that has issued a SeqCst fence after its frees.
+/// Tells sleepers on a pool's free event that memory was freed (they registered as
+/// [`Waiter::All`]: each may wait for a different size). For a caller that has issued a SeqCst
+/// fence after its frees.
 pub(crate) fn notify_freed_fenced(ev: Event<'_>) {
-    if ev.notify_fenced() {
-        wake(ev.word(), u32::MAX);
+    woken(ev, ev.notify_fenced());
+}
+
+/// Longest time a channel's destroy waits for its sleepers to leave its event words.
+pub const DRAIN_FOR: Duration = Duration::from_millis(20);
+
+/// Between marking a channel destroyed and freeing its memory: wakes every sleeper (bumping
+/// the words, so one about to sleep does not) and waits, at most [`DRAIN_FOR`], until they
+/// have unregistered; a sleeper's unregister must not land in memory that a new allocation
+/// owns. A waiter that died registered leaves a count that never drops: the bound covers it.
+pub(crate) fn drain_sleepers(ch: &CoreChannel) {
+    let start = Instant::now();
+    loop {
+        let mut left = 0;
+        for ev in [ch.recv_event(), ch.send_event()] {
+            notify_all(ev);
+            left += ev.waiters(Waiter::One) + ev.waiters(Waiter::All);
+        }
+        if left == 0 || start.elapsed() >= DRAIN_FOR {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// Makes the wake-up a notify asked for.
+#[inline]
+fn woken(ev: Event<'_>, w: Wake) {
+    if w != Wake::None {
+        wake(ev.word(), w.count());
     }
 }
 
@@ -233,6 +287,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) pool: &'a PoolInner,
     pub(crate) ch: Option<&'a CoreChannel>,
     pub(crate) op: Op,
+    pub(crate) mode: WaitMode,
 }
 
 /// A call's record of live parties met in the middle of a step (a local of the slow path, not
@@ -254,12 +309,18 @@ enum Step<T> {
 }
 
 impl Ctx<'_> {
-    /// The event a waiter for `w` sleeps on.
-    fn sleeper(&self, w: Wait) -> Event<'_> {
+    /// The event a waiter for `w` sleeps on, and how it registers there.
+    fn sleeper(&self, w: Wait) -> (Event<'_>, Waiter) {
+        let poller = match self.op {
+            Op::Poll(p) => p.waiter(),
+            _ => Waiter::All,
+        };
         match (w, self.ch) {
-            (Wait::Slot, Some(ch)) => ch.send_event(),
-            (Wait::Message, Some(ch)) => ch.recv_event(),
-            _ => self.pool.core.free_event(),
+            (Wait::Slot, Some(ch)) => (ch.send_event(), Waiter::One),
+            (Wait::Message, Some(ch)) => (ch.recv_event(), Waiter::One),
+            (Wait::Poll(Awaits::Send), Some(ch)) => (ch.recv_event(), poller),
+            (Wait::Poll(Awaits::Receive), Some(ch)) => (ch.send_event(), poller),
+            _ => (self.pool.core.free_event(), Waiter::All),
         }
     }
 
@@ -269,6 +330,8 @@ impl Ctx<'_> {
             Op::Send => Wait::Slot,
             Op::Recv => Wait::Message,
             Op::Other => Wait::PoolSpace,
+            // A barrier reset or release behind a party mid-step: the step's end notifies.
+            Op::Poll(_) => Wait::Poll(Awaits::Receive),
         }
     }
 
@@ -279,6 +342,7 @@ impl Ctx<'_> {
             Wait::PoolSpace => {
                 from_core(CoreChannelError::Pool(CorePoolError::OutOfSpace), self.op)
             }
+            Wait::Poll(_) => Error::ChannelTimeout,
         }
     }
 
@@ -327,6 +391,7 @@ impl Ctx<'_> {
                         Err(CoreChannelError::Pool(CorePoolError::OutOfSpace)) => {
                             Step::Busy(Wait::PoolSpace)
                         }
+                        Err(CoreChannelError::NotReady(a)) => Step::Busy(Wait::Poll(a)),
                         Err(e) => Step::Done(Err(from_core(e, self.op))),
                     };
                 }
@@ -444,7 +509,9 @@ impl Ctx<'_> {
         let spin_start = Instant::now();
         let mut spun = Duration::ZERO;
         let mut polls = 0u32;
-        loop {
+        // Idle waiters go to sleep at once.
+        let mut spinning = self.mode != WaitMode::Idle;
+        while spinning {
             polls = polls.wrapping_add(1);
             if spun < SPIN_FOR {
                 Spin::relax();
@@ -466,22 +533,20 @@ impl Ctx<'_> {
                     return Err(Error::ChannelTimeout);
                 }
                 spun = now.saturating_duration_since(spin_start);
-                if spun >= YIELD_FOR {
-                    break;
-                }
+                spinning = spun < YIELD_FOR || self.mode == WaitMode::Spin;
             }
         }
         // Sleep.
         loop {
-            let sleeper = self.sleeper(wait);
-            let seen = sleeper.register();
+            let (sleeper, how) = self.sleeper(wait);
+            let seen = sleeper.register(how);
             match self.attempt(&mut st, &mut op) {
                 Step::Done(r) => {
-                    sleeper.unregister();
+                    sleeper.unregister(how);
                     return self.done(r);
                 }
                 Step::Busy(w) if w != wait => {
-                    sleeper.unregister();
+                    sleeper.unregister(how);
                     wait = w;
                     continue;
                 }
@@ -489,7 +554,7 @@ impl Ctx<'_> {
             }
             let now = Instant::now();
             if deadline.passed(now) {
-                sleeper.unregister();
+                sleeper.unregister(how);
                 return Err(Error::ChannelTimeout);
             }
             let slice = deadline.slice(now);
@@ -499,7 +564,7 @@ impl Ctx<'_> {
                 slice
             };
             sleep_on(sleeper.word(), seen, slice);
-            sleeper.unregister();
+            sleeper.unregister(how);
             match self.attempt(&mut st, &mut op) {
                 Step::Done(r) => return self.done(r),
                 Step::Busy(w) => wait = w,
@@ -527,7 +592,8 @@ impl Ctx<'_> {
                 // A receive that freed a side allocation also wakes pool-space waiters
                 // (`Handle::freed_side`); an inline one frees nothing.
                 Op::Recv => notify(ch.send_event()),
-                Op::Other => {}
+                // A poll's notifications depend on its answer: the caller makes them.
+                Op::Other | Op::Poll(_) => {}
             }
         }
     }

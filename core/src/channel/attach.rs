@@ -103,7 +103,15 @@ impl Channel {
         {
             return Err(ChannelError::Corrupt("channel geometry"));
         }
-        let has_buf = r.read_u32(cfg(offset_of!(ChannelConfig, flags))) & HAS_BUFFER_POOL != 0;
+        let flags = r.read_u32(cfg(offset_of!(ChannelConfig, flags)));
+        let sem_bound = r.read_u32(cfg(offset_of!(ChannelConfig, sem_bound)));
+        if flags & !(HAS_BUFFER_POOL | SEMAPHORE | BOUNDED) != 0
+            || (flags & BOUNDED != 0 && flags & SEMAPHORE == 0)
+            || (flags & BOUNDED == 0 && sem_bound != 0)
+        {
+            return Err(ChannelError::Corrupt("channel kind"));
+        }
+        let has_buf = flags & HAS_BUFFER_POOL != 0;
         let want = r.read_u64(cfg(offset_of!(ChannelConfig, buffer_pool)));
         match (has_buf, buffer_pool) {
             (false, None) => {}
@@ -113,7 +121,16 @@ impl Channel {
             }
             _ => return Err(ChannelError::BadDescriptor("wrong buffer pool")),
         }
-        let ch = Self::handle(pool, buffer_pool, alloc, uid, base, &attrs, stride);
+        let ch = Self::handle(
+            pool,
+            buffer_pool,
+            alloc,
+            uid,
+            base,
+            &attrs,
+            stride,
+            (flags, sem_bound),
+        );
         ch.check_ready()?;
         Ok(ch)
     }

@@ -53,8 +53,10 @@ impl Channel {
                 Ok(())
             });
         if sends + receives > 0 {
-            self.recv_event().notify();
-            self.send_event().notify();
+            // The word changes, so a sleeper's next re-check sees it; the adapter that ran
+            // recovery wakes sleepers itself (the core makes no system calls).
+            let _ = self.recv_event().notify();
+            let _ = self.send_event().notify();
         }
         if let Some(owner) = deferred {
             return Err(ChannelError::Stalled { owner });

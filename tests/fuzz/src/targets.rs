@@ -31,7 +31,7 @@ use dragon_channels_core::pool::{PoolRecovery, SIZE_CLASSES, STRUCT_OWNER_BIT};
 use dragon_channels_core::region::REGION_ALIGN;
 use dragon_channels_core::{
     Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Poll, Pool, PoolConfig, PoolError,
-    Received, Region, SendMode,
+    Received, Region, SendMode, Waiter,
 };
 
 /// Uid of the fuzzed pools.
@@ -202,8 +202,10 @@ fn channel_spans(pool: &Pool) -> Vec<(usize, usize)> {
 fn exercise(ch: &Channel) {
     let _ = (ch.capacity(), ch.block_size(), ch.uid(), ch.len());
     let _ = (ch.is_empty(), ch.is_full(), ch.claims());
-    for op in POLLS {
-        let _ = ch.poll(op);
+    // Every operation, barrier and semaphore ones included (they refuse or act on the
+    // queue: only errors may come back).
+    for op in Poll::ALL {
+        let _ = ch.try_poll(op);
     }
     let big = [0x5Au8; 300];
     let _ = ch.try_send(b"fuzz", 1, 2);
@@ -534,15 +536,22 @@ pub fn adversary_region(data: &[u8]) {
             }
             6 => {
                 if let Some(ch) = ch {
-                    for op in POLLS {
-                        let _ = ch.poll(op);
+                    for op in Poll::ALL {
+                        let _ = ch.try_poll(op);
                     }
                     let _ = (ch.len(), ch.is_empty(), ch.is_full(), ch.claims());
                     let _ = (ch.capacity(), ch.block_size(), ch.uid());
+                    let _ = (
+                        ch.barrier_count(),
+                        ch.barrier_broken(),
+                        ch.semaphore_value(),
+                    );
                     let ev = ch.recv_event();
-                    let _ = ev.register();
-                    ev.unregister();
-                    let _ = (ev.notify(), ch.send_event().notify(), ev.waiters());
+                    for how in [Waiter::One, Waiter::All] {
+                        let _ = ev.register(how);
+                        ev.unregister(how);
+                        let _ = (ev.notify(), ch.send_event().notify(), ev.waiters(how));
+                    }
                 }
             }
             7 => {
@@ -629,8 +638,9 @@ pub fn adversary_region(data: &[u8]) {
                     ch.as_ref().map(|c| c.recv_event()),
                     ch.as_ref().map(|c| c.send_event()),
                 ];
-                for ev in events.into_iter().flatten() {
-                    let seen = ev.register();
+                for (i, ev) in events.into_iter().flatten().enumerate() {
+                    let how = if i % 2 == 0 { Waiter::All } else { Waiter::One };
+                    let seen = ev.register(how);
                     if let Ok(a) = p.alloc(3000, AllocKind::Data) {
                         let _ = p.free(a);
                     }
@@ -640,8 +650,8 @@ pub fn adversary_region(data: &[u8]) {
                         let _ = ch.try_recv_into(&mut dest);
                     }
                     let _ = (ev.notify(), ev.word().load(Ordering::Relaxed) != seen);
-                    ev.unregister();
-                    let _ = ev.waiters();
+                    ev.unregister(how);
+                    let _ = ev.waiters(how);
                 }
             }
             _ => {}
