@@ -3,8 +3,8 @@
 
 use dragon_channels_core::pool::{SIZE_CLASSES, STRUCT_OWNER_BIT};
 use dragon_channels_core::{
-    Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Poll, Pool, PoolConfig, PoolError,
-    Region, SendMode,
+    Alloc, AllocKind, Channel, ChannelAttrs, ChannelError, Poll, Polled, Pool, PoolConfig,
+    PoolError, Region, SemaphoreAttrs, SendMode,
 };
 
 use crate::{check, check_err, check_ok, read_alloc, write_alloc};
@@ -215,10 +215,59 @@ fn channel_battery(pool: &Pool, other_pool: &Pool) {
     fifo(&ch);
     capacity_one(pool);
     side_and_transfer(pool, &ch);
+    barrier_and_semaphore(pool);
     attach_and_destroy(pool, other_pool, ch);
 
     // Everything the channels used is back.
     check!(snapshot(pool) == Some((free0, live0, fb0)));
+}
+
+/// A channel used as a barrier of three parties (one round, an abort, a reset) and a bounded
+/// semaphore: the poll operations' shared words on the target's atomics.
+fn barrier_and_semaphore(pool: &Pool) {
+    let attrs = ChannelAttrs {
+        capacity: 3,
+        block_size: 64,
+    };
+    let Some(bar) = check_ok!(Channel::create(pool, 8, &attrs)) else {
+        return;
+    };
+    check!(bar.try_poll(Poll::BarrierWait) == Ok(Polled::Ready));
+    check!(bar.try_poll(Poll::BarrierWait) == Ok(Polled::Ready));
+    check!(bar.try_poll(Poll::BarrierWait) == Ok(Polled::ReadyToRelease));
+    check!(bar.try_poll(Poll::BarrierRelease) == Ok(Polled::Value(3)));
+    let mut seen = 0u32;
+    let mut b = [0u8; 8];
+    for _ in 0..3 {
+        if check_ok!(bar.try_recv_into(&mut b)).is_some() {
+            seen |= 1 << i64::from_le_bytes(b);
+        }
+    }
+    check!(seen == 0b111);
+    check!(bar.try_poll(Poll::BarrierWait) == Ok(Polled::Ready));
+    check!(bar.try_poll(Poll::BarrierAbort) == Ok(Polled::Ready));
+    check_err!(bar.try_poll(Poll::BarrierWait), ChannelError::BarrierBroken);
+    check!(check_ok!(bar.try_recv_into(&mut b)).is_some() && i64::from_le_bytes(b) == -1);
+    check!(bar.try_poll(Poll::Reset) == Ok(Polled::Ready) && !bar.barrier_broken());
+    check_ok!(bar.destroy());
+
+    let sem_attrs = SemaphoreAttrs {
+        initial: 1,
+        bounded: true,
+    };
+    let Some(sem) = check_ok!(Channel::create_semaphore(pool, 9, sem_attrs)) else {
+        return;
+    };
+    check_err!(
+        sem.try_poll(Poll::SemaphoreV),
+        ChannelError::SemaphoreBound { bound: 1 }
+    );
+    check!(sem.try_poll(Poll::SemaphoreP) == Ok(Polled::Value(1)));
+    check_err!(sem.try_poll(Poll::SemaphoreP), ChannelError::NotReady(_));
+    check!(sem.try_poll(Poll::SemaphoreZ) == Ok(Polled::Ready));
+    check!(sem.try_poll(Poll::SemaphoreV) == Ok(Polled::Value(0)));
+    check_err!(sem.try_poll(Poll::In), ChannelError::BadOperation(_));
+    check_ok!(sem.destroy());
 }
 
 /// The allocation of the (only) live channel of `pool`.
