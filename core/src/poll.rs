@@ -230,7 +230,9 @@ impl Channel {
                 "semaphore polls apply only to a semaphore channel"
             }));
         }
-        let len = self.len();
+        // Only the operations that need them read the tail and head words (lines senders and
+        // receivers write): a poll for IN reads the head slot's word alone.
+        let len = || self.len();
         let cap = self.capacity();
         let cond = |holds: bool, awaits: Awaits| {
             if holds {
@@ -246,11 +248,14 @@ impl Channel {
                 fence(Ordering::SeqCst);
                 cond(self.may_recv(), Awaits::Send)
             }
-            Poll::Out => cond(len < cap, Awaits::Receive),
-            Poll::InOut => cond(len > 0 || len < cap, Awaits::Receive),
-            Poll::Empty => cond(len == 0, Awaits::Receive),
-            Poll::Full => cond(len == cap, Awaits::Send),
-            Poll::Size => Ok(Polled::Value(len as u64)),
+            Poll::Out => cond(len() < cap, Awaits::Receive),
+            Poll::InOut => {
+                let n = len();
+                cond(n > 0 || n < cap, Awaits::Receive)
+            }
+            Poll::Empty => cond(len() == 0, Awaits::Receive),
+            Poll::Full => cond(len() == cap, Awaits::Send),
+            Poll::Size => Ok(Polled::Value(len() as u64)),
             Poll::Capacity => Ok(Polled::Value(cap as u64)),
             Poll::BlockedReceivers => Ok(Polled::Value(u64::from(
                 self.recv_event().waiters(Waiter::One),

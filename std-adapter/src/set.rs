@@ -224,7 +224,9 @@ impl ChannelSet {
             } else {
                 std::thread::yield_now();
             }
-            if let Some(ev) = self.check()? {
+            if self.hinted()
+                && let Some(ev) = self.check()?
+            {
                 return Ok(ev);
             }
             let now = Instant::now();
@@ -241,6 +243,23 @@ impl ChannelSet {
                 return Err(Error::ChannelTimeout);
             }
         }
+    }
+
+    /// Whether a channel's cheap readiness hint says "look": for IN (OUT) one word of the
+    /// head (tail) slot, which a sender (receiver) writes only when it completes, so a
+    /// spinning poller does not pull the lines the other side works on (see `wait.rs`); or
+    /// the channel was destroyed (its state word: read-mostly). Masks without a hint always
+    /// look.
+    fn hinted(&self) -> bool {
+        let hint: fn(&Channel) -> bool = match self.mask {
+            Poll::In => |c| c.core.may_recv(),
+            Poll::Out => |c| c.core.may_send(),
+            _ => return true,
+        };
+        self.entries
+            .iter()
+            .flatten()
+            .any(|e| hint(&e.ch) || e.ch.core.try_poll(Poll::Capacity).is_err())
     }
 
     /// One look at every channel, starting after the one reported last.
