@@ -1,12 +1,13 @@
 //! `Channel`: create, attach, serialize, destroy; handles; properties.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 
 use dragon_channels as dc;
 
 use crate::errors::{channel_err, raise};
 use crate::handle::{PyChannelRecvH, PyChannelSendH};
+use crate::poll::{WaitModeArg, poll_channel, poll_op};
 use crate::pool::PyMemoryPool;
 use crate::timeout::seconds_timeout;
 
@@ -59,9 +60,15 @@ impl PyChannel {
 #[pymethods]
 impl PyChannel {
     /// Creates a channel in `mem_pool` with the unique id `c_uid` (the same as
-    /// `Channel.create`).
+    /// `Channel.create`). With `semaphore=True` or `bounded_semaphore=True` it is a semaphore
+    /// channel of value `initial_sem_value` (a bounded one refuses a V past that value);
+    /// `capacity` and `block_size` are then ignored, as in Dragon.
     #[new]
-    #[pyo3(signature = (mem_pool, c_uid, attr = None, *, capacity = None, block_size = None))]
+    #[pyo3(signature = (
+        mem_pool, c_uid, attr = None, *, capacity = None, block_size = None,
+        semaphore = false, bounded_semaphore = false, initial_sem_value = 0
+    ))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, Dragon's names
     fn new(
         py: Python<'_>,
         mem_pool: PyRef<'_, PyMemoryPool>,
@@ -69,28 +76,46 @@ impl PyChannel {
         attr: Option<&Bound<'_, PyAny>>,
         capacity: Option<u32>,
         block_size: Option<u32>,
+        semaphore: bool,
+        bounded_semaphore: bool,
+        initial_sem_value: u32,
     ) -> PyResult<Self> {
         let attrs = channel_attrs(py, attr, capacity, block_size)?;
-        let ch =
-            dc::Channel::create(mem_pool.get(py)?, c_uid, attrs).map_err(|e| channel_err(py, e))?;
+        let pool = mem_pool.get(py)?;
+        let ch = match (semaphore, bounded_semaphore) {
+            (true, true) => {
+                return Err(raise(
+                    py,
+                    "ChannelError",
+                    "only one of semaphore and bounded_semaphore may be True".into(),
+                ));
+            }
+            (false, false) => dc::Channel::create(pool, c_uid, attrs),
+            (_, bounded) => dc::Channel::create_semaphore(
+                pool,
+                c_uid,
+                dc::SemaphoreAttrs {
+                    initial: initial_sem_value,
+                    bounded,
+                },
+            ),
+        }
+        .map_err(|e| channel_err(py, e))?;
         Ok(Self {
             ch: Some(ch),
             saved: None,
         })
     }
 
-    /// Creates a channel in `mem_pool` with the unique id `c_uid`.
-    #[staticmethod]
-    #[pyo3(signature = (mem_pool, c_uid, attr = None, *, capacity = None, block_size = None))]
-    fn create(
-        py: Python<'_>,
-        mem_pool: PyRef<'_, PyMemoryPool>,
-        c_uid: u64,
-        attr: Option<&Bound<'_, PyAny>>,
-        capacity: Option<u32>,
-        block_size: Option<u32>,
-    ) -> PyResult<Self> {
-        Self::new(py, mem_pool, c_uid, attr, capacity, block_size)
+    /// Creates a channel: the same as `Channel(...)`, with the same arguments.
+    #[classmethod]
+    #[pyo3(signature = (*args, **kwargs))]
+    fn create<'py>(
+        cls: &Bound<'py, PyType>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        cls.call(args, kwargs)
     }
 
     /// Attaches to a channel from `Channel.serialize()` bytes (in any process).
@@ -174,6 +199,62 @@ impl PyChannel {
     #[getter]
     fn cuid(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.get(py)?.cuid())
+    }
+
+    /// Receivers sleeping on the channel now.
+    #[getter]
+    fn blocked_receivers(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(self.get(py)?.blocked_receivers())
+    }
+
+    /// Parties arrived at the barrier in the current round.
+    #[getter]
+    fn barrier_count(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(self.get(py)?.barrier_count())
+    }
+
+    /// Whether the barrier is broken (aborted, or an arrival timed out) until a POLLRESET.
+    #[getter]
+    fn broken_barrier(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.get(py)?.broken_barrier())
+    }
+
+    /// Whether this is a semaphore channel.
+    #[getter]
+    fn is_semaphore(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.get(py)?.is_semaphore())
+    }
+
+    /// Dragon's poll: waits until the `event_mask` operation's condition holds or `timeout`
+    /// seconds pass (None: block; 0: try once), waiting as `wait_mode` says (a `WaitMode`,
+    /// default `ADAPTIVE_WAIT`). Returns True when it completed, False when the condition
+    /// did not hold in time. With `poll_result` (a `PollResult`, or any object), its
+    /// `value` is set to the number a count or semaphore operation answers (POLLSIZE,
+    /// POLLCAPACITY, POLLBARRIER_ISBROKEN, POLLBARRIER_WAITERS, POLLBLOCKED_RECEIVERS,
+    /// SEMAPHORE_PEEK, the value before SEMAPHORE_P / SEMAPHORE_V, the messages
+    /// POLLBARRIER_RELEASE deposited), else to the event mask, and its `rc` to 'SUCCESS'
+    /// or 'TIMEOUT'.
+    ///
+    /// Raises `ChannelBarrierReady` to the last party arriving at the barrier (it must then
+    /// poll POLLBARRIER_RELEASE), `ChannelBarrierBroken` for an arrival at a broken barrier
+    /// (or one whose timeout passed: that breaks it), `ChannelValueError` for an
+    /// `event_mask` that is no operation and for a V past a bounded semaphore's bound,
+    /// `ChannelError` for a semaphore operation on a message channel or the other way
+    /// round, `ChannelDestroyed`; `ValueError` for a negative timeout or a mask <= 0.
+    #[pyo3(
+        signature = (timeout = None, wait_mode = WaitModeArg(dc::WaitMode::Adaptive), event_mask = 1, poll_result = None),
+        text_signature = "($self, timeout=None, wait_mode=ADAPTIVE_WAIT, event_mask=EventType.POLLIN, poll_result=None)"
+    )]
+    fn poll(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        wait_mode: WaitModeArg,
+        event_mask: i64,
+        poll_result: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let op = poll_op(py, event_mask)?;
+        poll_channel(py, self.get(py)?, timeout, wait_mode.0, op, poll_result)
     }
 
     fn __reduce__<'py>(

@@ -1,17 +1,19 @@
-//! The module's exceptions: Dragon's names, made in Python so the full, empty and timeout
-//! ones can also be subclasses of the builtin `TimeoutError`; and the adapter's errors mapped
-//! onto them.
+//! The module's exceptions: Dragon's names, made in Python so that some can also be
+//! subclasses of builtin exceptions (`TimeoutError`, `ValueError`,
+//! `threading.BrokenBarrierError`, as Dragon's are); and the adapter's errors mapped onto them.
 
 use std::ffi::CStr;
 
 use dragon_channels as dc;
+use dragon_channels::dragon_channels_core::ChannelError as CoreError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
-/// The exception classes, made in Python so the full, empty and timeout ones can also be
-/// subclasses of the builtin `TimeoutError`.
+/// The exception classes, made in Python so that some can also be subclasses of builtin ones.
 pub(crate) const EXCEPTIONS: &CStr = c"
+import threading
+
 class ChannelError(Exception):
     '''A channel, message or pool operation failed.'''
     __module__ = 'dragon_channels'
@@ -48,8 +50,33 @@ class MemoryPoolError(ChannelError):
     '''A memory pool could not be created, attached or used.'''
     __module__ = 'dragon_channels'
 
+class ChannelValueError(ChannelError, ValueError):
+    '''A value is out of range: a poll operation that does not exist, a V past a bounded
+    semaphore's bound.'''
+    __module__ = 'dragon_channels'
+
+class ChannelBarrierBroken(ChannelError, threading.BrokenBarrierError):
+    '''The barrier was aborted (or an arrival timed out): poll POLLRESET before using it
+    again.'''
+    __module__ = 'dragon_channels'
+
+class ChannelBarrierReady(ChannelError):
+    '''Not a failure: this party arrived last at the barrier and must now poll
+    POLLBARRIER_RELEASE.'''
+    __module__ = 'dragon_channels'
+
+class ChannelSetError(ChannelError):
+    '''A channel set could not be made or polled.'''
+    __module__ = 'dragon_channels'
+
+class ChannelSetTimeout(ChannelSetError, TimeoutError):
+    '''A channel set poll found no event in time.'''
+    __module__ = 'dragon_channels'
+
 NAMES = ['ChannelError', 'ChannelFull', 'ChannelEmpty', 'ChannelTimeout', 'ChannelSendError',
-         'ChannelRecvError', 'ChannelHandleNotOpenError', 'ChannelDestroyed', 'MemoryPoolError']
+         'ChannelRecvError', 'ChannelHandleNotOpenError', 'ChannelDestroyed', 'MemoryPoolError',
+         'ChannelValueError', 'ChannelBarrierBroken', 'ChannelBarrierReady', 'ChannelSetError',
+         'ChannelSetTimeout']
 ";
 
 static EXC_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -90,6 +117,10 @@ pub(crate) fn channel_err(py: Python<'_>, e: dc::Error) -> PyErr {
         dc::Error::ChannelHandleNotOpen => "ChannelHandleNotOpenError",
         dc::Error::ChannelDestroyed => "ChannelDestroyed",
         dc::Error::MemoryPool(_) => "MemoryPoolError",
+        dc::Error::ChannelBarrierBroken => "ChannelBarrierBroken",
+        dc::Error::ChannelError(dc::Reason::Core(CoreError::SemaphoreBound { .. })) => {
+            "ChannelValueError"
+        }
         _ => "ChannelError",
     };
     raise(py, name, e.to_string())

@@ -1,18 +1,22 @@
 //! Python bindings of the `dragon-channels` std adapter: the module `dragon_channels`, with
 //! the classes and verbs of Dragon's `dragon.channels` / `dragon.managed_memory` pages
-//! (`MemoryPool`, `Channel`, `Message`, `ChannelSendH`, `ChannelRecvH`, the exceptions).
+//! (`MemoryPool`, `Channel`, `Message`, `ChannelSendH`, `ChannelRecvH`, `ChannelSet`,
+//! `EventType`, the wait modes, the exceptions).
 //!
 //! Blocking calls release the GIL and wait in slices of [`timeout::WAIT_SLICE`], checking for
 //! signals (Ctrl-C) between slices.
 //!
 //! One file per concept: [`errors`] (exceptions), [`timeout`] (timeout arguments and sliced
-//! waiting), [`pool`], [`channel`], [`message`], [`handle`].
+//! waiting), [`pool`], [`channel`], [`message`], [`handle`], [`poll`] (`Channel.poll`,
+//! `EventType`, wait modes), [`set`] (`ChannelSet`).
 
 mod channel;
 mod errors;
 mod handle;
 mod message;
+mod poll;
 mod pool;
+mod set;
 mod timeout;
 
 use pyo3::prelude::*;
@@ -21,7 +25,9 @@ use channel::PyChannel;
 use errors::exc_module;
 use handle::{OwnershipOnSend, PyChannelRecvH, PyChannelSendH};
 use message::PyMessage;
+use poll::{PyWaitMode, poll_module};
 use pool::PyMemoryPool;
+use set::PyChannelSet;
 use timeout::{UseDefault, WAIT_SLICE, use_default};
 
 /// The module `dragon_channels`.
@@ -46,6 +52,15 @@ fn dragon_channels_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "transfer_ownership_on_send",
         OwnershipOnSend::TransferOwnershipOnSend,
     )?;
+    m.add_class::<PyChannelSet>()?;
+    m.add_class::<PyWaitMode>()?;
+    let poll = poll_module(py)?;
+    m.add("EventType", poll.getattr("EventType")?)?;
+    m.add("PollResult", poll.getattr("PollResult")?)?;
+    m.add("IDLE_WAIT", PyWaitMode::Idle)?;
+    m.add("SPIN_WAIT", PyWaitMode::Spin)?;
+    m.add("ADAPTIVE_WAIT", PyWaitMode::Adaptive)?;
+    m.add("DEFAULT_WAIT_MODE", PyWaitMode::Adaptive)?;
     m.add("USE_DEFAULT", use_default(py)?)?;
     m.add("WAIT_SLICE_SECONDS", WAIT_SLICE.as_secs_f64())?;
     Ok(())
