@@ -39,7 +39,11 @@ fn values_are_dragons_and_round_trip() {
         assert_eq!(Poll::from_value(op.value()), Some(op));
     }
     assert_eq!(Poll::from_value(0), None, "POLLNOTHING is no operation");
-    assert_eq!(Poll::from_value(19), None, "CLEANUP is internal to Dragon's transport");
+    assert_eq!(
+        Poll::from_value(19),
+        None,
+        "CLEANUP is internal to Dragon's transport"
+    );
     assert_eq!(Poll::BarrierWait.value(), 9);
     assert_eq!(Poll::SemaphorePeek.value(), 18);
 }
@@ -86,11 +90,17 @@ fn semaphore_polls_only_on_semaphores_and_queue_polls_only_on_channels() {
     for op in Poll::ALL {
         let (on_ch, on_sem) = (ch.try_poll(op), sem.try_poll(op));
         if op.is_semaphore_op() {
-            assert!(matches!(on_ch, Err(ChannelError::BadOperation(_))), "{op:?}");
+            assert!(
+                matches!(on_ch, Err(ChannelError::BadOperation(_))),
+                "{op:?}"
+            );
         } else if op == Poll::Capacity {
             assert_eq!(on_sem, Ok(Polled::Value(1)));
         } else {
-            assert!(matches!(on_sem, Err(ChannelError::BadOperation(_))), "{op:?}");
+            assert!(
+                matches!(on_sem, Err(ChannelError::BadOperation(_))),
+                "{op:?}"
+            );
         }
     }
     // Attached handles know the kind (it lives in the channel's header).
@@ -197,7 +207,10 @@ fn abort_releases_with_minus_one_and_breaks_until_reset() {
     assert_eq!(ch.try_poll(Poll::BarrierAbort), Ok(Polled::Ready));
     assert!(ch.barrier_broken());
     assert_eq!(ch.try_poll(Poll::BarrierIsBroken), Ok(Polled::Value(1)));
-    assert_eq!((outcome(&ch), outcome(&ch)), (BARRIER_ABORTED, BARRIER_ABORTED));
+    assert_eq!(
+        (outcome(&ch), outcome(&ch)),
+        (BARRIER_ABORTED, BARRIER_ABORTED)
+    );
     assert!(ch.is_empty(), "one message per arrived party, no more");
     assert_eq!(
         ch.try_poll(Poll::BarrierWait),
