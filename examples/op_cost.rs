@@ -1,23 +1,24 @@
 //! Instructions per message: one uncontended send + receive pair, in one process, through our
-//! handles and the core beside crossbeam-channel's `try_send` + `try_recv` and a 64-byte
-//! `Box` allocation + free. Instruction counts are exact and repeatable on a noisy machine,
-//! where times are not.
+//! handles and the core beside crossbeam-channel's `try_send` + `try_recv`; and per pool
+//! allocation + free (a `Message` and the core's `Pool`) beside a 64-byte `Box` allocation +
+//! free. Instruction counts are exact and repeatable on a noisy machine, where times are not.
 //!
 //! `cargo run --release --example op_cost` runs itself under `valgrind --tool=callgrind` for
 //! every row, once with N and once with 2N pairs; the difference over N is the cost of one
 //! pair (start-up and teardown cancel out). `op_cost ROW N` runs one row without valgrind and
-//! prints its mean time per pair (rows: `handles`, `bytes`, `core`, `crossbeam`, `box`).
+//! prints its mean time per pair (rows: `handles`, `bytes`, `core`, `crossbeam`, `box`,
+//! `message`, `pool`).
 
 use core::hint::black_box;
 use std::process::Command;
 use std::time::Instant;
 
 use dragon_channels::{
-    Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, MemoryPool, Message, Timeout,
+    AllocKind, Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, MemoryPool, Message, Timeout,
 };
 
 /// Every row: name, what one iteration does.
-const ROWS: [(&str, &str); 5] = [
+const ROWS: [(&str, &str); 7] = [
     (
         "handles",
         "ChannelSendH::send + ChannelRecvH::recv_into, 64 B messages",
@@ -35,7 +36,15 @@ const ROWS: [(&str, &str); 5] = [
         "crossbeam-channel bounded(16) try_send + try_recv of [u8; 64]",
     ),
     ("box", "Box::new([u8; 64]) + drop (malloc + free)"),
+    (
+        "message",
+        "Message::create_alloc(&pool, 64) + drop (pool allocation + free)",
+    ),
+    ("pool", "core Pool::alloc(64) + Pool::free (no adapter)"),
 ];
+
+/// Rows compared with crossbeam's pair; the others with the `Box`.
+const CHANNEL_ROWS: usize = 4;
 
 /// Pairs per callgrind run (and twice as many in the second run).
 const CALLGRIND_N: usize = 20_000;
@@ -71,9 +80,14 @@ fn run(row: &str, n: usize) -> Res<()> {
         }),
         "crossbeam" => crossbeam(n),
         "box" => boxed(n),
-        other => Err(
-            format!("unknown row {other:?}: one of handles, bytes, core, crossbeam, box").into(),
-        ),
+        "message" | "pool" => with_channel(|pool, _| match row {
+            "message" => message(pool, n),
+            _ => pool_row(pool, n),
+        }),
+        other => Err(format!(
+            "unknown row {other:?}: one of handles, bytes, core, crossbeam, box, message, pool"
+        )
+        .into()),
     }
 }
 
@@ -147,6 +161,26 @@ fn core_row(ch: &Channel, n: usize) -> Res<()> {
     Ok(())
 }
 
+#[inline(never)]
+fn message(pool: &MemoryPool, n: usize) -> Res<()> {
+    for i in 0..n {
+        let mut m = Message::create_alloc(pool, 64)?;
+        m.bytes_memview()?[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        check(black_box(&m).bytes()?, i)?;
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn pool_row(pool: &MemoryPool, n: usize) -> Res<()> {
+    let core = pool.core_pool();
+    for _ in 0..n {
+        let a = core.alloc(64, AllocKind::Data)?;
+        core.free(black_box(a))?;
+    }
+    Ok(())
+}
+
 fn open_handles(ch: &Channel) -> Res<(ChannelSendH, ChannelRecvH)> {
     let mut sendh = ch.sendh()?;
     sendh.open()?;
@@ -204,7 +238,7 @@ fn callgrind_table() -> Res<()> {
         "Instructions per iteration (callgrind, runs of {n} and {} iterations, difference / {n}):\n",
         2 * n
     );
-    println!("| row | what one iteration does | instructions | vs crossbeam |");
+    println!("| row | what one iteration does | instructions | ratio |");
     println!("|---|---|---:|---:|");
     let mut counts = Vec::new();
     for (row, _) in ROWS {
@@ -212,9 +246,14 @@ fn callgrind_table() -> Res<()> {
             (instructions(exe, row, 2 * n)? as f64 - instructions(exe, row, n)? as f64) / n as f64;
         counts.push(per);
     }
-    let cb = counts[3];
-    for ((row, what), per) in ROWS.iter().zip(&counts) {
-        println!("| {row} | {what} | {per:.0} | {:.2}x |", per / cb);
+    let (cb, boxed) = (counts[3], counts[4]);
+    for (i, ((row, what), per)) in ROWS.iter().zip(&counts).enumerate() {
+        let (base, name) = if i < CHANNEL_ROWS {
+            (cb, "crossbeam")
+        } else {
+            (boxed, "box")
+        };
+        println!("| {row} | {what} | {per:.0} | {:.2}x {name} |", per / base);
     }
     Ok(())
 }

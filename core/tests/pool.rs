@@ -154,6 +154,50 @@ fn fill_then_drain_restores_everything() {
     p.free(big).unwrap();
 }
 
+/// Frees of small blocks leave buddies unmerged (the fast path); the free-block query and a
+/// large allocation still see the fully merged pool.
+#[test]
+fn lazily_freed_blocks_merge_for_queries_and_large_allocations() {
+    let mut m = Mem::new(256 * 1024);
+    let cfg = PoolConfig {
+        min_block: 64,
+        max_allocations: Some(4096),
+        uid: 9,
+    };
+    let p = Pool::init(m.region(), &cfg, 1).unwrap();
+    let mut fresh = [0u32; SIZE_CLASSES];
+    p.free_blocks(&mut fresh).unwrap();
+    let before = p.stats().unwrap();
+    // Mixed small sizes, freed in an order that leaves many free buddy pairs.
+    let mut held = Vec::new();
+    for i in 0..600usize {
+        held.push(p.alloc(64 << (i % 4), AllocKind::Data).unwrap());
+    }
+    let (even, odd): (Vec<_>, Vec<_>) = held.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    for (_, a) in even.into_iter().chain(odd) {
+        p.free(a).unwrap();
+    }
+    assert_eq!(
+        p.stats().unwrap(),
+        before,
+        "unmerged blocks count as free space"
+    );
+    let mut now = [0u32; SIZE_CLASSES];
+    p.free_blocks(&mut now).unwrap();
+    assert_eq!(now, fresh, "the query reports the merged pool");
+    // Again, then straight to the largest block (the allocation merges what it needs).
+    let small: Vec<_> = (0..300)
+        .map(|_| p.alloc(64, AllocKind::Data).unwrap())
+        .collect();
+    for a in small {
+        p.free(a).unwrap();
+    }
+    let big = p.alloc(p.max_alloc(), AllocKind::Data).unwrap();
+    p.free(big).unwrap();
+    p.free_blocks(&mut now).unwrap();
+    assert_eq!(now, fresh);
+}
+
 #[test]
 fn records_limit_gives_out_of_space_then_recovers() {
     let mut m = Mem::new(64 * 1024);

@@ -13,9 +13,11 @@
 use core::fmt;
 use core::ptr::NonNull;
 
-use dragon_channels_core::{Alloc, AllocKind, ChannelError as CoreChannelError};
+use dragon_channels_core::{
+    Alloc, AllocKind, ChannelError as CoreChannelError, PoolError as CorePoolError,
+};
 
-use crate::error::{Error, Op, Reason};
+use crate::error::{Error, Op, Reason, from_core};
 use crate::pool::MemoryPool;
 use crate::wait::{Ctx, Timeout, WaitMode};
 
@@ -161,7 +163,15 @@ impl Message {
     /// [`Error::ChannelError`] with the pool's reason when no block of that size is free now
     /// or the request can never fit.
     pub fn create_alloc(pool: &MemoryPool, n_bytes: usize) -> Result<Self, Error> {
-        Self::create_alloc_blocking(pool, n_bytes, Timeout::Try)
+        // The fast path: one try. A lock held too long goes to the blocking path, which
+        // waits for a live holder and recovers a dead one; every other answer is final.
+        match pool.inner.core.alloc(n_bytes, AllocKind::Data) {
+            Ok(alloc) => Self::with_alloc(pool, alloc, n_bytes),
+            Err(CorePoolError::Stalled { .. }) => {
+                Self::create_alloc_blocking(pool, n_bytes, Timeout::Try)
+            }
+            Err(e) => Err(from_core(CoreChannelError::from(e), Op::Other)),
+        }
     }
 
     /// Like [`Message::create_alloc`], waiting for pool memory as `timeout` says
@@ -187,6 +197,12 @@ impl Message {
                 .alloc(n_bytes, AllocKind::Data)
                 .map_err(CoreChannelError::from)
         })?;
+        Self::with_alloc(pool, alloc, n_bytes)
+    }
+
+    /// A message owning `alloc` of `pool`, with an `n_bytes` payload.
+    #[inline]
+    fn with_alloc(pool: &MemoryPool, alloc: Alloc, n_bytes: usize) -> Result<Self, Error> {
         match MsgMem::new(pool, alloc, n_bytes) {
             Some(mem) => Ok(Self {
                 mem: Some(mem),

@@ -27,12 +27,11 @@ impl Pool {
     ) -> Result<Alloc, PoolError> {
         // A second pass runs only when the first found damaged links and rebuilt the lists.
         for _ in 0..2 {
-            let rec = self.region.read_u32(off!(rec_free));
+            let rec = self.rd(off!(rec_free));
             if rec == NIL {
                 return Err(PoolError::OutOfSpace);
             }
-            if rec >= self.geo.max_records
-                || Meta::unpack(self.region.read_u32(self.rec_off(rec) + R_META)).live
+            if rec >= self.geo.max_records || Meta::unpack(self.rd(self.rec_off(rec) + R_META)).live
             {
                 self.rebuild_all(false)?;
                 continue;
@@ -43,12 +42,16 @@ impl Pool {
                 k += 1;
             }
             if k > self.geo.max_order {
-                return Err(PoolError::OutOfSpace);
-            }
-            let block = self.hget(off!(free_heads), k);
-            if !self.list_remove(block, k)? {
+                if self.rd(off!(unmerged)) == 0 {
+                    return Err(PoolError::OutOfSpace);
+                }
+                // Free buddies left unmerged may make up a block large enough.
+                self.coalesce_lazy()?;
                 continue;
             }
+            let Some(block) = self.list_pop(k)? else {
+                continue;
+            };
             return self.carve(block, k, order, rec, kind, owner);
         }
         Err(PoolError::Corrupt(
@@ -81,13 +84,13 @@ impl Pool {
         }
         // Claim the record, then publish the block as used (the commit point).
         let o = self.rec_off(rec);
-        let next_free = self.region.read_u32(o + R_BLOCK);
-        let old_gen = Meta::unpack(self.region.read_u32(o + R_META)).generation;
+        let next_free = self.rd(o + R_BLOCK);
+        let old_gen = Meta::unpack(self.rd(o + R_META)).generation;
         let gen_ = old_gen.wrapping_add(1);
-        self.region.write_u32(off!(rec_free), next_free);
-        self.region.write_u32(o + R_BLOCK, block);
-        self.region.write_u32(o + R_OWNER, owner);
-        self.region.write_u32(
+        self.wr(off!(rec_free), next_free);
+        self.wr(o + R_BLOCK, block);
+        self.wr(o + R_OWNER, owner);
+        self.wr(
             o + R_META,
             Meta {
                 live: true,
@@ -123,16 +126,63 @@ impl Pool {
         self.release_record(a.record);
         self.add_u32(off!(live), -1);
         self.add_u32(off!(free_min_blocks), 1i64 << order);
+        if order <= LAZY_MAX_ORDER && self.hget(off!(free_counts), order) < LAZY_LIMIT {
+            // The fast path: no merge (module docs, "Lazy coalescing").
+            self.list_push(a.block, order);
+            self.add_u32(off!(unmerged), 1);
+            return Ok(());
+        }
         self.coalesce_push(a.block, order, false)
+    }
+
+    /// Merges every pair of free buddies among the small orders' free lists (lock held):
+    /// what lazy frees left unmerged. Each list is at most about [`LAZY_LIMIT`] long, and a
+    /// walk starts over after each merge, so this costs at most a few thousand steps per
+    /// order; it runs only when an allocation found nothing large enough, or for a query.
+    pub(super) fn coalesce_lazy(&self) -> Result<(), PoolError> {
+        if self.rd(off!(unmerged)) == 0 {
+            return Ok(());
+        }
+        for k in 0..=LAZY_MAX_ORDER.min(self.geo.max_order) {
+            let mut block = self.hget(off!(free_heads), k);
+            let mut steps = 0u32;
+            while block != NIL {
+                steps += 1;
+                if !self.valid_head(block, k)
+                    || self.tget(block) != T_FREE | k as u8
+                    || steps > 4 * self.geo.n_blocks.max(LAZY_LIMIT)
+                {
+                    // Damaged links (scribbled free memory): the table is the truth.
+                    self.rebuild_all(false)?;
+                    return Ok(());
+                }
+                let buddy = block ^ (1 << k);
+                let mergeable = k < self.geo.max_order
+                    && buddy < self.geo.n_blocks
+                    && (self.geo.n_blocks - buddy) >> k != 0
+                    && self.tget(buddy) == T_FREE | k as u8;
+                if mergeable {
+                    if !self.list_remove(block, k)? {
+                        // The lists were rebuilt (and so merged) from the table.
+                        return Ok(());
+                    }
+                    self.coalesce_push(block, k, false)?;
+                    block = self.hget(off!(free_heads), k);
+                } else {
+                    block = self.rd(self.link(block) + L_NEXT);
+                }
+            }
+        }
+        self.wr(off!(unmerged), 0);
+        Ok(())
     }
 
     pub(super) fn release_record(&self, rec: u32) {
         let o = self.rec_off(rec);
-        let gen_ = Meta::unpack(self.region.read_u32(o + R_META)).generation;
-        self.region.write_u32(o + R_META, Meta::free(gen_).pack());
-        self.region
-            .write_u32(o + R_BLOCK, self.region.read_u32(off!(rec_free)));
-        self.region.write_u32(off!(rec_free), rec);
+        let gen_ = Meta::unpack(self.rd(o + R_META)).generation;
+        self.wr(o + R_META, Meta::free(gen_).pack());
+        self.region.write_u32(o + R_BLOCK, self.rd(off!(rec_free)));
+        self.wr(off!(rec_free), rec);
     }
 
     /// Merges the free block `(block, k)` with free buddies and pushes the result. While
@@ -175,14 +225,44 @@ impl Pool {
     pub(super) fn list_push(&self, block: u32, k: u32) {
         let head = self.hget(off!(free_heads), k);
         let l = self.link(block);
-        self.region.write_u32(l + L_NEXT, head);
-        self.region.write_u32(l + L_PREV, NIL);
+        self.wr(l + L_NEXT, head);
+        self.wr(l + L_PREV, NIL);
         if head != NIL && self.valid_head(head, k) {
-            self.region.write_u32(self.link(head) + L_PREV, block);
+            self.wr(self.link(head) + L_PREV, block);
         }
         self.hset(off!(free_heads), k, block);
         let c = self.hget(off!(free_counts), k);
         self.hset(off!(free_counts), k, c.wrapping_add(1));
+    }
+
+    /// Takes the first block off the non-empty list `k`: [`Pool::list_remove`] of the head,
+    /// with the checks a head needs (its own entry and links, its successor's), on the
+    /// allocation fast path. `Ok(None)` when they found damage and the lists were rebuilt.
+    #[inline]
+    pub(super) fn list_pop(&self, k: u32) -> Result<Option<u32>, PoolError> {
+        let block = self.hget(off!(free_heads), k);
+        let free_k = |b: u32| self.valid_head(b, k) && self.tget(b) == T_FREE | k as u8;
+        if !free_k(block) {
+            self.rebuild_all(false)?;
+            return Ok(None);
+        }
+        let l = self.link(block);
+        let next = self.rd(l + L_NEXT);
+        let consistent = self.rd(l + L_PREV) == NIL
+            && (next == NIL || (free_k(next) && self.rd(self.link(next) + L_PREV) == block));
+        if !consistent {
+            self.rebuild_all(false)?;
+            let rb = self.rd(off!(rebuilds));
+            self.wr(off!(rebuilds), rb.wrapping_add(1));
+            return Ok(None);
+        }
+        self.hset(off!(free_heads), k, next);
+        if next != NIL {
+            self.wr(self.link(next) + L_PREV, NIL);
+        }
+        let c = self.hget(off!(free_counts), k);
+        self.hset(off!(free_counts), k, c.wrapping_sub(1));
+        Ok(Some(block))
     }
 
     /// Unlinks a free block from list `k`, validating its links (they live in free memory
@@ -194,29 +274,29 @@ impl Pool {
             return Ok(false);
         }
         let l = self.link(block);
-        let next = self.region.read_u32(l + L_NEXT);
-        let prev = self.region.read_u32(l + L_PREV);
+        let next = self.rd(l + L_NEXT);
+        let prev = self.rd(l + L_PREV);
         let ok_link =
             |b: u32| b == NIL || (self.valid_head(b, k) && self.tget(b) == T_FREE | k as u8);
         let head = self.hget(off!(free_heads), k);
         let consistent = ok_link(next)
             && ok_link(prev)
             && (prev != NIL || head == block)
-            && (prev == NIL || self.region.read_u32(self.link(prev) + L_NEXT) == block)
-            && (next == NIL || self.region.read_u32(self.link(next) + L_PREV) == block);
+            && (prev == NIL || self.rd(self.link(prev) + L_NEXT) == block)
+            && (next == NIL || self.rd(self.link(next) + L_PREV) == block);
         if !consistent {
             self.rebuild_all(false)?;
-            let rb = self.region.read_u32(off!(rebuilds));
-            self.region.write_u32(off!(rebuilds), rb.wrapping_add(1));
+            let rb = self.rd(off!(rebuilds));
+            self.wr(off!(rebuilds), rb.wrapping_add(1));
             return Ok(false);
         }
         if prev == NIL {
             self.hset(off!(free_heads), k, next);
         } else {
-            self.region.write_u32(self.link(prev) + L_NEXT, next);
+            self.wr(self.link(prev) + L_NEXT, next);
         }
         if next != NIL {
-            self.region.write_u32(self.link(next) + L_PREV, prev);
+            self.wr(self.link(next) + L_PREV, prev);
         }
         let c = self.hget(off!(free_counts), k);
         self.hset(off!(free_counts), k, c.wrapping_sub(1));
@@ -228,7 +308,6 @@ impl Pool {
     /// pool instead. Returns how many orphaned `USED` blocks (no record) were freed.
     pub(super) fn rebuild_all(&self, fresh: bool) -> Result<u32, PoolError> {
         let n = self.geo.n_blocks;
-        let r = &self.region;
         for k in 0..MAX_ORDERS as u32 {
             self.hset(off!(free_heads), k, NIL);
             self.hset(off!(free_counts), k, 0);
@@ -246,8 +325,8 @@ impl Pool {
             }
             for rec in 0..self.geo.max_records {
                 let o = self.rec_off(rec);
-                r.write_u32(o + R_OWNER, 0);
-                r.write_u32(o + R_META, Meta::free(0).pack());
+                self.wr(o + R_OWNER, 0);
+                self.wr(o + R_META, Meta::free(0).pack());
             }
         }
         // 1. Validate the tiling.
@@ -269,13 +348,13 @@ impl Pool {
         let mut live = 0u32;
         for rec in (0..self.geo.max_records).rev() {
             let o = self.rec_off(rec);
-            let block = r.read_u32(o + R_BLOCK);
+            let block = self.rd(o + R_BLOCK);
             let Meta {
                 live: is_live,
                 generation: gen_,
                 order,
                 kind,
-            } = Meta::unpack(r.read_u32(o + R_META));
+            } = Meta::unpack(self.rd(o + R_META));
             let keep = is_live
                 && AllocKind::from_u8(kind).is_some()
                 && self.valid_head(block, order)
@@ -284,13 +363,13 @@ impl Pool {
                 self.tset(block, T_USED | T_MARK | order as u8);
                 live += 1;
             } else {
-                r.write_u32(o + R_META, Meta::free(gen_).pack());
-                r.write_u32(o + R_BLOCK, free_rec);
+                self.wr(o + R_META, Meta::free(gen_).pack());
+                self.wr(o + R_BLOCK, free_rec);
                 free_rec = rec;
             }
         }
         // Records were walked in reverse, so the list comes out in ascending order.
-        r.write_u32(off!(rec_free), free_rec);
+        self.wr(off!(rec_free), free_rec);
         // 3. Walk the tiling: unmark kept heads, free orphans, rebuild the lists.
         let mut orphans = 0u32;
         let mut free_blocks = 0u32;
@@ -311,8 +390,9 @@ impl Pool {
             }
             i = next;
         }
-        r.write_u32(off!(live), live);
-        r.write_u32(off!(free_min_blocks), free_blocks);
+        self.wr(off!(live), live);
+        self.wr(off!(free_min_blocks), free_blocks);
+        self.wr(off!(unmerged), 0);
         Ok(orphans)
     }
 }

@@ -63,14 +63,14 @@ impl Pool {
     /// Decoded record `rec` if it is live and consistent with the order table.
     pub(super) fn record_info(&self, rec: u32) -> Option<AllocInfo> {
         let o = self.rec_off(rec);
-        let block = self.region.read_u32(o + R_BLOCK);
-        let owner = self.region.read_u32(o + R_OWNER);
+        let block = self.rd(o + R_BLOCK);
+        let owner = self.rd(o + R_OWNER);
         let Meta {
             live,
             generation: gen_,
             order,
             kind,
-        } = Meta::unpack(self.region.read_u32(o + R_META));
+        } = Meta::unpack(self.rd(o + R_META));
         if !live || !self.valid_head(block, order) || self.tget(block) != T_USED | order as u8 {
             return None;
         }
@@ -105,11 +105,11 @@ impl Pool {
             generation: gen_,
             order,
             ..
-        } = Meta::unpack(self.region.read_u32(o + R_META));
+        } = Meta::unpack(self.rd(o + R_META));
         if !live || gen_ != a.gen_ {
             return Err(PoolError::Stale);
         }
-        if self.region.read_u32(o + R_BLOCK) != a.block
+        if self.rd(o + R_BLOCK) != a.block
             || order != u32::from(a.order)
             || self.tget(a.block) != T_USED | a.order
         {
