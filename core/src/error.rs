@@ -52,6 +52,9 @@ pub enum PoolError {
     },
     /// A blocking allocation's deadline passed.
     Timeout,
+    /// The memory the allocation needs could not be backed (a sparse pool's file system is
+    /// full, or this party set no backing function); nothing was allocated.
+    NoBacking,
     /// The descriptor names no allocation of this pool (forged, corrupt or from another pool).
     BadDescriptor,
     /// The descriptor's allocation was already freed (double free, or a stale descriptor).
@@ -98,6 +101,9 @@ impl fmt::Display for PoolError {
                 "allocation of {requested} bytes can never fit (largest possible is {max} bytes)"
             ),
             Self::Timeout => f.write_str("timed out waiting for pool memory"),
+            Self::NoBacking => f.write_str(
+                "no storage for the pool's memory (its file system is full): free space there or use a smaller pool",
+            ),
             Self::BadDescriptor => f.write_str("descriptor names no allocation of this pool"),
             Self::Stale => f.write_str("allocation was already freed (double or stale free)"),
             Self::Stalled { owner } => write!(

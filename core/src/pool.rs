@@ -9,7 +9,8 @@
 //!
 //! # Memory layout (offsets from the region start, identical on 32- and 64-bit targets)
 //! ```text
-//! [PoolHeader 384 B][order table: 1 B per minimum block][records: 12 B each][data, 64-aligned]
+//! [PoolHeader 384 B][order table: 1 B per minimum block][records: 12 B each]
+//! [backing bitmap: 1 bit per 256 KiB of data][data, 64-aligned]
 //! ```
 //! - The **order table** is the allocator's ground truth. The entry of the first minimum block
 //!   of every block ("head") says `FREE|k` or `USED|k`; the heads tile the data area. Entries
@@ -24,6 +25,21 @@
 //!
 //! Metadata overhead: 384 B + 1 B per minimum block + 12 B per record. For a 1 MiB region with
 //! 64-byte minimum blocks that is 26.6 KiB, 2.6 % (`metadata_overhead` test).
+//!
+//! # Backing: sparse pools that never fault
+//! A pool over a file (the std adapter's `/dev/shm` pools) need not have storage behind all of
+//! its data area: on a full tmpfs, the first write to a page the file system cannot provide
+//! raises `SIGBUS`. The **backing bitmap** has one bit per [`CHUNK_BYTES`] of the data area, set
+//! once that chunk is backed. [`Pool::init`] marks everything backed (memory that is simply
+//! there: RAM, a fully reserved file). [`Pool::init_sparse`] marks nothing, and every party
+//! gives the pool a *backing function* ([`Pool::set_backing`]) that reserves a byte range of
+//! the region (`fallocate`). The allocator is the only writer to memory nobody owns (the
+//! free-list links at the head of each free block) and the only one that hands memory out,
+//! so it backs a chunk before either: before splitting, the chunks of every upper half it
+//! will link and of the block it will hand out; at init, the head of every first free block.
+//! If the backing function fails, the allocation fails with [`PoolError::NoBacking`] having
+//! changed nothing (the block goes back on its list). Chunks stay backed. The bitmap changes
+//! only under the lock.
 //!
 //! # Lazy coalescing: the fast path
 //! A free of a small block (order at most [`LAZY_MAX_ORDER`]) whose free list is short (fewer
@@ -94,6 +110,14 @@ const STALL_SPINS: u32 = 1 << 12;
 /// Under loom every spin is a scheduling branch: give up quickly.
 #[cfg(loom)]
 const STALL_SPINS: u32 = 4;
+
+/// Bytes of data area per bit of the backing bitmap (see "Backing" in the module docs).
+pub const CHUNK_BYTES: usize = 256 * 1024;
+const CHUNK_SHIFT: u32 = CHUNK_BYTES.trailing_zeros();
+
+/// Reserves storage for `len` bytes at `offset` of the region (see [`Pool::set_backing`]).
+/// Returns whether the range is now backed.
+pub type BackingFn = fn(region: Region, offset: usize, len: usize) -> bool;
 
 /// Largest order a free leaves unmerged (see "Lazy coalescing" in the module docs).
 pub const LAZY_MAX_ORDER: u32 = 6;
@@ -207,6 +231,9 @@ struct Geometry {
     max_records: u32,
     table_off: usize,
     records_off: usize,
+    /// The backing bitmap: one bit per chunk, in 32-bit words.
+    bitmap_off: usize,
+    n_chunks: u32,
     data_off: usize,
     max_order: u32,
 }
@@ -224,11 +251,17 @@ impl Geometry {
             .max(1);
         let table_off = HEADER_SIZE;
         let records_off = align_up(table_off.checked_add(n_blocks as usize)?, 4)?;
-        let data_off = align_up(
+        let bitmap_off = align_up(
             records_off.checked_add((max_records as usize).checked_mul(RECORD_SIZE)?)?,
+            4,
+        )?;
+        let data_bytes = (n_blocks as usize).checked_mul(1usize << shift)?;
+        let n_chunks = u32::try_from(data_bytes.div_ceil(CHUNK_BYTES)).ok()?;
+        let data_off = align_up(
+            bitmap_off.checked_add(4 * n_chunks.div_ceil(32) as usize)?,
             DATA_ALIGN,
         )?;
-        let total = data_off.checked_add((n_blocks as usize).checked_mul(1usize << shift)?)?;
+        let total = data_off.checked_add(data_bytes)?;
         if u32::try_from(data_off).is_err() {
             return None;
         }
@@ -244,6 +277,8 @@ impl Geometry {
                 max_records,
                 table_off,
                 records_off,
+                bitmap_off,
+                n_chunks,
                 data_off,
                 max_order,
             },
@@ -335,6 +370,9 @@ pub struct Pool {
     uid: u64,
     /// What a waiter for the pool lock does between two tries (see [`Pool::set_lock_backoff`]).
     backoff: fn(u32),
+    /// Reserves storage for unbacked chunks (see [`Pool::set_backing`]); `None`: nothing can
+    /// be backed (an unbacked chunk gives [`PoolError::NoBacking`]).
+    backing: Option<BackingFn>,
 }
 
 /// The default lock back-off: a CPU spin hint.
@@ -382,6 +420,40 @@ impl Pool {
     /// # Errors
     /// [`PoolError::BadConfig`], [`PoolError::BadOwner`], [`PoolError::RegionTooSmall`].
     pub fn init(region: Region, cfg: &PoolConfig, owner: u32) -> Result<Self, PoolError> {
+        Self::init_backed(region, cfg, owner, None)
+    }
+
+    /// [`Pool::init`] for a region whose data area is not backed yet (a sparse file): chunks
+    /// are backed with `backing` as the allocator first needs them (module docs, "Backing").
+    /// The metadata in front of the data (see [`Pool::data_offset`]) must be backed already.
+    ///
+    /// # Errors
+    /// As [`Pool::init`], and [`PoolError::NoBacking`] when `backing` fails for the first
+    /// free blocks.
+    pub fn init_sparse(
+        region: Region,
+        cfg: &PoolConfig,
+        owner: u32,
+        backing: BackingFn,
+    ) -> Result<Self, PoolError> {
+        Self::init_backed(region, cfg, owner, Some(backing))
+    }
+
+    /// Where the data area of a pool with `cfg` in a region of `region_len` bytes starts:
+    /// the bytes before it are metadata, written at init.
+    ///
+    /// # Errors
+    /// As [`Pool::init`] for a configuration or size that cannot hold a pool.
+    pub fn data_offset(region_len: usize, cfg: &PoolConfig) -> Result<usize, PoolError> {
+        Geometry::for_region(region_len, cfg).map(|g| g.data_off)
+    }
+
+    fn init_backed(
+        region: Region,
+        cfg: &PoolConfig,
+        owner: u32,
+        sparse: Option<BackingFn>,
+    ) -> Result<Self, PoolError> {
         check_owner(owner)?;
         let geo = Geometry::for_region(region.len(), cfg)?;
         let r = &region;
@@ -408,7 +480,13 @@ impl Pool {
             owner,
             uid: cfg.uid,
             backoff: spin_backoff,
+            backing: sparse,
         };
+        // Everything backed, or nothing yet.
+        let fill = if sparse.is_some() { 0 } else { u32::MAX };
+        for w in 0..geo.n_chunks.div_ceil(32) {
+            r.write_u32(geo.bitmap_off + 4 * w as usize, fill);
+        }
         pool.rebuild_all(true)?;
         r.write_u32(off!(rebuilds), 0);
         // SYNC: publish pool (Release) <-> attach (Acquire load of `initialized`).
@@ -483,7 +561,29 @@ impl Pool {
             owner,
             uid,
             backoff: spin_backoff,
+            backing: None,
         })
+    }
+
+    /// Sets how this party backs chunks of a sparse pool's data area (module docs,
+    /// "Backing"): every party of a pool made by [`Pool::init_sparse`] sets it after
+    /// [`Pool::attach`]. A party without one can still allocate from chunks that are backed.
+    pub fn set_backing(&mut self, backing: BackingFn) {
+        self.backing = Some(backing);
+    }
+
+    /// Bytes of the data area that are backed (chunks whose bit is set, each
+    /// [`CHUNK_BYTES`]; the last one may be shorter).
+    ///
+    /// # Errors
+    /// [`PoolError::Stalled`].
+    pub fn backed_bytes(&self) -> Result<usize, PoolError> {
+        let _g = self.lock()?;
+        let data = self.total_size();
+        Ok((0..self.geo.n_chunks)
+            .filter(|&c| self.chunk_backed(c))
+            .map(|c| (data - ((c as usize) << CHUNK_SHIFT)).min(CHUNK_BYTES))
+            .sum())
     }
 
     /// Sets what a waiter for the pool lock does between two tries (`backoff(tries_so_far)`;
@@ -762,10 +862,14 @@ impl Pool {
         }
     }
 
+    #[inline]
     fn order_for(&self, size: usize) -> Result<u32, PoolError> {
-        let blocks = size.div_ceil(self.min_block()).max(1);
-        let order = blocks.next_power_of_two().trailing_zeros();
-        if blocks > (1usize << self.geo.max_order) {
+        // Blocks needed, minus one (0 for a request of at most one block, also for 0 bytes);
+        // the order is the bit length of that. Sizes near `usize::MAX` give a large order
+        // rather than overflow.
+        let below = size.saturating_sub(1) >> self.geo.shift;
+        let order = usize::BITS - below.leading_zeros();
+        if order > self.geo.max_order {
             return Err(PoolError::TooLarge {
                 requested: size,
                 max: self.max_alloc(),
@@ -830,6 +934,59 @@ impl Pool {
     fn add_u32(&self, off: usize, delta: i64) {
         let v = self.rd(off);
         self.wr(off, (i64::from(v) + delta) as u32);
+    }
+
+    /// Whether the block `(block, order)` lies in one chunk that is backed (the allocation
+    /// fast path's whole check: an aligned block no larger than a chunk never straddles two).
+    #[inline]
+    fn small_block_backed(&self, block: u32, order: u32) -> bool {
+        order + self.geo.shift <= CHUNK_SHIFT
+            && self.chunk_backed(block >> (CHUNK_SHIFT - self.geo.shift))
+    }
+
+    fn chunk_backed(&self, chunk: u32) -> bool {
+        debug_assert!(chunk < self.geo.n_chunks);
+        self.rd(self.geo.bitmap_off + 4 * (chunk / 32) as usize) & (1 << (chunk % 32)) != 0
+    }
+
+    /// Backs the chunks of `blocks` blocks from `block` (lock held), calling the backing
+    /// function for each run of unbacked chunks; sets their bits.
+    ///
+    /// # Errors
+    /// [`PoolError::NoBacking`] when there is no backing function or it fails (the bits of
+    /// the chunks it backed before stay set: they are backed).
+    fn back(&self, block: u32, blocks: u32) -> Result<(), PoolError> {
+        let start = (block as usize) << self.geo.shift;
+        let end = start + ((blocks as usize) << self.geo.shift);
+        let (first, last) = (
+            (start >> CHUNK_SHIFT) as u32,
+            ((end - 1) >> CHUNK_SHIFT) as u32,
+        );
+        let mut c = first;
+        while c <= last {
+            if self.chunk_backed(c) {
+                c += 1;
+                continue;
+            }
+            // One call for each run of unbacked chunks.
+            let mut end_c = c + 1;
+            while end_c <= last && !self.chunk_backed(end_c) {
+                end_c += 1;
+            }
+            let off = (c as usize) << CHUNK_SHIFT;
+            let len = (self.total_size().min((end_c as usize) << CHUNK_SHIFT)) - off;
+            match self.backing {
+                Some(f) if f(self.region, self.geo.data_off + off, len) => {
+                    for b in c..end_c {
+                        let w = self.geo.bitmap_off + 4 * (b / 32) as usize;
+                        self.wr(w, self.rd(w) | (1 << (b % 32)));
+                    }
+                }
+                _ => return Err(PoolError::NoBacking),
+            }
+            c = end_c;
+        }
+        Ok(())
     }
 
     /// Whether `block` can be the head of a block of `order` in this pool.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Mem, pool, waited, watchdog};
-use dragon_channels_core::pool::{SIZE_CLASSES, STRUCT_OWNER_BIT};
+use dragon_channels_core::pool::{CHUNK_BYTES, SIZE_CLASSES, STRUCT_OWNER_BIT};
 use dragon_channels_core::{Alloc, AllocKind, Pool, PoolConfig, PoolError, Waiter, Wake};
 use proptest::prelude::*;
 
@@ -502,4 +502,89 @@ proptest! {
         }
         prop_assert_eq!(p.stats().unwrap(), base);
     }
+}
+
+/// Chunks a backing function may still back in `sparse_pools_back_chunks_as_allocations_need_them`
+/// (a test of its own, so no other test shares it).
+static BUDGET: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Bytes backed so far by that function.
+static BACKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn budgeted_backing(_r: dragon_channels_core::Region, _off: usize, len: usize) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    let chunks = len.div_ceil(CHUNK_BYTES);
+    if BUDGET
+        .fetch_update(SeqCst, SeqCst, |b| b.checked_sub(chunks))
+        .is_err()
+    {
+        return false;
+    }
+    BACKED.fetch_add(len, SeqCst);
+    true
+}
+
+/// A sparse pool backs chunks as the allocator first needs them, never more than it is
+/// allowed, and a backing failure is a clean `NoBacking`: nothing allocated, nothing changed.
+#[test]
+fn sparse_pools_back_chunks_as_allocations_need_them() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let len = scaled(16) * MIB;
+    let mut m = Mem::new(len);
+    let cfg = PoolConfig {
+        min_block: 64,
+        max_allocations: Some(1024),
+        uid: 3,
+    };
+    BUDGET.store(usize::MAX / 2, SeqCst);
+    let p = Pool::init_sparse(m.region(), &cfg, 1, budgeted_backing).unwrap();
+    let at_init = p.backed_bytes().unwrap();
+    assert_eq!(at_init, BACKED.load(SeqCst));
+    // One chunk per first free block at most (the data area is tiled with one block per
+    // set bit of its block count).
+    let tiles = (p.total_size() / 64).count_ones() as usize;
+    assert!(
+        at_init <= tiles * CHUNK_BYTES && at_init < p.total_size() / 2,
+        "init backs only the first free blocks' heads: {at_init}"
+    );
+    // A small allocation splits the big block: the heads of the upper halves are backed.
+    let a = p.alloc(64, AllocKind::Data).unwrap();
+    let after_one = p.backed_bytes().unwrap();
+    assert!(after_one < p.total_size() / 2, "{after_one}");
+    // Only a few more chunks may be backed now.
+    let before = p.stats().unwrap();
+    BUDGET.store(1, SeqCst);
+    assert_eq!(
+        p.alloc(p.max_alloc() / 2, AllocKind::Data),
+        Err(PoolError::NoBacking),
+        "half the pool needs more chunks than the budget"
+    );
+    assert_eq!(
+        p.stats().unwrap(),
+        before,
+        "a failed backing changes nothing"
+    );
+    // What is backed stays usable.
+    let b = p.alloc(64, AllocKind::Data).unwrap();
+    p.free(b).unwrap();
+    BUDGET.store(usize::MAX / 2, SeqCst);
+    p.free(a).unwrap();
+    let all = p.alloc(p.max_alloc(), AllocKind::Data).unwrap();
+    assert!(p.backed_bytes().unwrap() >= p.max_alloc());
+    p.free(all).unwrap();
+    assert_eq!(p.stats().unwrap().free, p.total_size());
+    // A party that attached without a backing function uses backed chunks only (the
+    // largest block's, now).
+    let q = Pool::attach(m.region(), 2).unwrap();
+    let c = q.alloc(64, AllocKind::Data).unwrap();
+    q.free(c).unwrap();
+}
+
+/// Pools made by `init` have everything backed: no backing function is ever needed.
+#[test]
+fn plain_pools_are_fully_backed() {
+    let mut m = Mem::new(MIB);
+    let p = pool(&mut m, 64);
+    assert_eq!(p.backed_bytes().unwrap(), p.total_size());
+    let a = p.alloc(p.max_alloc(), AllocKind::Data).unwrap();
+    p.free(a).unwrap();
 }

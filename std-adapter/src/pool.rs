@@ -624,9 +624,21 @@ impl PoolInner {
 
     /// Frees `a` and wakes parties waiting for pool space.
     pub(crate) fn free(&self, a: Alloc) -> Result<(), MemoryPoolError> {
-        self.retry(|| self.core.free(a))?;
+        match self.core.free(a) {
+            Ok(()) => {}
+            Err(CorePoolError::Stalled { .. }) => self.free_stalled(a)?,
+            Err(e) => return Err(MemoryPoolError::Pool(e)),
+        }
         self.wake_free_waiters();
         Ok(())
+    }
+
+    /// [`PoolInner::free`] after the lock was held too long: waits for a live holder,
+    /// recovers a dead one.
+    #[cold]
+    #[inline(never)]
+    fn free_stalled(&self, a: Alloc) -> Result<(), MemoryPoolError> {
+        self.retry(|| self.core.free(a))
     }
 
     /// Wakes parties sleeping on the pool's free event, if any registered.

@@ -70,6 +70,18 @@ impl Pool {
         kind: AllocKind,
         owner: u32,
     ) -> Result<Alloc, PoolError> {
+        // Back what this carve writes to or hands out before changing anything (module docs,
+        // "Backing"): the head of each upper half it will link, and the block itself. On
+        // failure the block goes back on its list, as it was.
+        if k > order || !self.small_block_backed(block, order) {
+            let backed = (order..k)
+                .try_for_each(|j| self.back(block + (1 << j), 1))
+                .and_then(|()| self.back(block, 1 << order));
+            if let Err(e) = backed {
+                self.list_push(block, k);
+                return Err(e);
+            }
+        }
         // Split down: each step publishes the upper half as a free head first, then shrinks
         // the lower head, so the table is a valid tiling after every store.
         while k > order {
@@ -320,6 +332,8 @@ impl Pool {
                 while (n - i) >> k == 0 {
                     k -= 1;
                 }
+                // The tile's head will hold its free-list links.
+                self.back(i, 1)?;
                 self.tset(i, T_FREE | k as u8);
                 i += 1 << k;
             }
