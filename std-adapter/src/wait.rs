@@ -224,9 +224,12 @@ pub(crate) fn sleep_on(word: &AtomicU32, expected: u32, d: Duration) {
     let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
 }
 
-/// Wakes up to `n` sleepers on a shared futex word.
-pub(crate) fn wake(word: &AtomicU32, n: u32) {
-    let _ = futex::wake(word, futex::Flags::empty(), n);
+/// Wakes up to `n` sleepers on a shared futex word (`u32::MAX`: all of them); returns how
+/// many it woke.
+pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
+    // The kernel reads the count as a C `int`: `u32::MAX` would be -1, which wakes one
+    // sleeper only. `i32::MAX` wakes them all (glibc's broadcasts pass `INT_MAX`).
+    futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32)).unwrap_or(0)
 }
 
 /// Tells sleepers on `ev` that its condition changed; wakes whom the event says (one
@@ -596,5 +599,59 @@ impl Ctx<'_> {
                 Op::Other | Op::Poll(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::Ordering;
+
+    /// `wake(word, u32::MAX)` wakes every sleeper. Passed to the kernel as is, the count read
+    /// as -1 and woke one: a barrier release, an abort or a destroy left the other sleepers
+    /// asleep for a whole [`SLEEP_SLICE`] (a barrier of 8 processes took 100 ms a round).
+    #[test]
+    fn wake_all_wakes_every_sleeper() {
+        const SLEEPERS: usize = 4;
+        let word = AtomicU32::new(0);
+        let tids = std::sync::Mutex::new(Vec::new());
+        // Whether thread `tid` sleeps in the kernel ('S' in its stat line).
+        let asleep = |tid: i32| {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).is_ok_and(|l| {
+                l.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    == Some("S")
+            })
+        };
+        std::thread::scope(|s| {
+            for _ in 0..SLEEPERS {
+                s.spawn(|| {
+                    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+                    tids.lock().unwrap().push(tid);
+                    // From here on, the futex is the only place this thread blocks.
+                    while word.load(Ordering::Acquire) == 0 {
+                        sleep_on(&word, 0, Duration::from_secs(3600));
+                    }
+                });
+            }
+            loop {
+                let t = tids.lock().unwrap().clone();
+                if t.len() == SLEEPERS && t.iter().all(|&tid| asleep(tid)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            word.store(1, Ordering::Release);
+            let woken = wake(&word, u32::MAX);
+            // Let every sleeper go before checking, so that a failure does not hang.
+            for _ in 0..SLEEPERS {
+                wake(&word, 1);
+            }
+            assert_eq!(
+                woken, SLEEPERS,
+                "a wake of all woke {woken} of {SLEEPERS} sleepers"
+            );
+        });
     }
 }
