@@ -21,6 +21,12 @@
 //! - after the run and a recovery pass, the pool's free space and live allocations are back
 //!   at their baseline.
 //!
+//!
+//! A third test kills processes that only allocate and free (`Message::create_alloc` + drop of
+//! small sizes in a tight loop, so deaths land inside the pool's fast path, lazy frees and
+//! all): after the kills and one recovery pass, the pool's free space, live allocations and
+//! free blocks per size are exactly what they were before.
+//!
 //! The run prints its counts and figures:
 //! `cargo test --release -p dragon-channels-tests --test kill_injection -- --nocapture`.
 #![allow(clippy::std_instead_of_core, clippy::disallowed_types)] // a std test program
@@ -343,6 +349,92 @@ fn child(r: &str) {
         "receiver" => receiver(&ch, &ledger, me),
         _ => unreachable!("{r}"),
     }
+}
+
+/// An allocator child: allocates and frees small messages until killed, sometimes holding a
+/// few at once (so a death also leaves live allocations for recovery).
+fn allocator() {
+    let _watchdog = watchdog(600, "kill_injection allocator");
+    let pool = MemoryPool::attach(&std::env::var(DESC).unwrap()).unwrap();
+    let mut rng = u64::from(std::process::id()) | 1;
+    let mut held = Vec::new();
+    loop {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let size = 1 + (rng % 4096) as usize;
+        match Message::create_alloc(&pool, size) {
+            Ok(m) if rng % 8 == 0 && held.len() < 16 => held.push(m),
+            Ok(m) => drop(m),
+            Err(e) => {
+                eprintln!("allocator: {e}");
+                std::process::exit(3);
+            }
+        }
+        if rng % 64 == 0 {
+            held.clear();
+        }
+    }
+}
+
+#[test]
+fn allocators_killed_in_the_fast_path_leave_the_pool_at_baseline() {
+    const TEST: &str = "allocators_killed_in_the_fast_path_leave_the_pool_at_baseline";
+    if role().is_some() {
+        return allocator();
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let kills: usize = std::env::var("DC_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let _watchdog = watchdog(600, TEST);
+    let name = unique_name("kill-a");
+    let _g = ShmGuard::new(&name);
+    let pool = MemoryPool::create(4 << 20, &name, 7).unwrap();
+    let baseline = pool.stats().unwrap();
+    let fresh = pool.free_blocks().unwrap();
+    let envs = [(DESC, name.clone())];
+    let spawn = || spawn_role(TEST, "allocator", &envs);
+    let mut kids = Children((0..ROLES).map(|_| spawn()).collect());
+    let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(std::process::id());
+    for _ in 0..kills {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(500 + rng % 5000));
+        let k = (rng >> 32) as usize % ROLES;
+        let c = &mut kids.0[k];
+        if let Ok(Some(st)) = c.try_wait() {
+            panic!("allocator {k} exited on its own: {st}");
+        }
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+        kids.0[k] = spawn();
+    }
+    for c in &mut kids.0 {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let rec = pool.recover().unwrap();
+    let after = pool.stats().unwrap();
+    println!(
+        "kill_injection allocators: {kills} kills (+{ROLES} at the end); recovery {rec:?}; \
+         pool live {} free {} (baseline live {} free {})",
+        after.live, after.free, baseline.live, baseline.free
+    );
+    assert_eq!(
+        (after.live, after.free),
+        (baseline.live, baseline.free),
+        "pool back to its baseline after recovery; allocations: {:?}",
+        pool.allocations().unwrap()
+    );
+    assert_eq!(
+        pool.free_blocks().unwrap(),
+        fresh,
+        "every block merged back"
+    );
+    pool.destroy().unwrap();
 }
 
 #[test]
