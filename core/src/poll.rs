@@ -22,14 +22,19 @@
 //!   its own), releases parties that arrived with `-1`, and clears broken. Call it once every
 //!   live party has its outcome (for example after an abort every survivor received its `-1`).
 //!
-//! What a party that dies leaves, and what the others see: one that dies after arriving and
-//! before the release stays counted, so the round can never complete: the others' receives
-//! time out; any of them aborts (everyone arrived gets `-1`, the dead party's message stays
-//! queued) and, once the survivors have their `-1`, resets, which discards it. One that dies
-//! after the release leaves its outcome message queued: the next round's arrivals wait for it
-//! to drain; a blocking arrival whose timeout passes breaks the barrier and releases with
-//! `-1` (as Dragon's does), and a reset discards the message. A party that dies in the middle
-//! of a release leaves the round marked "releasing": a reset clears it.
+//! What a party that dies leaves, and what the others see: one that dies before arriving
+//! leaves the round short, so it never completes: the others' receives time out; any of them
+//! aborts (everyone arrived gets `-1`) and, once the survivors have their `-1`, resets. One
+//! that dies after arriving stays counted, so the round completes when the others arrive;
+//! its outcome message, like that of one that dies after the release without receiving it,
+//! stays queued: the next round's arrivals wait for it to drain; a blocking arrival whose
+//! timeout passes breaks the barrier and releases with `-1` (as Dragon's does), and a reset
+//! discards the message. A party that dies in the middle of a release leaves the round
+//! marked "releasing": a reset clears it. A release that finds the slot of its next outcome
+//! message still held (by a receiver of the last round that has not finished, or died
+//! there) stops and returns the error, leaving the round claimed with the outcomes it still
+//! owes; the next release or abort deposits them (the std adapter retries at once, after
+//! recovering a dead holder), and a reset gives them as `-1`.
 //!
 //! # Semaphore channels (`Channel::create_semaphore`)
 //! The value is a 32-bit word of the channel header. `SemaphoreP` takes one (waiting while it
@@ -47,6 +52,15 @@ use crate::sync::{Ordering, fence};
 
 /// `barrier_count` while one party deposits a round's outcome.
 pub(crate) const RELEASING: u32 = u32::MAX;
+/// `barrier_count` of a release that stopped half-way (see `barrier_release`): this bit,
+/// [`STOPPED_ORDINALS`] when it was depositing ordinals, and in the bits below that the
+/// number of outcome messages it still owes (at most the capacity, `<= 2^24`).
+const STOPPED: u32 = 1 << 31;
+/// In a stopped release: the messages owed are the round's last ordinals,
+/// `parties - owed..parties` (otherwise `-1` each).
+const STOPPED_ORDINALS: u32 = 1 << 30;
+/// In a stopped release: the number of messages owed.
+const OWED: u32 = STOPPED_ORDINALS - 1;
 /// The outcome message of a party in an aborted round.
 pub const BARRIER_ABORTED: i64 = -1;
 
@@ -291,13 +305,14 @@ impl Channel {
         }
     }
 
-    /// Parties arrived at the barrier in this round (0 while a release is under way).
+    /// Parties arrived at the barrier in this round (0 while a release is under way or
+    /// stopped half-way).
     pub fn barrier_count(&self) -> u32 {
         match self
             .sync(offset_of!(SyncWords, barrier_count))
             .load(Ordering::Acquire)
         {
-            RELEASING => 0,
+            n if n == RELEASING || n & STOPPED != 0 => 0,
             n => n,
         }
     }
@@ -352,7 +367,8 @@ impl Channel {
         }
     }
 
-    /// Deposits the round's outcome: one message per arrived party.
+    /// Deposits the round's outcome: one message per arrived party, or what a release that
+    /// stopped half-way still owes.
     fn barrier_release(&self) -> Result<Polled, ChannelError> {
         let count = self.sync(offset_of!(SyncWords, barrier_count));
         let parties = self.capacity() as u32;
@@ -372,26 +388,36 @@ impl Channel {
                 Err(now) => n = now,
             }
         }
-        if self.capacity() - self.len() < n as usize {
+        let broken = self.barrier_broken();
+        // How many messages, and the ordinal of the first (`None`: `-1` each).
+        let (owed, first) = if n & STOPPED != 0 {
+            let owed = n & OWED;
+            let ordinals = n & STOPPED_ORDINALS != 0 && !broken;
+            (owed, ordinals.then(|| parties.saturating_sub(owed)))
+        } else {
+            (n, (!broken && n == parties).then_some(0))
+        };
+        if self.capacity() - self.len() < owed as usize {
             // Room for the whole outcome or none of it: give the round back.
             count.store(n, Ordering::Release);
             return Err(ChannelError::Full);
         }
-        let aborted = self.barrier_broken() || n < parties;
-        for i in 0..n {
-            let v = if aborted {
-                BARRIER_ABORTED
-            } else {
-                i64::from(i)
-            };
-            // Only a message sent into the barrier channel meanwhile takes the room checked
-            // above; then the round stays claimed until a reset (module docs).
-            self.try_send(&v.to_le_bytes(), 0, 0)?;
+        for i in 0..owed {
+            let v = first.map_or(BARRIER_ABORTED, |f| i64::from(f + i));
+            if let Err(e) = self.try_send(&v.to_le_bytes(), 0, 0) {
+                // The slot is still held (a receiver of the last round mid-way, or dead
+                // there), or a message sent into the barrier channel took the room: keep
+                // what is still owed for the next release (module docs).
+                let ordinals = if first.is_some() { STOPPED_ORDINALS } else { 0 };
+                // SYNC: stop (Release) <-> the next release's claim CAS (AcqRel).
+                count.store(STOPPED | ordinals | (owed - i), Ordering::Release);
+                return Err(e);
+            }
         }
         // SYNC: next round (Release) <-> arrivals' Acquire loads: an arrival that sees 0
         // also sees the outcome queued and waits for it to drain.
         count.store(0, Ordering::Release);
-        Ok(Polled::Value(u64::from(n)))
+        Ok(Polled::Value(u64::from(owed)))
     }
 
     fn barrier_reset(&self) -> Result<Polled, ChannelError> {
