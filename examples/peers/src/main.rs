@@ -3,6 +3,12 @@
 //!
 //! `cargo run --release --manifest-path examples/peers/Cargo.toml -- [--quick] [--json out.json]`
 //!
+//! `--waiting [--quick] [--runs K] [--json out.json]` runs only the waiting scenarios (channel
+//! set wake-up, barrier).
+//!
+//! `--wake recv|N|hintsN ROUNDS [GAP_US]` and `--barrier P ROUNDS [recv|adaptive|spin|idle]`
+//! run one waiting scenario once (for profiling).
+//!
 //! `--scaling N [--total M]` runs only the N->N throughput scenario and prints one
 //! tab-separated line (used by `scaling.sh`).
 
@@ -10,6 +16,7 @@ mod floor;
 mod ours;
 mod peers;
 mod util;
+mod waiting;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -21,6 +28,10 @@ const SIZES: [usize; 4] = [64, 1024, 64 << 10, 1 << 20];
 struct Cfg {
     quick: bool,
     json: Option<String>,
+    /// Runs of each waiting scenario (`--runs K`; the plan's default otherwise).
+    runs: Option<usize>,
+    /// `--waiting`: only the waiting scenarios.
+    waiting_only: bool,
 }
 
 impl Cfg {
@@ -57,6 +68,8 @@ fn child_role() -> Option<Res<()>> {
         "mq" => peers::mq_peer(&arg),
         "ipc" => peers::ipc_peer(&arg),
         "iox" => peers::iceoryx2_peer(&arg),
+        "wait-pp" => waiting::wake_peer(&arg),
+        "wait-bar" => waiting::barrier_peer(&arg),
         r => Err(format!("unknown role {r}").into()),
     })
 }
@@ -173,6 +186,11 @@ fn main() -> Res<()> {
     if args.iter().any(|a| a == "--scaling") {
         return scaling(&args);
     }
+    if let Some(i) = args.iter().position(|a| a == "--wake" || a == "--barrier") {
+        let r = waiting::single(&args[i..]);
+        cleanup();
+        return r;
+    }
     if let Some(i) = args.iter().position(|a| a == "--pingpong") {
         return pingpong_only(&args[i + 1..]);
     }
@@ -182,6 +200,12 @@ fn main() -> Res<()> {
             .iter()
             .position(|a| a == "--json")
             .and_then(|i| args.get(i + 1).cloned()),
+        runs: args
+            .iter()
+            .position(|a| a == "--runs")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok()),
+        waiting_only: args.iter().any(|a| a == "--waiting"),
     };
     let started = Instant::now();
     let load0 = load();
@@ -227,6 +251,11 @@ fn run(cfg: &Cfg) -> Res<()> {
          iceoryx2 and the kernel peers too). Ratio columns are ours / peer: above 1 means \
          ours is slower (latency) or faster (throughput, stated per table).\n"
     );
+
+    if cfg.waiting_only {
+        waiting::report(&waiting::Plan::new(cfg.quick, cfg.runs), &mut js);
+        return write_json(cfg, &js, cpus);
+    }
 
     // ----- latency -----
     let floor_flags = {
@@ -512,6 +541,13 @@ fn run(cfg: &Cfg) -> Res<()> {
     );
     table(&["mechanism", "CPU µs", "% of one core", "ours/peer"], &t);
 
+    // ----- waiting: channel sets, barrier -----
+    waiting::report(&waiting::Plan::new(cfg.quick, cfg.runs), &mut js);
+
+    write_json(cfg, &js, cpus)
+}
+
+fn write_json(cfg: &Cfg, js: &str, cpus: usize) -> Res<()> {
     if let Some(path) = &cfg.json {
         let body = js.trim_end_matches(',');
         let doc = format!(
