@@ -90,12 +90,13 @@ fn ctl_path(tag: &str) -> String {
     format!("/dev/shm/dcb-{}-{tag}", std::process::id())
 }
 
-/// Voluntary and involuntary context switches of this process so far.
-fn switches() -> (u64, u64) {
+/// Voluntary and involuntary context switches so far of `who` (`RUSAGE_SELF`,
+/// `RUSAGE_THREAD`).
+fn switches(who: libc::c_int) -> (u64, u64) {
     // SAFETY: a zeroed rusage is a valid out-value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid out-pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    unsafe { libc::getrusage(who, &mut ru) };
     (ru.ru_nvcsw as u64, ru.ru_nivcsw as u64)
 }
 
@@ -277,7 +278,7 @@ pub fn wake_peer(arg: &str) -> Res<()> {
         None
     };
     let mut m = Message::create_alloc(reply.pool(), SIZE)?;
-    let (v0, i0) = switches();
+    let (v0, i0) = switches(libc::RUSAGE_SELF);
     ctl.ready();
     loop {
         match &mut set {
@@ -296,7 +297,7 @@ pub fn wake_peer(arg: &str) -> Res<()> {
         }
         sendh.send(&m, None, Timeout::Block)?;
     }
-    let (v1, i1) = switches();
+    let (v1, i1) = switches(libc::RUSAGE_SELF);
     ctl.slot(0).store(v1 - v0, SeqCst);
     ctl.slot(1).store(i1 - i0, SeqCst);
     Ok(())
@@ -320,16 +321,21 @@ fn spin_hints(reqs: &[Channel], recvhs: &[ChannelRecvH], m: &mut Message) -> Res
     }
 }
 
-/// One barrier run: the round period the parent saw (histogram, ns) and the mean period.
+/// One barrier run: the round period the parent saw (histogram, ns) and the mean period;
+/// party 0's context switches per round, voluntary (sleeps) and involuntary (preempted, or a
+/// yield that handed its CPU to another task), NaN where not measured.
 #[derive(Clone, Copy)]
 pub struct Rounds {
     p50: f64,
     p99: f64,
     mean: f64,
+    vol: f64,
+    invol: f64,
 }
 
-/// Round periods of party 0 from the end times of its rounds (after `warm` rounds).
-fn rounds_of(ends: &[Instant], warm: usize) -> Rounds {
+/// Round periods of party 0 from the end times of its rounds (after `warm` rounds), with
+/// the context switches `(v0, i0)` / `(v1, i1)` of party 0's thread before and after.
+fn rounds_of(ends: &[Instant], warm: usize, (v0, i0): (u64, u64), (v1, i1): (u64, u64)) -> Rounds {
     let mut h = hist();
     let kept = &ends[warm..];
     for w in kept.windows(2) {
@@ -340,6 +346,8 @@ fn rounds_of(ends: &[Instant], warm: usize) -> Rounds {
         p50: h.value_at_quantile(0.5) as f64,
         p99: h.value_at_quantile(0.99) as f64,
         mean: span.as_nanos() as f64 / (kept.len() - 1) as f64,
+        vol: (v1 - v0) as f64 / ends.len() as f64,
+        invol: (i1 - i0) as f64 / ends.len() as f64,
     }
 }
 
@@ -410,8 +418,14 @@ pub fn barrier(parties: usize, rounds: usize, mode: Option<WaitMode>) -> Res<Rou
         ctl.wait_ready(parties as u32 - 1);
         ctl.go();
         let mut ends = Vec::with_capacity(total);
+        let before = switches(libc::RUSAGE_THREAD);
         barrier_party(&ch, total, mode, Some(&mut ends))?;
-        Ok(rounds_of(&ends, warm))
+        Ok(rounds_of(
+            &ends,
+            warm,
+            before,
+            switches(libc::RUSAGE_THREAD),
+        ))
     })();
     if run.is_err() {
         // Children still arriving learn it from the broken barrier.
@@ -469,6 +483,7 @@ pub fn std_barrier(threads: usize, rounds: usize) -> Rounds {
     let total = warm + rounds;
     let b = std::sync::Barrier::new(threads);
     let mut ends = Vec::with_capacity(total);
+    let mut sw = ((0, 0), (0, 0));
     std::thread::scope(|s| {
         for _ in 1..threads {
             s.spawn(|| {
@@ -477,12 +492,14 @@ pub fn std_barrier(threads: usize, rounds: usize) -> Rounds {
                 }
             });
         }
+        sw.0 = switches(libc::RUSAGE_THREAD);
         for _ in 0..total {
             b.wait();
             ends.push(Instant::now());
         }
+        sw.1 = switches(libc::RUSAGE_THREAD);
     });
-    rounds_of(&ends, warm)
+    rounds_of(&ends, warm, sw.0, sw.1)
 }
 
 /// Times `multiprocessing.Barrier` rounds in the parent, as [`rounds_of`] does; prints
@@ -536,7 +553,13 @@ pub fn py_barrier(procs: usize, rounds: usize) -> Res<Option<Rounds>> {
         .map(str::parse::<f64>)
         .collect::<Result<Vec<_>, _>>()?;
     match v[..] {
-        [p50, p99, mean] => Ok(Some(Rounds { p50, p99, mean })),
+        [p50, p99, mean] => Ok(Some(Rounds {
+            p50,
+            p99,
+            mean,
+            vol: f64::NAN,
+            invol: f64::NAN,
+        })),
         _ => Err(format!("python3 printed {text:?}").into()),
     }
 }
@@ -717,94 +740,101 @@ fn wake_table(plan: &Plan, asleep: bool, js: &mut String) {
     );
 }
 
+/// The median of each field over runs (`None` for no runs).
+fn med_rounds(v: &[Rounds]) -> Option<Rounds> {
+    let f = |g: fn(&Rounds) -> f64| median(&v.iter().map(g).collect::<Vec<_>>());
+    (!v.is_empty()).then(|| Rounds {
+        p50: f(|x| x.p50),
+        p99: f(|x| x.p99),
+        mean: f(|x| x.mean),
+        vol: f(|x| x.vol),
+        invol: f(|x| x.invol),
+    })
+}
+
 fn barrier_table(plan: &Plan, js: &mut String) {
     let rounds = plan.rounds;
     eprintln!("barrier ({} runs):", plan.runs);
     let mut rows = Vec::new();
     for parties in [2usize, 8] {
-        let mut ours = Runs::new();
-        let mut std_ = Runs::new();
-        let mut py: Runs<Option<Rounds>> = Runs::new();
+        let (mut ours, mut py) = (Runs::new(), Runs::new());
+        let mut std_ = Vec::new();
+        // p50 per run (None for a failed or skipped run).
         let (mut o50, mut s50, mut p50) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..plan.runs {
             let t = Instant::now();
             let o = barrier(parties, rounds, None);
             let s = std_barrier(parties, rounds);
             let p = py_barrier(parties, rounds);
-            eprintln!(
-                "  run {run}, {parties} parties: ours p50 {}, std p50 {}, python p50 {} ({:.1} s)",
-                o.as_ref().map_or(f64::NAN, |r| r.p50),
-                s.p50,
-                p.as_ref()
-                    .ok()
-                    .copied()
-                    .flatten()
-                    .map_or(f64::NAN, |r| r.p50),
-                t.elapsed().as_secs_f64()
-            );
             o50.push(o.as_ref().ok().map(|r| r.p50));
             s50.push(Some(s.p50));
             p50.push(p.as_ref().ok().copied().flatten().map(|r| r.p50));
+            eprintln!(
+                "  run {run}, {parties} parties: ours p50 {} (party 0 involuntary switches/round \
+                 {:.2}), std p50 {}, python p50 {} ({:.1} s)",
+                o50[run].unwrap_or(f64::NAN),
+                o.as_ref().map_or(f64::NAN, |r| r.invol),
+                s.p50,
+                p50[run].unwrap_or(f64::NAN),
+                t.elapsed().as_secs_f64()
+            );
             ours.push(o);
-            std_.push(Ok(s));
+            std_.push(s);
             py.push(p);
         }
-        let speedup = spread(&ratios(&p50, &o50));
-        let mut row = |name: &str, r: Option<(f64, f64, f64)>, vs: String, err: Option<&str>| {
+        let py_missing = py.ok.iter().any(Option::is_none);
+        let py_ok: Vec<Rounds> = py.ok.iter().flatten().copied().collect();
+        let lines = [
+            (
+                "dragon-channels barrier (processes)",
+                med_rounds(&ours.ok),
+                "—".to_string(),
+                ours.err.clone(),
+            ),
+            (
+                "std::sync::Barrier (threads)",
+                med_rounds(&std_),
+                spread(&ratios(&s50, &o50)),
+                None,
+            ),
+            (
+                "Python multiprocessing.Barrier (processes)",
+                med_rounds(&py_ok),
+                spread(&ratios(&p50, &o50)),
+                if py_missing {
+                    Some("skipped: python3 not found".to_string())
+                } else {
+                    py.err.clone()
+                },
+            ),
+        ];
+        for (name, r, vs, err) in lines {
             let mut line = vec![parties.to_string(), name.to_string()];
             match r {
-                Some((p50, p99, mean)) => {
-                    line.extend([num(p50), num(p99), num(mean), vs]);
+                Some(r) if !py_missing || !name.starts_with("Python") => {
+                    let sw = if r.vol.is_finite() {
+                        format!("{:.2} / {:.2}", r.invol, r.vol)
+                    } else {
+                        "n/a".into()
+                    };
+                    line.extend([num(r.p50), num(r.p99), num(r.mean), vs, sw]);
                     crate::json_num(
                         js,
                         "barrier",
                         &[
                             ("parties", parties.to_string()),
                             ("mechanism", format!("\"{name}\"")),
-                            ("p50_ns", crate::jf(p50)),
-                            ("p99_ns", crate::jf(p99)),
-                            ("mean_ns", crate::jf(mean)),
+                            ("p50_ns", crate::jf(r.p50)),
+                            ("p99_ns", crate::jf(r.p99)),
+                            ("mean_ns", crate::jf(r.mean)),
+                            ("party0_involuntary_per_round", crate::jf(r.invol)),
+                            ("party0_voluntary_per_round", crate::jf(r.vol)),
                         ],
                     );
                 }
-                None => line.push(err.unwrap_or("failed").to_string()),
+                _ => line.push(err.unwrap_or_else(|| "failed".into())),
             }
             rows.push(line);
-        };
-        let meds = |r: &Runs<Rounds>| {
-            (!r.ok.is_empty()).then(|| (r.med(|x| x.p50), r.med(|x| x.p99), r.med(|x| x.mean)))
-        };
-        row(
-            "dragon-channels barrier (processes)",
-            meds(&ours),
-            "—".into(),
-            ours.err.as_deref(),
-        );
-        row(
-            "std::sync::Barrier (threads)",
-            meds(&std_),
-            spread(&ratios(&s50, &o50)),
-            None,
-        );
-        let got: Vec<Rounds> = py.ok.iter().flatten().copied().collect();
-        if py.ok.iter().any(Option::is_none) {
-            row(
-                "Python multiprocessing.Barrier (processes)",
-                None,
-                String::new(),
-                Some("skipped: python3 not found"),
-            );
-        } else {
-            let m = (!got.is_empty()).then(|| {
-                let f = |g: fn(&Rounds) -> f64| median(&got.iter().map(g).collect::<Vec<_>>());
-                (f(|x| x.p50), f(|x| x.p99), f(|x| x.mean))
-            });
-            row(
-                "Python multiprocessing.Barrier (processes)",
-                m,
-                speedup,
-                py.err.as_deref(),
-            );
         }
     }
     println!(
@@ -815,10 +845,14 @@ fn barrier_table(plan: &Plan, js: &mut String) {
          `poll(BarrierRelease)`, then each party `recv_into`s its 8-byte ordinal; Python: `b.wait()` in \
          processes forked by `multiprocessing` (`python3 -c`, timed with `perf_counter_ns`). Figures are \
          medians over {} runs; \"peer/ours p50\" is how many times faster ours is (median and range of \
-         per-run ratios; target against Python: at least 10x). With P above the machine's CPU count the \
-         parties share CPUs: a waiting party that spins or yields delays the one that must act.\n",
+         per-run ratios; target against Python: at least 10x). \"Party 0 switches\": its thread's \
+         involuntary / voluntary context switches per round; about 1 involuntary per round with 2 \
+         parties means both shared one CPU (another task held the other), and every hand-over was a \
+         yield after the wait layer's {} µs spin. With P above the CPU count the parties share CPUs \
+         anyway: a waiting party that spins or yields delays the one that must act.\n",
         warmup(rounds),
-        plan.runs
+        plan.runs,
+        dragon_channels::SPIN_FOR.as_micros()
     );
     table(
         &[
@@ -828,13 +862,14 @@ fn barrier_table(plan: &Plan, js: &mut String) {
             "p99",
             "mean",
             "peer/ours p50 (range)",
+            "party 0 switches/round (invol / vol)",
         ],
         &rows,
     );
 }
 
-/// `--wake recv|N|hintsN ROUNDS [GAP_US]` and `--barrier P ROUNDS [recv|adaptive|spin|idle]`: one scenario, one run, for
-/// profiling; prints its figures and B's context switches per round.
+/// `--wake recv|N|hintsN ROUNDS [GAP_US]` and `--barrier P ROUNDS [recv|adaptive|spin|idle]`:
+/// one scenario, one run, for profiling; prints its figures and context switches per round.
 pub fn single(args: &[String]) -> Res<()> {
     let get = |i: usize| args.get(i).map(String::as_str).ok_or("missing argument");
     match get(0)? {
@@ -863,20 +898,17 @@ pub fn single(args: &[String]) -> Res<()> {
         _ => {
             let parties: usize = get(1)?.parse()?;
             let rounds: usize = get(2)?.parse()?;
-            let (v0, i0) = switches();
             let mode = parse_mode(args.get(3).map_or("recv", String::as_str))?;
             let r = barrier(parties, rounds, mode)?;
-            let (v1, i1) = switches();
-            let per = |d: u64| d as f64 / (rounds + warmup(rounds)) as f64;
             println!(
-                "barrier ({}), {parties} processes: p50 {} p99 {} mean {}; party 0 switches/round: \
-                 voluntary {:.3}, involuntary {:.3}",
+                "barrier ({}), {parties} processes: p50 {} p99 {} mean {:.0}; party 0 \
+                 switches/round: voluntary {:.3}, involuntary {:.3}",
                 mode_name(mode),
                 r.p50,
                 r.p99,
                 r.mean,
-                per(v1 - v0),
-                per(i1 - i0)
+                r.vol,
+                r.invol
             );
         }
     }
