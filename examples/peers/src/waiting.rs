@@ -146,6 +146,9 @@ impl Waiter {
 pub struct Wake {
     lat: Lat,
     sleeps: f64,
+    /// B's involuntary context switches per round (preempted, or a yield that handed its CPU
+    /// to another task).
+    preempts: f64,
 }
 
 /// A sends to a random channel of B's, B answers on the reply channel; `n` measured round
@@ -218,6 +221,7 @@ pub fn wake(waiter: Waiter, n: usize, gap: Option<Duration>, seed: u64) -> Res<W
             Ok(Wake {
                 lat: lat(&h),
                 sleeps: 0.0,
+                preempts: 0.0,
             })
         };
         let r = go();
@@ -233,6 +237,7 @@ pub fn wake(waiter: Waiter, n: usize, gap: Option<Duration>, seed: u64) -> Res<W
         let mut w = r?;
         reaped?;
         w.sleeps = ctl.slot(0).load(SeqCst) as f64 / (warm + n + 1) as f64;
+        w.preempts = ctl.slot(1).load(SeqCst) as f64 / (warm + n + 1) as f64;
         Ok(w)
     };
     let r = match &made {
@@ -675,13 +680,19 @@ fn wake_table(plan: &Plan, asleep: bool, js: &mut String) {
             continue;
         }
         let (p50, p99) = (r.med(|x| x.lat.p50), r.med(|x| x.lat.p99));
-        let sleeps = r.med(|x| x.sleeps);
+        let (sleeps, preempts) = (r.med(|x| x.sleeps), r.med(|x| x.preempts));
         let vs = if i == 0 {
             "—".into()
         } else {
             spread(&ratios(&p50s[i], &p50s[0]))
         };
-        let mut line = vec![w.name(), num(p50), num(p99), vs, format!("{sleeps:.2}")];
+        let mut line = vec![
+            w.name(),
+            num(p50),
+            num(p99),
+            vs,
+            format!("{preempts:.2} / {sleeps:.2}"),
+        ];
         if let Some(e) = &r.err {
             line.push(format!(
                 "{} of {} runs failed: {e}",
@@ -702,6 +713,7 @@ fn wake_table(plan: &Plan, asleep: bool, js: &mut String) {
                 ("p50_ns", crate::jf(p50)),
                 ("p99_ns", crate::jf(p99)),
                 ("b_voluntary_switches_per_round", crate::jf(sleeps)),
+                ("b_involuntary_switches_per_round", crate::jf(preempts)),
                 ("runs", r.ok.len().to_string()),
             ],
         );
@@ -724,7 +736,9 @@ fn wake_table(plan: &Plan, asleep: bool, js: &mut String) {
              back; A waits in a blocking `recv_into`. Reference: B in a blocking `recv_into` on one channel. \
              {n} measured round trips per run, {} runs interleaved; p50 and p99 are medians over runs; \
              set/recv is the median (and range) of the per-run p50 ratios (target: at most 1.5x). \
-             \"B sleeps/round\": B's voluntary context switches per round trip (1 = it slept every time).\n",
+             \"B switches/round\": B's involuntary / voluntary context switches per round trip (voluntary 1 = \
+             it slept every time; involuntary near 1 = A and B shared one CPU, another task holding the other, \
+             and every hand-over was a yield).\n",
             plan.runs
         );
     }
@@ -734,7 +748,7 @@ fn wake_table(plan: &Plan, asleep: bool, js: &mut String) {
             "p50",
             "p99",
             "set/recv p50 (range)",
-            "B sleeps/round",
+            "B switches/round (invol / vol)",
         ],
         &rows,
     );
@@ -886,13 +900,15 @@ pub fn single(args: &[String]) -> Res<()> {
             };
             let w = wake(waiter, n, gap, 0)?;
             println!(
-                "{}: p50 {} p99 {} p99.9 {} max {}; B voluntary switches/round {:.3}",
+                "{}: p50 {} p99 {} p99.9 {} max {}; B switches/round: voluntary {:.3}, \
+                 involuntary {:.3}",
                 waiter.name(),
                 w.lat.p50,
                 w.lat.p99,
                 w.lat.p999,
                 w.lat.max,
-                w.sleeps
+                w.sleeps,
+                w.preempts
             );
         }
         _ => {
