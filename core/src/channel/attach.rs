@@ -2,7 +2,9 @@
 //! names the pool, the channel's allocation and uid (`[magic][version][pool uid u64]
 //! [channel allocation 16 B][c_uid u64][buffer pool tag u32][checksum]`, see
 //! [`crate::descriptor`]); attach validates the bytes, then the channel's header and geometry,
-//! once, and keeps the result in the handle.
+//! once, and keeps the result in the handle. Inspection tools, which find channels by walking
+//! the pool's allocations instead of holding descriptors, attach from the allocation
+//! ([`Channel::attach_alloc`]) with the same checks.
 
 use super::*;
 
@@ -18,6 +20,13 @@ impl Channel {
         let n = w.seal();
         debug_assert_eq!(n, Self::DESCRIPTOR_LEN);
         b
+    }
+
+    /// The pool allocation the channel lives in (its record id names the channel's structure
+    /// owner, `STRUCT_OWNER_BIT | alloc().id()`, under which the allocations it owns are
+    /// recorded).
+    pub fn alloc(&self) -> Alloc {
+        self.alloc
     }
 
     /// Checks a descriptor; returns `(pool uid, channel allocation bytes, c_uid, buffer pool
@@ -66,6 +75,56 @@ impl Channel {
             ));
         }
         let alloc = Alloc::from_bytes(alloc).ok_or(ChannelError::BadDescriptor("allocation"))?;
+        Self::attach_at(pool, alloc, Some((uid, buf_tag)), buffer_pool)
+    }
+
+    /// Attaches to the channel that lives in `alloc`, an allocation of kind
+    /// [`AllocKind::Channel`] of `pool` (as [`Pool::allocations`] lists them): how a tool
+    /// that inspects a pool finds its channels without their descriptors. The channel's uid
+    /// is read from its header; everything is validated as [`Channel::attach`] does.
+    ///
+    /// # Examples
+    /// ```
+    /// # use dragon_channels_core::{AllocKind, Channel, ChannelAttrs, Pool, PoolConfig, Region};
+    /// # #[repr(C, align(64))] struct Mem([u8; 1 << 16]);
+    /// # let mut mem = Box::new(Mem([0; 1 << 16]));
+    /// # // SAFETY: `mem` outlives the region and is only accessed through it.
+    /// # let region = unsafe { Region::new(mem.0.as_mut_ptr(), 1 << 16) }?;
+    /// let pool = Pool::init(region, &PoolConfig::default(), 1)?;
+    /// let attrs = ChannelAttrs { capacity: 4, block_size: 64 };
+    /// let ch = Channel::create(&pool, 42, &attrs)?;
+    /// ch.try_send(b"hi", 0, 0)?;
+    /// for info in pool.allocations() {
+    ///     let info = info?;
+    ///     if info.kind == AllocKind::Channel {
+    ///         let found = Channel::attach_alloc(&pool, &info.alloc, None)?;
+    ///         assert_eq!((found.uid(), found.len()), (42, 1));
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ChannelError::Destroyed`] when the allocation holds no live channel (it was
+    /// destroyed, or is being created), [`ChannelError::BadDescriptor`] when `alloc` names
+    /// no allocation of this pool or the channel needs a buffer pool that was not given,
+    /// [`ChannelError::Corrupt`] for a header that does not hold together.
+    pub fn attach_alloc(
+        pool: &Pool,
+        alloc: &Alloc,
+        buffer_pool: Option<&Pool>,
+    ) -> Result<Self, ChannelError> {
+        Self::attach_at(pool, *alloc, None, buffer_pool)
+    }
+
+    /// Attaches to the channel in `alloc`; `expect` is the uid and buffer pool tag a
+    /// descriptor named (`None`: take them from the header).
+    fn attach_at(
+        pool: &Pool,
+        alloc: Alloc,
+        expect: Option<(u64, u32)>,
+        buffer_pool: Option<&Pool>,
+    ) -> Result<Self, ChannelError> {
         let (base, size) = match pool.resolve(&alloc) {
             Ok(s) => s,
             Err(PoolError::Stale) => return Err(ChannelError::Destroyed),
@@ -78,10 +137,13 @@ impl Channel {
         };
         let r = pool.region();
         let cfg = |field: usize| base + offset_of!(ChannelHeader, config) + field;
-        if size < HEADER_BYTES
-            || r.read_u32(cfg(offset_of!(ChannelConfig, magic))) != CHAN_MAGIC
-            || r.read_u64(cfg(offset_of!(ChannelConfig, uid))) != uid
-        {
+        if size < HEADER_BYTES || r.read_u32(cfg(offset_of!(ChannelConfig, magic))) != CHAN_MAGIC {
+            return Err(ChannelError::Destroyed);
+        }
+        let found_uid = r.read_u64(cfg(offset_of!(ChannelConfig, uid)));
+        let want = r.read_u64(cfg(offset_of!(ChannelConfig, buffer_pool)));
+        let (uid, buf_tag) = expect.unwrap_or((found_uid, want as u32));
+        if found_uid != uid {
             return Err(ChannelError::Destroyed);
         }
         if r.read_u32(cfg(offset_of!(ChannelConfig, version))) != CHANNEL_LAYOUT_VERSION {
@@ -112,7 +174,6 @@ impl Channel {
             return Err(ChannelError::Corrupt("channel kind"));
         }
         let has_buf = flags & HAS_BUFFER_POOL != 0;
-        let want = r.read_u64(cfg(offset_of!(ChannelConfig, buffer_pool)));
         match (has_buf, buffer_pool) {
             (false, None) => {}
             (true, Some(bp)) if bp.uid() == want && want as u32 == buf_tag => {}
