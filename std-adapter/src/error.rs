@@ -12,6 +12,7 @@
 //! [`MemoryPool`]: crate::MemoryPool
 
 use core::fmt;
+use core::time::Duration;
 use std::io;
 
 use dragon_channels_core as dcore;
@@ -49,15 +50,51 @@ pub enum MemoryPoolError {
         /// The OS error.
         source: io::Error,
     },
-    /// The file exists but is not a pool of this library (or of another layout version).
+    /// The file exists but is not a pool of this library (or of another layout version):
+    /// too short, zero-filled, foreign bytes, or a header that does not hold together.
     NotAPool {
         /// The pool name.
         name: String,
         /// What did not match.
         why: &'static str,
     },
-    /// The pool's creator has not finished initializing it.
-    NotReady(String),
+    /// The pool's creator, still running, has not finished initializing it (attach waited
+    /// 2 s for it).
+    NotReady {
+        /// The pool name.
+        name: String,
+        /// Pid of the creator, when its file records one.
+        creator: Option<u32>,
+    },
+    /// The file was abandoned while being created: its creator died before it published the
+    /// pool (or has not finished in [`crate::CREATE_LIMIT`]), so nothing will ever finish
+    /// it. Remove the file and create the pool again.
+    HalfCreated {
+        /// The pool name.
+        name: String,
+        /// Pid of the creator, when the file records one (an empty file records none).
+        creator: Option<u32>,
+        /// Whether the creator still runs (it has hung past [`crate::CREATE_LIMIT`]).
+        creator_alive: bool,
+        /// Time since the file was last written.
+        age: Duration,
+    },
+    /// `create` found a pool of this name whose every party is dead. Attaching to it takes
+    /// it over (what is queued in its channels is kept); removing it frees the name.
+    Abandoned {
+        /// The pool name.
+        name: String,
+        /// Dead parties registered in it.
+        dead: usize,
+    },
+    /// A query of an inspecting handle ([`crate::MemoryPool::observe`]) found the pool lock
+    /// held by a dead party; inspection never repairs, so run recovery first.
+    NeedsRecovery {
+        /// The pool name.
+        name: String,
+        /// Owner id of the dead holder (its pid is the low 22 bits).
+        owner: u32,
+    },
     /// The pool was destroyed.
     Destroyed(String),
     /// Serialized pool bytes are malformed or truncated.
@@ -96,16 +133,72 @@ impl fmt::Display for MemoryPoolError {
                 )
             }
             Self::Io { op, name, source } => write!(f, "{op} of pool {name:?} failed: {source}"),
-            Self::NotAPool { name, why } => {
-                write!(f, "/dev/shm/{name} is not a dragon-channels pool: {why}")
+            Self::NotAPool { name, why } => write!(
+                f,
+                "/dev/shm/{name} is not a dragon-channels pool: {why}; if no other program \
+                 uses that file, remove it with `dragon-channels rm {name}` (or \
+                 `rm /dev/shm/{name}`) or pick another name"
+            ),
+            Self::NotReady {
+                name,
+                creator: Some(pid),
+            } => write!(
+                f,
+                "pool {name:?} is still being created by process {pid}: retry shortly"
+            ),
+            Self::NotReady {
+                name,
+                creator: None,
+            } => write!(f, "pool {name:?} is still being created: retry shortly"),
+            Self::HalfCreated {
+                name,
+                creator,
+                creator_alive,
+                age,
+            } => {
+                write!(f, "pool {name:?} was abandoned while being created: ")?;
+                match (creator, creator_alive) {
+                    (Some(pid), false) => {
+                        write!(f, "its creator, process {pid}, died before finishing it")?
+                    }
+                    (Some(pid), true) => write!(
+                        f,
+                        "its creator, process {pid}, still runs but has not finished it in \
+                         {} s (stop that process if it hangs)",
+                        age.as_secs()
+                    )?,
+                    (None, _) => write!(
+                        f,
+                        "the file has held no finished pool for {} s and records no creator",
+                        age.as_secs()
+                    )?,
+                }
+                write!(
+                    f,
+                    "; remove it with `dragon-channels rm {name}` (or `rm /dev/shm/{name}`), \
+                     then create the pool again"
+                )
             }
-            Self::NotReady(name) => {
-                write!(f, "pool {name:?} is still being created: retry shortly")
-            }
+            Self::Abandoned { name, dead } => write!(
+                f,
+                "pool {name:?} already exists but is abandoned: no process that used it is \
+                 alive ({dead} registered, all dead); attach to it to take it over (its queued messages are \
+                 kept), or remove it with `dragon-channels rm {name}` (or \
+                 `rm /dev/shm/{name}`) and create it again"
+            ),
+            Self::NeedsRecovery { name, owner } => write!(
+                f,
+                "pool {name:?}: dead process {pid} holds the pool lock (it died in the \
+                 middle of an allocation or free); run `dragon-channels recover {name}` \
+                 (or MemoryPool::recover) first",
+                pid = owner & ((1 << crate::party::PID_BITS) - 1)
+            ),
             Self::Destroyed(name) => {
                 write!(
                     f,
-                    "pool {name:?} was destroyed: create it again to use the name"
+                    "pool {name:?} was destroyed: create it again to use the name (a file \
+                     left behind by a destroy that did not finish goes with \
+                     `dragon-channels rm {name}`)"
                 )
             }
             Self::BadDescriptor(why) => write!(f, "bad serialized pool descriptor: {why}"),

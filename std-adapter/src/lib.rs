@@ -82,10 +82,12 @@
 mod channel;
 mod error;
 mod handle;
+mod inspect;
 mod message;
 mod party;
 mod poll;
 mod pool;
+mod probe;
 mod set;
 mod shm;
 mod sync;
@@ -96,8 +98,10 @@ pub use error::{Error, MemoryPoolError, Reason};
 pub use handle::{
     ChannelRecvH, ChannelSendH, Direction, Handle, Receiving, Sending, TransferError,
 };
+pub use inspect::{ChannelInfo, CreatorInfo, PartyInfo, PoolFile, PoolState};
 pub use message::Message;
 pub use pool::{MemoryPool, PoolAttrs, Recovery};
+pub use probe::{CREATE_LIMIT, EMPTY_LIMIT};
 pub use set::{ChannelSet, FUTEX_WAITV_MAX, SetEvent, SetEventKind};
 pub use shm::{MAX_NAME_LEN, MAX_PARTIES, SHM_DIR};
 pub use wait::{

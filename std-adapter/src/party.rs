@@ -7,11 +7,16 @@
 //! owner id = pid | generation << 22        (pid < 2^22 = Linux's PID_MAX_LIMIT; 8-bit generation)
 //! ```
 //! # Party table (in the pool file's header, see `shm`)
-//! One 16-byte entry per registered process: `[key][start time low][start time high][spare]`,
+//! One 16-byte entry per registered process: `[key][start time low][start time high][role]`,
 //! all 32-bit atomics. `key` is 0 for a free entry, the owner id for a valid one, and the
 //! owner id with bit 31 set while its writer fills in the start time. The start time is field
 //! 22 of `/proc/<pid>/stat` (clock ticks since boot), which differs between two processes
-//! that had the same pid.
+//! that had the same pid. `role` is [`ROLE_PARTY`] for a process that uses the pool, or
+//! [`ROLE_OBSERVER`] for an inspection tool (the `dragon-channels` command): an observer
+//! takes the pool lock to read the metadata, so it needs an id whose liveness others can
+//! check, but it holds nothing between calls, is not counted as a user of the pool (an
+//! abandoned pool stays abandoned while it is inspected) and frees its entry when it
+//! detaches. Readers of an older layout see the role word as the spare word it was.
 //!
 //! - **Register** (once per process and pool): an entry with this pid and this start time is
 //!   ours already (the process attached before). An entry with this pid and another start
@@ -19,10 +24,13 @@
 //!   generation, so the predecessor's owner id no longer matches any entry and reads as dead.
 //!   Otherwise a free entry is claimed with a generation taken from the start time. When the
 //!   table is full, entries of dead processes are freed first.
+//!   A process registered as an observer that registers as a party keeps its entry and
+//!   becomes a party; one registered as a party that observes stays a party.
 //! - **Liveness** of an owner id: alive iff an entry holds exactly that key, the pid exists,
 //!   is not a zombie, and its start time equals the recorded one. A missing entry means dead:
 //!   every live party registered before it could own anything, and only entries of dead
-//!   processes are ever freed.
+//!   processes are ever freed, except an observer's own, which it frees when it detaches
+//!   (it holds nothing then).
 //!
 //! Entries are written seqlock style: the key goes to its busy form first, then the start
 //! time, then the final key with Release; a reader loads the key (Acquire), the start time,
@@ -36,9 +44,10 @@
 //! exits. A child made by `fork` shares its parent's id through inherited handles: it must
 //! attach again (which maps the pool anew under its own id) or re-exec.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::MemoryPoolError;
+use crate::inspect::PartyInfo;
 use crate::shm::{Header, MAX_PARTIES, O_PARTIES, PARTY_ENTRY};
 use crate::sync::{Ordering, fence};
 
@@ -47,6 +56,19 @@ pub(crate) const PID_BITS: u32 = 22;
 const PID_MASK: u32 = (1 << PID_BITS) - 1;
 const GEN_MASK: u32 = 0xFF;
 const BUSY: u32 = 1 << 31;
+/// Offsets inside an entry: the start time's halves and the role word.
+const E_START: usize = 4;
+const E_ROLE: usize = 12;
+
+/// Role word of an entry: a process that uses the pool.
+pub(crate) const ROLE_PARTY: u32 = 0;
+/// Role word of an entry: an inspection tool (see the module docs).
+pub(crate) const ROLE_OBSERVER: u32 = 1;
+
+/// Serializes this process's changes to its own entries (registration, promotion from
+/// observer to party, an observer's unregistration). Taken inside the pool registry's lock
+/// when both are held, never the other way round.
+static OWN_ENTRIES: Mutex<()> = Mutex::new(());
 
 /// What `/proc/<pid>/stat` says about a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +133,51 @@ pub(crate) fn me() -> (u32, u64) {
     }
 }
 
+/// Whether the process `pid` is the one that started at `recorded` (clock ticks since boot):
+/// a process `/proc` cannot tell about counts as alive.
+pub(crate) fn started_at(pid: u32, recorded: u64) -> bool {
+    match proc_state(pid) {
+        ProcState::Live(start) => start == recorded,
+        ProcState::Dead => false,
+        ProcState::Unknown => true,
+    }
+}
+
+/// The entries of a party table copied out of a pool file (`table`: the bytes from the
+/// table's start, native-endian words), with each process's liveness checked now. A
+/// snapshot: entries being written at the time of the copy may read as dead.
+pub(crate) fn census(table: &[u8]) -> Vec<PartyInfo> {
+    let word = |off: usize| {
+        table
+            .get(off..off + 4)
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut out = Vec::new();
+    for i in 0..MAX_PARTIES {
+        let base = i * PARTY_ENTRY;
+        let key = word(base);
+        if key == 0 {
+            continue;
+        }
+        let start = u64::from(word(base + E_START)) | u64::from(word(base + E_START + 4)) << 32;
+        let pid = key & PID_MASK;
+        let busy = key & BUSY != 0;
+        let alive = if busy {
+            proc_state(pid) != ProcState::Dead
+        } else {
+            started_at(pid, start)
+        };
+        out.push(PartyInfo {
+            id: key & !BUSY,
+            pid,
+            start_time: start,
+            alive,
+            observer: word(base + E_ROLE) == ROLE_OBSERVER,
+        });
+    }
+    out
+}
+
 /// The party table of one pool file.
 pub(crate) struct Parties<'a> {
     hdr: Header<'a>,
@@ -126,11 +193,16 @@ impl<'a> Parties<'a> {
         self.hdr.atomic(O_PARTIES + i * PARTY_ENTRY)
     }
 
+    fn role(&self, i: usize) -> &'a crate::sync::AtomicU32 {
+        debug_assert!(i < MAX_PARTIES);
+        self.hdr.atomic(O_PARTIES + i * PARTY_ENTRY + E_ROLE)
+    }
+
     /// The start time recorded under key `k` in entry `i`, if the entry still holds `k`.
     fn start_of(&self, i: usize, k: u32) -> Option<u64> {
         let base = O_PARTIES + i * PARTY_ENTRY;
-        let lo = self.hdr.atomic(base + 4).load(Ordering::Relaxed);
-        let hi = self.hdr.atomic(base + 8).load(Ordering::Relaxed);
+        let lo = self.hdr.atomic(base + E_START).load(Ordering::Relaxed);
+        let hi = self.hdr.atomic(base + E_START + 4).load(Ordering::Relaxed);
         // SYNC: seqlock read fence (Acquire) <-> writer's fence (Release) after it set the
         // busy key: if we read its new start words, we also see the busy (changed) key below.
         fence(Ordering::Acquire);
@@ -138,27 +210,29 @@ impl<'a> Parties<'a> {
     }
 
     /// Fills entry `i`, whose key this party just set to `BUSY | owner`, and publishes it.
-    fn fill(&self, i: usize, owner: u32, start: u64) {
+    fn fill(&self, i: usize, owner: u32, start: u64, role: u32) {
         let base = O_PARTIES + i * PARTY_ENTRY;
         // SYNC: seqlock write fence (Release) <-> reader's Acquire fence in `start_of`.
         fence(Ordering::Release);
         self.hdr
-            .atomic(base + 4)
+            .atomic(base + E_START)
             .store(start as u32, Ordering::Relaxed);
         self.hdr
-            .atomic(base + 8)
+            .atomic(base + E_START + 4)
             .store((start >> 32) as u32, Ordering::Relaxed);
+        self.role(i).store(role, Ordering::Relaxed);
         // SYNC: publish entry (Release) <-> readers' key load (Acquire) in `is_alive` and
         // `register`.
         self.key(i).store(owner, Ordering::Release);
     }
 
-    /// Registers this process (`pid`, `start`) and returns its owner id for this pool. The
-    /// caller serializes registrations within the process.
-    pub(crate) fn register(&self, pid: u32, start: u64) -> Result<u32, MemoryPoolError> {
+    /// Registers this process (`pid`, `start`) in `role` ([`ROLE_PARTY`] or
+    /// [`ROLE_OBSERVER`]) and returns its owner id for this pool.
+    pub(crate) fn register(&self, pid: u32, start: u64, role: u32) -> Result<u32, MemoryPoolError> {
         if pid == 0 || pid > PID_MASK {
             return Err(MemoryPoolError::TooManyParties);
         }
+        let _own = OWN_ENTRIES.lock().unwrap_or_else(|p| p.into_inner());
         for _round in 0..8 {
             let mut free = None;
             let mut retry = false;
@@ -178,6 +252,10 @@ impl<'a> Parties<'a> {
                     None
                 };
                 if recorded == Some(start) {
+                    if role == ROLE_PARTY {
+                        // An observer of this process becomes a party (see the module docs).
+                        self.role(i).store(ROLE_PARTY, Ordering::Relaxed);
+                    }
                     return Ok(k);
                 }
                 // A dead predecessor with our pid (or one that died mid-registration):
@@ -190,7 +268,7 @@ impl<'a> Parties<'a> {
                     .compare_exchange(k, BUSY | owner, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    self.fill(i, owner, start);
+                    self.fill(i, owner, start, role);
                     return Ok(owner);
                 }
                 retry = true;
@@ -208,7 +286,7 @@ impl<'a> Parties<'a> {
                     .compare_exchange(0, BUSY | owner, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    self.fill(i, owner, start);
+                    self.fill(i, owner, start, role);
                     return Ok(owner);
                 }
                 continue;
@@ -218,6 +296,25 @@ impl<'a> Parties<'a> {
             }
         }
         Err(MemoryPoolError::TooManyParties)
+    }
+
+    /// Frees the entry of this process's observer `owner`, unless it became a party meanwhile
+    /// (an observer holds nothing when it detaches, so no one can mistake it for a dead owner
+    /// of anything).
+    pub(crate) fn unregister_observer(&self, owner: u32) {
+        let _own = OWN_ENTRIES.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..MAX_PARTIES {
+            if self.key(i).load(Ordering::Relaxed) != owner
+                || self.role(i).load(Ordering::Relaxed) != ROLE_OBSERVER
+            {
+                continue;
+            }
+            // SYNC: free entry (Release) <-> claim entry (CAS Acquire) in `register`.
+            let _ = self
+                .key(i)
+                .compare_exchange(owner, 0, Ordering::Release, Ordering::Relaxed);
+            return;
+        }
     }
 
     /// Frees the entries of dead processes; returns how many.
@@ -260,18 +357,15 @@ impl<'a> Parties<'a> {
             let Some(recorded) = self.start_of(i, owner) else {
                 continue;
             };
-            return match proc_state(owner & PID_MASK) {
-                ProcState::Live(start) => start == recorded,
-                ProcState::Dead => false,
-                ProcState::Unknown => true,
-            };
+            return started_at(owner & PID_MASK, recorded);
         }
         false
     }
 
-    /// Live registered parties (a diagnostic snapshot).
+    /// Live registered parties, observers left out (a diagnostic snapshot).
     pub(crate) fn live(&self) -> Vec<u32> {
         (0..MAX_PARTIES)
+            .filter(|&i| self.role(i).load(Ordering::Relaxed) != ROLE_OBSERVER)
             // SYNC: Acquire <-> publish entry (Release) in `fill`.
             .map(|i| self.key(i).load(Ordering::Acquire))
             .filter(|&k| k != 0 && k & BUSY == 0 && self.is_alive(k))

@@ -22,7 +22,8 @@ use dragon_channels_core::{
 };
 
 use crate::error::MemoryPoolError;
-use crate::party::{self, Parties};
+use crate::party::{self, Parties, ROLE_OBSERVER, ROLE_PARTY};
+use crate::probe::{self, Kind};
 use crate::shm::{
     self, FILE_MAGIC, FILE_VERSION, HEADER_LEN, Header, MAX_NAME_LEN, Mapped, O_MAGIC, O_NONCE,
     O_RECOVERY_LOCK, O_REGION_LEN, O_REGION_OFF, O_STATE, O_UID, O_VERSION, STATE_DESTROYED,
@@ -106,6 +107,9 @@ pub(crate) struct PoolInner {
     nonce: u64,
     /// The process that mapped it (a `fork`ed child must not reuse its parent's party id).
     pid: u32,
+    /// Registered as an observer (see `party`): queries never run recovery, and the party
+    /// entry is freed when the mapping goes.
+    pub(crate) observer: bool,
     /// Keeps the file mapped; declared last so it is unmapped after everything else.
     map: Mapped,
 }
@@ -187,7 +191,10 @@ impl MemoryPool {
             .filter(|&l| isize::try_from(l).is_ok())
             .ok_or(MemoryPoolError::TooLarge(size))?;
         let mut reg = registry();
-        let file = shm::create_file(name, file_len)?;
+        let file = match shm::create_file(name, file_len) {
+            Err(MemoryPoolError::AlreadyExists(_)) => return Err(Self::taken_by(name)),
+            other => other?,
+        };
         let made = (|| {
             let map = Mapped::map(&file, file_len, name)?;
             let nonce = new_nonce();
@@ -200,7 +207,7 @@ impl MemoryPool {
             hdr.write_u64(O_REGION_LEN, region_len as u64);
             hdr.write_u64(O_REGION_OFF, HEADER_LEN as u64);
             let (pid, start) = party::me();
-            let owner = Parties::new(hdr).register(pid, start)?;
+            let owner = Parties::new(hdr).register(pid, start, ROLE_PARTY)?;
             // SAFETY: `map` is at least HEADER_LEN + region_len bytes (the file was sized to
             // that), page aligned, and lives in the returned PoolInner as long as the core
             // pool; the region is only accessed through the core.
@@ -216,6 +223,7 @@ impl MemoryPool {
                 uid,
                 nonce,
                 pid,
+                observer: false,
                 map,
             })
         })();
@@ -233,13 +241,46 @@ impl MemoryPool {
         }
     }
 
+    /// The error for a `create` that found `name` taken: says what holds the name when the
+    /// file can be read (a live pool, an abandoned one, a half-created or foreign file).
+    fn taken_by(name: &str) -> MemoryPoolError {
+        let taken = || MemoryPoolError::AlreadyExists(name.to_owned());
+        let Ok(file) = shm::open_read(name) else {
+            return taken();
+        };
+        let Ok(p) = probe::probe(&file, name) else {
+            return taken();
+        };
+        match p.kind {
+            Kind::Ready { .. } => {
+                let parties = probe::parties(&p);
+                if probe::abandoned(&parties) {
+                    MemoryPoolError::Abandoned {
+                        name: name.to_owned(),
+                        dead: parties.iter().filter(|q| !q.observer).count(),
+                    }
+                } else {
+                    taken()
+                }
+            }
+            Kind::Creating { .. } => taken(),
+            _ => p.error(name).unwrap_or_else(taken),
+        }
+    }
+
     /// Attaches to the pool named `name` (created by this or another process). Within one
     /// process, attaching to a pool that is already mapped returns the same mapping.
     ///
+    /// Attaching to an abandoned pool (every party dead) succeeds: that is how a restarted
+    /// program takes over what its predecessor left queued. [`MemoryPool::probe`] tells an
+    /// abandoned pool without attaching.
+    ///
     /// # Errors
     /// [`MemoryPoolError::NotFound`] when no such pool exists, [`MemoryPoolError::NotAPool`]
-    /// when the file is not a pool of this library, [`MemoryPoolError::NotReady`] when its
-    /// creator has not finished within 2 s, [`MemoryPoolError::Destroyed`],
+    /// when the file is not a pool of this library (too short, zero-filled, foreign bytes),
+    /// [`MemoryPoolError::HalfCreated`] when its creator died before finishing it (or hangs
+    /// past [`crate::CREATE_LIMIT`]), [`MemoryPoolError::NotReady`] when its creator still
+    /// runs and has not finished within 2 s, [`MemoryPoolError::Destroyed`],
     /// [`MemoryPoolError::BadName`], [`MemoryPoolError::Io`].
     pub fn attach(name: &str) -> Result<Self, MemoryPoolError> {
         shm::validate_name(name)?;
@@ -314,46 +355,77 @@ impl MemoryPool {
         Ok((name.to_owned(), uid, nonce))
     }
 
-    fn attach_checked(name: &str, expect: Option<(u64, u64)>) -> Result<Self, MemoryPoolError> {
-        let file = shm::open_file(name)?;
+    /// Waits until the file `name` holds a published pool (its creator still running) and
+    /// returns its creation nonce; what else the file is, is an error at once.
+    fn wait_ready(file: &std::fs::File, name: &str) -> Result<u64, MemoryPoolError> {
         let waited = Instant::now();
-        let nonce = loop {
-            let (nonce, state) = shm::peek_identity(&file, name)?;
-            let len = shm::file_len(&file, name)?;
-            match state {
-                STATE_READY if len >= HEADER_LEN as u64 => break nonce,
-                STATE_DESTROYED => return Err(MemoryPoolError::Destroyed(name.to_owned())),
-                _ if waited.elapsed() >= ATTACH_WAIT => {
-                    return Err(if len >= HEADER_LEN as u64 && nonce != 0 {
-                        MemoryPoolError::NotReady(name.to_owned())
-                    } else if len >= HEADER_LEN as u64 {
-                        MemoryPoolError::NotAPool {
-                            name: name.to_owned(),
-                            why: "no pool header",
-                        }
-                    } else {
-                        MemoryPoolError::NotReady(name.to_owned())
-                    });
+        loop {
+            let p = probe::probe(file, name)?;
+            match p.kind {
+                Kind::Ready { nonce } => return Ok(nonce),
+                Kind::Creating { .. } if waited.elapsed() < ATTACH_WAIT => {
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-                _ => std::thread::sleep(Duration::from_millis(1)),
+                _ => {
+                    return Err(p
+                        .error(name)
+                        .unwrap_or(MemoryPoolError::Destroyed(name.to_owned())));
+                }
+            }
+        }
+    }
+
+    /// Attaches to `name` as an inspection tool (see `party`): the party entry is an
+    /// observer's, so the attachment never makes the pool look used, and queries report a
+    /// dead lock holder instead of repairing. A mapping this process already has (of either
+    /// kind) is reused.
+    pub(crate) fn attach_observer(name: &str) -> Result<Self, MemoryPoolError> {
+        shm::validate_name(name)?;
+        let file = shm::open_file(name)?;
+        let nonce = Self::wait_ready(&file, name)?;
+        let mut reg = registry();
+        let inner = match Self::find_mapped(&reg, name, nonce, true) {
+            Some(p) => p,
+            None => {
+                let inner = Arc::new(Self::map_existing(&file, name, nonce, ROLE_OBSERVER)?);
+                reg.retain(|w| w.strong_count() > 0);
+                reg.push(Arc::downgrade(&inner));
+                inner
             }
         };
+        Ok(Self { inner })
+    }
+
+    /// This process's mapping of the published pool `name` with this nonce, if it has one;
+    /// an observer's mapping only when `observers` (a party must register as one).
+    fn find_mapped(
+        reg: &[Weak<PoolInner>],
+        name: &str,
+        nonce: u64,
+        observers: bool,
+    ) -> Option<Arc<PoolInner>> {
+        reg.iter().filter_map(Weak::upgrade).find(|p| {
+            p.name == name
+                && p.nonce == nonce
+                && p.pid == std::process::id()
+                && (observers || !p.observer)
+                && p.map.header().atomic(O_STATE).load(Ordering::Relaxed) == STATE_READY
+        })
+    }
+
+    fn attach_checked(name: &str, expect: Option<(u64, u64)>) -> Result<Self, MemoryPoolError> {
+        let file = shm::open_file(name)?;
+        let nonce = Self::wait_ready(&file, name)?;
         if let Some((_, want)) = expect
             && want != nonce
         {
             return Err(MemoryPoolError::Stale(name.to_owned()));
         }
         let mut reg = registry();
-        let found = reg.iter().filter_map(Weak::upgrade).find(|p| {
-            p.name == name
-                && p.nonce == nonce
-                && p.pid == std::process::id()
-                && p.map.header().atomic(O_STATE).load(Ordering::Relaxed) == STATE_READY
-        });
-        let inner = match found {
+        let inner = match Self::find_mapped(&reg, name, nonce, false) {
             Some(p) => p,
             None => {
-                let inner = Arc::new(Self::map_existing(&file, name, nonce)?);
+                let inner = Arc::new(Self::map_existing(&file, name, nonce, ROLE_PARTY)?);
                 reg.retain(|w| w.strong_count() > 0);
                 reg.push(Arc::downgrade(&inner));
                 inner
@@ -370,11 +442,13 @@ impl MemoryPool {
         Ok(Self { inner })
     }
 
-    /// Maps an existing, ready pool file and validates its header (registry lock held).
+    /// Maps an existing, ready pool file, validates its header and registers this process in
+    /// `role` (registry lock held).
     fn map_existing(
         file: &std::fs::File,
         name: &str,
         nonce: u64,
+        role: u32,
     ) -> Result<PoolInner, MemoryPoolError> {
         let not_a_pool = |why| MemoryPoolError::NotAPool {
             name: name.to_owned(),
@@ -398,7 +472,12 @@ impl MemoryPool {
         match state {
             STATE_READY => {}
             STATE_DESTROYED => return Err(MemoryPoolError::Destroyed(name.to_owned())),
-            _ => return Err(MemoryPoolError::NotReady(name.to_owned())),
+            _ => {
+                return Err(MemoryPoolError::NotAPool {
+                    name: name.to_owned(),
+                    why: "its state word changed back from published",
+                });
+            }
         }
         let region_len = hdr.read_u64(O_REGION_LEN);
         if hdr.read_u64(O_REGION_OFF) != HEADER_LEN as u64
@@ -416,18 +495,27 @@ impl MemoryPool {
         }
         let uid = hdr.read_u64(O_UID);
         let (pid, start) = party::me();
-        let owner = Parties::new(hdr).register(pid, start)?;
+        let owner = Parties::new(hdr).register(pid, start, role)?;
+        let observer = role == ROLE_OBSERVER;
+        // From here on an observer's entry is freed if anything fails (its Drop does it).
+        let unregister = |e| {
+            if observer {
+                Parties::new(hdr).unregister_observer(owner);
+            }
+            e
+        };
         // SAFETY: the mapping holds HEADER_LEN + region_len bytes (checked against the file
         // size above), is page aligned, and lives in the returned PoolInner as long as the
         // core pool; the region is only accessed through the core.
         let region = unsafe { Region::new(map.base().add(HEADER_LEN), region_len as usize) }
-            .map_err(|e| region_err(e, name))?;
-        let mut core = CorePool::attach(region, owner)?;
+            .map_err(|e| unregister(region_err(e, name)))?;
+        let mut core =
+            CorePool::attach(region, owner).map_err(|e| unregister(MemoryPoolError::Pool(e)))?;
         core.set_lock_backoff(lock_backoff);
         if core.uid() != uid {
-            return Err(not_a_pool(
+            return Err(unregister(not_a_pool(
                 "pool uid in the region does not match the header",
-            ));
+            )));
         }
         Ok(PoolInner {
             core,
@@ -435,6 +523,7 @@ impl MemoryPool {
             uid,
             nonce,
             pid,
+            observer,
             map,
         })
     }
@@ -602,16 +691,26 @@ impl PoolInner {
     }
 
     /// Runs a pool operation, recovering from dead lock holders; a live holder is simply
-    /// waited for.
+    /// waited for. An observer never recovers (it reports [`MemoryPoolError::NeedsRecovery`])
+    /// and waits for a live holder at most [`ATTACH_WAIT`].
     pub(crate) fn retry<T>(
         &self,
         mut op: impl FnMut() -> Result<T, CorePoolError>,
     ) -> Result<T, MemoryPoolError> {
+        let since = Instant::now();
         loop {
             match op() {
                 Err(CorePoolError::Stalled { owner }) => {
                     if owner != 0 && !self.is_alive(owner) {
+                        if self.observer {
+                            return Err(MemoryPoolError::NeedsRecovery {
+                                name: self.name.clone(),
+                                owner,
+                            });
+                        }
                         self.recover(None)?;
+                    } else if self.observer && since.elapsed() >= ATTACH_WAIT {
+                        return Err(MemoryPoolError::Pool(CorePoolError::Stalled { owner }));
                     } else {
                         // A live holder (preempted, on a busy machine): let it run.
                         std::thread::yield_now();
@@ -699,6 +798,16 @@ impl PoolInner {
         }
         self.wake_free_waiters();
         Ok(rep)
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        // An observer holds nothing once its last handle goes: its entry is freed so that it
+        // never shows as a dead party (a `fork`ed child's copy leaves the parent's alone).
+        if self.observer && self.pid == std::process::id() {
+            Parties::new(self.map.header()).unregister_observer(self.core.owner());
+        }
     }
 }
 

@@ -13,6 +13,8 @@
 //! 32   region length     u64
 //! 40   region offset     u64    = 16 KiB
 //! 48   recovery lock     atomic owner id of the party running recovery, 0 when free
+//! 52   creator pid       u32    written first, with the creator's start time (see below)
+//! 56   creator start     u64    field 22 of /proc/<pid>/stat: clock ticks since boot
 //! 64   name              32 B
 //! 256  party table       16 B per entry (see `party`)
 //! ```
@@ -26,9 +28,15 @@
 //! `state = READY` (Release); attachers read `state` (Acquire) first and validate every field,
 //! because another process may have written anything there.
 //!
-//! The file is created with `O_CREAT | O_EXCL` and mode 0600, and its space is reserved with
-//! `posix_fallocate` before it is mapped, so a full tmpfs gives an error here instead of a
-//! `SIGBUS` on first touch.
+//! The file is created with `O_CREAT | O_EXCL` and mode 0600. Its first act is to write the
+//! creation stamp, the first [`STAMP_LEN`] bytes of the header (magic, version, state 0 and
+//! the creator's pid and start time) in one `pwrite`, so that from then on anyone can tell
+//! whose file it is and whether that process still runs: a file whose creator died before
+//! publishing `READY` is recognised as abandoned while being created (`probe`) instead of
+//! being waited for forever. Only an empty file has no stamp (its creator died between the
+//! `open` and the `pwrite`). The space is reserved with `posix_fallocate` after the stamp and
+//! before the file is mapped, so a full tmpfs gives an error here instead of a `SIGBUS` on
+//! first touch. Files made before the stamp existed have zeros there and are judged by age.
 
 use core::marker::PhantomData;
 use core::mem::{offset_of, size_of};
@@ -92,7 +100,10 @@ struct FileHeader {
     region_off: [u32; 2],
     /// Owner id of the party running recovery, 0 when free.
     recovery_lock: AtomicU32,
-    _reserved0: [u32; 3],
+    /// Pid of the creator, written in the creation stamp (0 in files of earlier versions).
+    creator_pid: u32,
+    /// Start time of the creator (`/proc/<pid>/stat` field 22), low half first.
+    creator_start: [u32; 2],
     /// The pool name (ASCII), zero-padded.
     name: [u8; NAME_FIELD],
     _reserved1: [u8; 160],
@@ -107,7 +118,8 @@ struct PartyEntry {
     key: AtomicU32,
     /// Start time of the process (`/proc/<pid>/stat` field 22), low half first.
     start: [AtomicU32; 2],
-    spare: AtomicU32,
+    /// `party::ROLE_PARTY` or `party::ROLE_OBSERVER` (a spare word, 0, in earlier writers).
+    role: AtomicU32,
 }
 
 pub(crate) const O_MAGIC: usize = offset_of!(FileHeader, magic);
@@ -119,6 +131,8 @@ pub(crate) const O_NONCE: usize = offset_of!(FileHeader, nonce);
 pub(crate) const O_REGION_LEN: usize = offset_of!(FileHeader, region_len);
 pub(crate) const O_REGION_OFF: usize = offset_of!(FileHeader, region_off);
 pub(crate) const O_RECOVERY_LOCK: usize = offset_of!(FileHeader, recovery_lock);
+pub(crate) const O_CREATOR_PID: usize = offset_of!(FileHeader, creator_pid);
+pub(crate) const O_CREATOR_START: usize = offset_of!(FileHeader, creator_start);
 pub(crate) const O_NAME: usize = offset_of!(FileHeader, name);
 pub(crate) const O_PARTIES: usize = offset_of!(FileHeader, parties);
 /// Bytes of one party-table entry.
@@ -130,8 +144,10 @@ const _: () = {
     assert!(O_MAGIC == 0 && O_VERSION == 4 && O_STATE == 8 && O_NAME_LEN == 12);
     assert!(O_UID == 16 && O_NONCE == 24 && O_REGION_LEN == 32 && O_REGION_OFF == 40);
     assert!(O_RECOVERY_LOCK == 48 && O_NAME == 64 && O_PARTIES == 256);
-    // `party` reads the start time at +4 and +8 of an entry.
+    assert!(O_CREATOR_PID == 52 && O_CREATOR_START == 56 && STAMP_LEN == O_NAME);
+    // `party` reads the start time at +4 and +8 of an entry and the role at +12.
     assert!(PARTY_ENTRY == 16 && offset_of!(PartyEntry, start) == 4);
+    assert!(offset_of!(PartyEntry, role) == 12);
     assert!(MAX_NAME_LEN <= NAME_FIELD);
     assert!(HEADER_LEN.is_multiple_of(dragon_channels_core::region::REGION_ALIGN));
 };
@@ -181,8 +197,30 @@ fn io_err(op: &'static str, name: &str, source: io::Error) -> MemoryPoolError {
     }
 }
 
-/// Creates the pool file exclusively (mode 0600) and reserves `len` bytes of tmpfs for it.
-/// On failure nothing is left behind.
+/// Bytes of the creation stamp: the header up to the name (see the module docs).
+pub(crate) const STAMP_LEN: usize = 64;
+
+/// The creation stamp of a file being created by this process: magic, version, state 0 and
+/// the creator's pid and start time, at their header offsets, in native byte order as the
+/// mapping's accessors read them.
+fn stamp() -> [u8; STAMP_LEN] {
+    let mut b = [0u8; STAMP_LEN];
+    let (pid, start) = crate::party::me();
+    let mut put = |off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    put(O_MAGIC, FILE_MAGIC);
+    put(O_VERSION, FILE_VERSION);
+    put(O_CREATOR_PID, pid);
+    put(O_CREATOR_START, start as u32);
+    put(O_CREATOR_START + 4, (start >> 32) as u32);
+    b
+}
+
+/// Creates the pool file exclusively (mode 0600), writes the creation stamp and reserves
+/// `len` bytes of tmpfs for it. On failure nothing is left behind.
+///
+/// # Errors
+/// [`MemoryPoolError::AlreadyExists`] when the name is taken (the caller says by what),
+/// [`MemoryPoolError::NoSpace`], [`MemoryPoolError::Io`].
 pub(crate) fn create_file(name: &str, len: usize) -> Result<File, MemoryPoolError> {
     let path = path_of(name);
     let file = OpenOptions::new()
@@ -195,6 +233,12 @@ pub(crate) fn create_file(name: &str, len: usize) -> Result<File, MemoryPoolErro
             io::ErrorKind::AlreadyExists => MemoryPoolError::AlreadyExists(name.to_owned()),
             _ => io_err("create", name, e),
         })?;
+    // One write: a reader sees the file empty or with the whole stamp (tmpfs updates the size
+    // after copying the bytes).
+    if let Err(e) = file.write_all_at(&stamp(), 0) {
+        let _ = std::fs::remove_file(&path);
+        return Err(io_err("writing the creation stamp", name, e));
+    }
     let reserved = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len as u64);
     let result = match reserved {
         Ok(()) => Ok(()),
@@ -241,15 +285,7 @@ const _: () = assert!(O_MAGIC + 4 <= PEEK_LEN && O_STATE + 4 <= PEEK_LEN);
 /// header (or zeros, which a creator that is still writing leaves).
 pub(crate) fn peek_identity(file: &File, name: &str) -> Result<(u64, u32), MemoryPoolError> {
     let mut b = [0u8; PEEK_LEN];
-    let mut got = 0;
-    while got < b.len() {
-        match file.read_at(&mut b[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err("reading the header", name, e)),
-        }
-    }
+    let got = read_head(file, name, &mut b)?;
     let field = |off: usize| Reader::new(&b[off..]);
     let magic = field(O_MAGIC).u32();
     if got >= 4 && magic != 0 && magic != FILE_MAGIC {
@@ -263,6 +299,29 @@ pub(crate) fn peek_identity(file: &File, name: &str) -> Result<(u64, u32), Memor
     }
     // The two u32 halves, low first, in a little-endian file are one little-endian u64.
     Ok((field(O_NONCE).u64(), field(O_STATE).u32()))
+}
+
+/// Reads up to `buf.len()` bytes from the start of `file`; returns how many it got (fewer at
+/// the end of the file).
+pub(crate) fn read_head(file: &File, name: &str, buf: &mut [u8]) -> Result<usize, MemoryPoolError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err("reading the header", name, e)),
+        }
+    }
+    Ok(got)
+}
+
+/// Opens an existing file in `/dev/shm` for reading only (to look at it without changing it).
+pub(crate) fn open_read(name: &str) -> Result<File, MemoryPoolError> {
+    File::open(path_of(name)).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => MemoryPoolError::NotFound(name.to_owned()),
+        _ => io_err("open", name, e),
+    })
 }
 
 /// Length of the pool file `name` (open as `file`).
