@@ -189,12 +189,14 @@ macro_rules! off {
 
 mod alloc;
 mod buddy;
+mod magazine;
 mod records;
 mod recovery;
 
 pub use alloc::{Alloc, AllocInfo, AllocKind};
+pub use magazine::{MAG_ENTRIES, MAG_MAX_ORDER, MAX_MAGAZINES};
 pub use records::Allocations;
-use records::{Meta, R_BLOCK, R_META, R_OWNER, RECORD_SIZE};
+use records::{KIND_CACHED, Meta, R_BLOCK, R_META, R_OWNER, RECORD_SIZE};
 pub use recovery::PoolRecovery;
 
 const HEADER_SIZE: usize =
@@ -234,6 +236,9 @@ struct Geometry {
     /// The backing bitmap: one bit per chunk, in 32-bit words.
     bitmap_off: usize,
     n_chunks: u32,
+    /// The party magazines (`magazine.rs`), 64-aligned.
+    mags_off: usize,
+    n_mags: u32,
     data_off: usize,
     max_order: u32,
 }
@@ -257,8 +262,13 @@ impl Geometry {
         )?;
         let data_bytes = (n_blocks as usize).checked_mul(1usize << shift)?;
         let n_chunks = u32::try_from(data_bytes.div_ceil(CHUNK_BYTES)).ok()?;
-        let data_off = align_up(
+        let mags_off = align_up(
             bitmap_off.checked_add(4 * n_chunks.div_ceil(32) as usize)?,
+            DATA_ALIGN,
+        )?;
+        let n_mags = magazine::magazines_for(n_blocks, max_records);
+        let data_off = align_up(
+            mags_off.checked_add(n_mags as usize * magazine::MAGAZINE_BYTES)?,
             DATA_ALIGN,
         )?;
         let total = data_off.checked_add(data_bytes)?;
@@ -279,6 +289,8 @@ impl Geometry {
                 records_off,
                 bitmap_off,
                 n_chunks,
+                mags_off,
+                n_mags,
                 data_off,
                 max_order,
             },
@@ -488,6 +500,7 @@ impl Pool {
             r.write_u32(geo.bitmap_off + 4 * w as usize, fill);
         }
         pool.rebuild_all(true)?;
+        pool.init_magazines();
         r.write_u32(off!(rebuilds), 0);
         // SYNC: publish pool (Release) <-> attach (Acquire load of `initialized`).
         pool.hdr_atomic(off!(initialized))
@@ -653,8 +666,19 @@ impl Pool {
     /// lock holder does not let go, [`PoolError::Corrupt`] if the metadata is damaged.
     pub fn alloc(&self, size: usize, kind: AllocKind) -> Result<Alloc, PoolError> {
         let order = self.order_for(size)?;
+        // The fast path: this party's magazine, without the pool lock (`magazine.rs`).
+        if let Some(a) = self.mag_alloc(order, kind) {
+            return Ok(a);
+        }
         let g = self.lock()?;
-        let r = self.alloc_locked(order, kind, self.owner);
+        self.claim_magazine();
+        let r = match self.alloc_locked(order, kind, self.owner) {
+            // Magazines hold free memory too: give it back and try once more.
+            Err(PoolError::OutOfSpace) if self.drain_magazines().is_ok_and(|n| n > 0) => {
+                self.alloc_locked(order, kind, self.owner)
+            }
+            r => r,
+        };
         g.finish(r)
     }
 
@@ -665,8 +689,13 @@ impl Pool {
     /// [`PoolError::Stale`] for one whose allocation was already freed (double or stale
     /// free). Neither changes the pool.
     pub fn free(&self, a: Alloc) -> Result<(), PoolError> {
+        // The fast path: into this party's magazine (`magazine.rs`).
+        if self.mag_free(&a)? {
+            return Ok(());
+        }
         let g = self.lock()?;
         self.check_live(&a)?;
+        self.claim_magazine();
         g.finish(self.free_locked(&a))
     }
 
@@ -691,8 +720,7 @@ impl Pool {
         }
         let _g = self.lock()?;
         self.check_live(a)?;
-        self.region
-            .write_u32(self.rec_off(a.record) + R_OWNER, new_owner);
+        self.rec_set(a.record, R_OWNER, new_owner);
         Ok(())
     }
 
@@ -703,7 +731,7 @@ impl Pool {
     pub fn owner_of(&self, a: &Alloc) -> Result<u32, PoolError> {
         let _g = self.lock()?;
         self.check_live(a)?;
-        Ok(self.rd(self.rec_off(a.record) + R_OWNER))
+        Ok(self.rec_get(a.record, R_OWNER))
     }
 
     /// Byte offset (from the region start) and block size of `a`, without checking that it is
@@ -726,10 +754,15 @@ impl Pool {
     pub fn stats(&self) -> Result<PoolStats, PoolError> {
         let _g = self.lock()?;
         let r = &self.region;
+        // Allocations in magazines are free memory (`magazine.rs`).
+        let (cached_blocks, cached) = self.cached_totals();
+        let free_blocks = r
+            .read_u32(off!(free_min_blocks))
+            .wrapping_add(cached_blocks);
         Ok(PoolStats {
             total: self.total_size(),
-            free: (r.read_u32(off!(free_min_blocks)) as usize) << self.geo.shift,
-            live: r.read_u32(off!(live)),
+            free: (free_blocks as usize) << self.geo.shift,
+            live: r.read_u32(off!(live)).wrapping_sub(cached),
             max_allocations: self.geo.max_records,
             rebuilds: r.read_u32(off!(rebuilds)),
         })
@@ -758,7 +791,9 @@ impl Pool {
     /// [`PoolError::Stalled`].
     pub fn free_blocks(&self, out: &mut [u32; MAX_ORDERS]) -> Result<usize, PoolError> {
         let g = self.lock()?;
-        g.finish(self.coalesce_lazy())?;
+        // The merged picture: magazines emptied, lazy frees merged.
+        let r = self.drain_magazines().and_then(|_| self.coalesce_lazy());
+        g.finish(r)?;
         for (k, o) in out.iter_mut().enumerate() {
             *o = self.rd(off!(free_counts) + 4 * k);
         }

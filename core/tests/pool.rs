@@ -588,3 +588,162 @@ fn plain_pools_are_fully_backed() {
     let a = p.alloc(p.max_alloc(), AllocKind::Data).unwrap();
     p.free(a).unwrap();
 }
+
+/// A pool with magazines (one per 512 minimum blocks, so 1 MiB of 64-byte blocks has 32).
+fn magazine_pool(m: &mut Mem) -> Pool {
+    let cfg = PoolConfig {
+        min_block: 64,
+        max_allocations: Some(4096),
+        uid: 11,
+    };
+    let mut p = Pool::init(m.region(), &cfg, 1).unwrap();
+    // Waiters yield after a few spins, as the adapter's do (more threads than cores here).
+    p.set_lock_backoff(common::yielding_backoff);
+    p
+}
+
+/// Freed small allocations go to the freeing party's magazine and come back from it; to
+/// everyone else they are free memory: statistics, the free-block query and allocations of
+/// other parties (which drain magazines when the pool is otherwise full) all see them.
+#[test]
+fn magazines_cache_per_party_and_stay_free_memory_for_everyone() {
+    let mut m = Mem::new(MIB);
+    let a_pool = magazine_pool(&mut m);
+    let b_pool = a_pool.with_owner(2).unwrap();
+    let before = a_pool.stats().unwrap();
+    let mut fresh = [0u32; SIZE_CLASSES];
+    a_pool.free_blocks(&mut fresh).unwrap();
+    // The first locked operation claims the magazine; then frees are cached.
+    let x = a_pool.alloc(64, AllocKind::Data).unwrap();
+    let y = a_pool.alloc(128, AllocKind::Data).unwrap();
+    a_pool.free(x).unwrap();
+    a_pool.free(y).unwrap();
+    assert_eq!(
+        a_pool.stats().unwrap(),
+        before,
+        "cached blocks count as free"
+    );
+    assert_eq!(
+        a_pool.allocations().count(),
+        0,
+        "cached blocks are not allocations"
+    );
+    // A stale descriptor of a cached allocation is refused, and changes nothing.
+    assert_eq!(a_pool.free(x), Err(PoolError::Stale));
+    assert_eq!(b_pool.free(x), Err(PoolError::Stale));
+    assert_eq!(a_pool.resolve(&y), Err(PoolError::Stale));
+    // The same party gets its cached block back, with a new generation.
+    let x2 = a_pool.alloc(64, AllocKind::Data).unwrap();
+    assert_eq!(
+        a_pool.resolve(&x2).unwrap(),
+        a_pool.span_unchecked(&x).unwrap()
+    );
+    assert_ne!(x2, x);
+    assert_eq!(a_pool.owner_of(&x2), Ok(1));
+    a_pool.free(x2).unwrap();
+    // Party 2 fills the pool: it gets every byte, party 1's cached blocks included.
+    let mut held = Vec::new();
+    while let Ok(h) = b_pool.alloc(64, AllocKind::Data) {
+        held.push(h);
+    }
+    assert_eq!(
+        held.len(),
+        4096,
+        "bounded by the records, not by cached blocks"
+    );
+    for h in held {
+        b_pool.free(h).unwrap();
+    }
+    let big = b_pool.alloc(b_pool.max_alloc(), AllocKind::Data).unwrap();
+    b_pool.free(big).unwrap();
+    let mut now = [0u32; SIZE_CLASSES];
+    a_pool.free_blocks(&mut now).unwrap();
+    assert_eq!(now, fresh, "the query drains magazines and merges");
+    assert_eq!(a_pool.stats().unwrap(), before);
+}
+
+/// A party that dies with allocations in its magazine: recovery frees them and releases the
+/// magazine.
+#[test]
+fn recovery_empties_a_dead_partys_magazine() {
+    let mut m = Mem::new(MIB);
+    let p = magazine_pool(&mut m);
+    let dead = p.with_owner(5).unwrap();
+    let before = p.stats().unwrap();
+    let held: Vec<_> = (0..4)
+        .map(|i| dead.alloc(64 << (i % 2), AllocKind::Data).unwrap())
+        .collect();
+    let live_one = dead.alloc(256, AllocKind::Data).unwrap();
+    for h in held {
+        dead.free(h).unwrap();
+    }
+    let _ = live_one;
+    let rep = p.recover(&|o| o != 5).unwrap();
+    assert_eq!(rep.freed, 5, "four cached and one live allocation: {rep:?}");
+    assert_eq!(p.stats().unwrap(), before);
+    let mut fb = [0u32; SIZE_CLASSES];
+    p.free_blocks(&mut fb).unwrap();
+    // A new party with the dead one's id gets a fresh magazine and works.
+    let again = p.with_owner(5).unwrap();
+    let z = again.alloc(64, AllocKind::Data).unwrap();
+    again.free(z).unwrap();
+    let z = again.alloc(64, AllocKind::Data).unwrap();
+    again.free(z).unwrap();
+    assert_eq!(p.stats().unwrap(), before);
+}
+
+/// Threads of four parties allocate and free at once (magazines and the locked path mixed,
+/// with a query running): no block is ever handed out twice, and the pool ends at its
+/// baseline.
+#[test]
+fn magazines_under_concurrency_never_hand_a_block_out_twice() {
+    let _w = watchdog(
+        120,
+        "magazines_under_concurrency_never_hand_a_block_out_twice",
+    );
+    let mut m = Mem::new(MIB);
+    let p = magazine_pool(&mut m);
+    let before = p.stats().unwrap();
+    let rounds = scaled(20_000);
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            // Two threads share owner 2: its magazine is locked against itself too.
+            let q = p.with_owner(2 + t / 2 * 3).unwrap();
+            s.spawn(move || {
+                let mut rng = 0x9E37_79B9u32 ^ t;
+                let mut held: Vec<(Alloc, u8)> = Vec::new();
+                for i in 0..rounds {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 17;
+                    rng ^= rng << 5;
+                    if held.len() < 8 && !rng.is_multiple_of(3) {
+                        let size = 64 << (rng % 4);
+                        if let Ok(a) = waited(|| q.alloc(size as usize, AllocKind::Data)) {
+                            let (off, len) = waited(|| q.resolve(&a)).unwrap();
+                            let tag = (i as u8) ^ (t as u8);
+                            q.region().copy_in(off, &vec![tag; len]);
+                            held.push((a, tag));
+                        }
+                    } else if let Some((a, tag)) = held.pop() {
+                        let (off, len) = waited(|| q.resolve(&a)).unwrap();
+                        let mut back = vec![0u8; len];
+                        q.region().copy_out(off, &mut back);
+                        assert!(back.iter().all(|&b| b == tag), "block shared with another");
+                        waited(|| q.free(a)).unwrap();
+                    }
+                }
+                for (a, _) in held {
+                    waited(|| q.free(a)).unwrap();
+                }
+            });
+        }
+        s.spawn(|| {
+            for _ in 0..scaled(200) {
+                let st = waited(|| p.stats()).unwrap();
+                assert!(st.free <= st.total);
+                std::thread::yield_now();
+            }
+        });
+    });
+    assert_eq!(p.stats().unwrap(), before);
+}

@@ -31,8 +31,7 @@ impl Pool {
             if rec == NIL {
                 return Err(PoolError::OutOfSpace);
             }
-            if rec >= self.geo.max_records || Meta::unpack(self.rd(self.rec_off(rec) + R_META)).live
-            {
+            if rec >= self.geo.max_records || Meta::unpack(self.rec_get(rec, R_META)).live {
                 self.rebuild_all(false)?;
                 continue;
             }
@@ -95,15 +94,15 @@ impl Pool {
             return Err(PoolError::Died);
         }
         // Claim the record, then publish the block as used (the commit point).
-        let o = self.rec_off(rec);
-        let next_free = self.rd(o + R_BLOCK);
-        let old_gen = Meta::unpack(self.rd(o + R_META)).generation;
+        let next_free = self.rec_get(rec, R_BLOCK);
+        let old_gen = Meta::unpack(self.rec_get(rec, R_META)).generation;
         let gen_ = old_gen.wrapping_add(1);
         self.wr(off!(rec_free), next_free);
-        self.wr(o + R_BLOCK, block);
-        self.wr(o + R_OWNER, owner);
-        self.wr(
-            o + R_META,
+        self.rec_set(rec, R_BLOCK, block);
+        self.rec_set(rec, R_OWNER, owner);
+        self.rec_set(
+            rec,
+            R_META,
             Meta {
                 live: true,
                 generation: gen_,
@@ -128,9 +127,33 @@ impl Pool {
     }
 
     /// Frees a validated allocation (lock held).
+    ///
+    /// # Errors
+    /// [`PoolError::Stale`] when the record changed since it was validated: a party's
+    /// magazine took the same allocation meanwhile (two frees of one descriptor racing).
     pub(super) fn free_locked(&self, a: &Alloc) -> Result<(), PoolError> {
         let order = u32::from(a.order);
-        // Commit point: the block is free from here on.
+        // Release the record first: of this free and a magazine's free of the same
+        // allocation (which swap the same word without the pool lock), exactly one wins.
+        // SYNC: CAS (AcqRel) <-> a magazine's CAS on the meta word (`magazine.rs`).
+        let meta = self.rec_word(a.record, R_META);
+        let cur = meta.load(Ordering::Acquire);
+        let m = Meta::unpack(cur);
+        if !m.live
+            || m.generation != a.gen_
+            || meta
+                .compare_exchange(
+                    cur,
+                    Meta::free(a.gen_).pack(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+        {
+            return Err(PoolError::Stale);
+        }
+        // Commit point: the block is free from here on (a death between the two stores
+        // leaves a USED block without a live record: an orphan the rebuild frees).
         self.tset(a.block, T_FREE | a.order);
         if fault::dies(self.owner, Step::PoolFreeCommitted) {
             return Err(PoolError::Died);
@@ -189,11 +212,9 @@ impl Pool {
         Ok(())
     }
 
+    /// Puts a record whose meta word is already free on the free-record list.
     pub(super) fn release_record(&self, rec: u32) {
-        let o = self.rec_off(rec);
-        let gen_ = Meta::unpack(self.rd(o + R_META)).generation;
-        self.wr(o + R_META, Meta::free(gen_).pack());
-        self.region.write_u32(o + R_BLOCK, self.rd(off!(rec_free)));
+        self.rec_set(rec, R_BLOCK, self.rd(off!(rec_free)));
         self.wr(off!(rec_free), rec);
     }
 
@@ -338,9 +359,12 @@ impl Pool {
                 i += 1 << k;
             }
             for rec in 0..self.geo.max_records {
+                // Constructed here: the record words are atomics (magazines read them
+                // without the pool lock).
                 let o = self.rec_off(rec);
-                self.wr(o + R_OWNER, 0);
-                self.wr(o + R_META, Meta::free(0).pack());
+                self.region.init_atomic(o + R_BLOCK, 0);
+                self.region.init_atomic(o + R_OWNER, 0);
+                self.region.init_atomic(o + R_META, Meta::free(0).pack());
             }
         }
         // 1. Validate the tiling.
@@ -361,24 +385,24 @@ impl Pool {
         let mut free_rec = NIL;
         let mut live = 0u32;
         for rec in (0..self.geo.max_records).rev() {
-            let o = self.rec_off(rec);
-            let block = self.rd(o + R_BLOCK);
+            let block = self.rec_get(rec, R_BLOCK);
             let Meta {
                 live: is_live,
                 generation: gen_,
                 order,
                 kind,
-            } = Meta::unpack(self.rd(o + R_META));
+            } = Meta::unpack(self.rec_get(rec, R_META));
+            // Cached allocations (in a party's magazine) stay allocated.
             let keep = is_live
-                && AllocKind::from_u8(kind).is_some()
+                && (AllocKind::from_u8(kind).is_some() || kind == KIND_CACHED)
                 && self.valid_head(block, order)
                 && self.tget(block) == T_USED | order as u8;
             if keep {
                 self.tset(block, T_USED | T_MARK | order as u8);
                 live += 1;
             } else {
-                self.wr(o + R_META, Meta::free(gen_).pack());
-                self.wr(o + R_BLOCK, free_rec);
+                self.rec_set(rec, R_META, Meta::free(gen_).pack());
+                self.rec_set(rec, R_BLOCK, free_rec);
                 free_rec = rec;
             }
         }

@@ -22,6 +22,10 @@ pub(super) const R_BLOCK: usize = core::mem::offset_of!(Record, block);
 pub(super) const R_OWNER: usize = core::mem::offset_of!(Record, owner);
 pub(super) const R_META: usize = core::mem::offset_of!(Record, meta);
 
+/// The `kind` of a record whose allocation sits in a party's magazine (see `magazine.rs`):
+/// allocated from the pool's point of view, free from its party's.
+pub(super) const KIND_CACHED: u8 = 0x7F;
+
 /// A record's meta word, unpacked (packed: `live:1 | kind:7 | order:8 | generation:16`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Meta {
@@ -60,17 +64,38 @@ impl Meta {
 }
 
 impl Pool {
+    /// A word of record `rec` (`R_BLOCK`, `R_OWNER` or `R_META`; `rec < max_records`, checked
+    /// by the caller). Record words are atomics: a party's magazine reads and swaps them
+    /// without the pool lock (`magazine.rs`); under the lock, Relaxed accesses suffice.
+    #[inline]
+    pub(super) fn rec_word(&self, rec: u32, field: usize) -> &AtomicU32 {
+        // SAFETY: `rec < max_records` (the caller checked it; `rec_off` debug-asserts it), so
+        // the word lies inside the record table of a region validated at init/attach; the
+        // creator constructed the record words (`rebuild_all(true)`); the region outlives
+        // `self`.
+        unsafe { self.region.atomic(self.rec_off(rec) + field) }
+    }
+
+    #[inline]
+    pub(super) fn rec_get(&self, rec: u32, field: usize) -> u32 {
+        self.rec_word(rec, field).load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(super) fn rec_set(&self, rec: u32, field: usize, v: u32) {
+        self.rec_word(rec, field).store(v, Ordering::Relaxed);
+    }
+
     /// Decoded record `rec` if it is live and consistent with the order table.
     pub(super) fn record_info(&self, rec: u32) -> Option<AllocInfo> {
-        let o = self.rec_off(rec);
-        let block = self.rd(o + R_BLOCK);
-        let owner = self.rd(o + R_OWNER);
+        let block = self.rec_get(rec, R_BLOCK);
+        let owner = self.rec_get(rec, R_OWNER);
         let Meta {
             live,
             generation: gen_,
             order,
             kind,
-        } = Meta::unpack(self.rd(o + R_META));
+        } = Meta::unpack(self.rec_get(rec, R_META));
         if !live || !self.valid_head(block, order) || self.tget(block) != T_USED | order as u8 {
             return None;
         }
@@ -91,6 +116,27 @@ impl Pool {
         })
     }
 
+    /// Record `rec` as a descriptor and its owner, if it is live (cached or not) and its
+    /// block is `USED` in the table (lock held).
+    pub(super) fn live_record(&self, rec: u32) -> Option<(Alloc, u32)> {
+        let block = self.rec_get(rec, R_BLOCK);
+        let meta = Meta::unpack(self.rec_get(rec, R_META));
+        if !meta.live
+            || !self.valid_head(block, meta.order)
+            || self.tget(block) != T_USED | meta.order as u8
+        {
+            return None;
+        }
+        let a = Alloc {
+            block,
+            record: rec,
+            gen_: meta.generation,
+            order: meta.order as u8,
+            pool_tag: self.uid as u32,
+        };
+        Some((a, self.rec_get(rec, R_OWNER)))
+    }
+
     /// Validates `a` against its record and the table (lock held).
     pub(super) fn check_live(&self, a: &Alloc) -> Result<(), PoolError> {
         if a.pool_tag != self.uid as u32
@@ -99,17 +145,17 @@ impl Pool {
         {
             return Err(PoolError::BadDescriptor);
         }
-        let o = self.rec_off(a.record);
         let Meta {
             live,
             generation: gen_,
             order,
-            ..
-        } = Meta::unpack(self.rd(o + R_META));
-        if !live || gen_ != a.gen_ {
+            kind,
+        } = Meta::unpack(self.rec_get(a.record, R_META));
+        // A cached allocation was freed (into a magazine): its descriptor is stale.
+        if !live || gen_ != a.gen_ || kind == KIND_CACHED {
             return Err(PoolError::Stale);
         }
-        if self.rd(o + R_BLOCK) != a.block
+        if self.rec_get(a.record, R_BLOCK) != a.block
             || order != u32::from(a.order)
             || self.tget(a.block) != T_USED | a.order
         {

@@ -47,12 +47,15 @@ impl Pool {
             }
         }
         let g = self.lock()?;
+        // Magazines of dead parties first (what they list), then every live record of a
+        // dead owner, cached ones a magazine no longer lists included.
+        rep.freed += self.recover_magazines(&is_alive)?;
         for rec in 0..self.geo.max_records {
-            if let Some(info) = self.record_info(rec)
-                && info.owner & STRUCT_OWNER_BIT == 0
-                && !is_alive(info.owner)
+            if let Some((a, owner)) = self.live_record(rec)
+                && owner & STRUCT_OWNER_BIT == 0
+                && !is_alive(owner)
             {
-                self.free_locked(&info.alloc)?;
+                self.free_locked(&a)?;
                 rep.freed += 1;
             }
         }

@@ -47,14 +47,17 @@ pub fn pool(mem: &mut Mem, min_block: u32) -> Pool {
         ..Default::default()
     };
     let mut p = Pool::init(mem.region(), &cfg, 1).unwrap();
-    p.set_lock_backoff(|tries| {
-        if tries < 64 {
-            core::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-    });
+    p.set_lock_backoff(yielding_backoff);
     p
+}
+
+/// The pool-lock back-off of the tests: 64 spins, then a yield per try (as the adapter's).
+pub fn yielding_backoff(tries: u32) {
+    if tries < 64 {
+        core::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
 }
 
 /// Runs a pool operation until it does not report `Stalled`, yielding in between: the core
