@@ -1,5 +1,6 @@
 //! loom models of the concurrent paths: pool alloc/free under its lock, channel send/recv at
-//! the full/empty edges with wrap-around, MPMC exactly-once. Every role runs on a spawned
+//! the full/empty edges with wrap-around, MPMC exactly-once, the wait protocol (one and all
+//! waiters against a send and its notify), the barrier's count. Every role runs on a spawned
 //! thread (a role on the main thread hides bugs: tokio-rs/loom#392); each model counts its
 //! executions and asserts loom explored more than one interleaving.
 //!
@@ -11,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dragon_channels_core::{
-    AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolConfig, Region, Waiter,
+    AllocKind, Channel, ChannelAttrs, ChannelError, Event, Poll, Polled, Pool, PoolConfig, Region,
+    Waiter, Wake,
 };
 
 struct Mem(Vec<u64>);
@@ -365,5 +367,220 @@ fn wait_protocol(runs: &'static AtomicUsize, lazy_recheck: bool) {
             "the receiver found the channel empty and would sleep on a word nobody changed"
         );
         ch.recv_event().unregister(Waiter::One);
+    });
+}
+
+/// Three parties arrive at a barrier (a channel of capacity 3) at once with try-once
+/// `BarrierWait` polls, retrying while told "not ready": exactly one is told to release; it
+/// releases the three outcome messages; each party then tries twice to receive one (a party
+/// that waits longer would be a spin loop loom cannot bound; what they leave is received
+/// after they end), and the ordinals are 0, 1 and 2, each once.
+#[test]
+fn barrier_three_parties_one_releaser_distinct_ordinals() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    model_bounded(1, || {
+        RUNS.fetch_add(1, Ordering::Relaxed);
+        let (mem, ch) = channel_in_new_region(3);
+        let parties: Vec<_> = (0..3)
+            .map(|_| {
+                let m = mem.clone();
+                loom::thread::spawn(move || {
+                    let released = loop {
+                        match ch.try_poll(Poll::BarrierWait) {
+                            Ok(Polled::ReadyToRelease) => {
+                                let r = ch.try_poll(Poll::BarrierRelease);
+                                assert_eq!(r, Ok(Polled::Value(3)));
+                                break true;
+                            }
+                            Ok(Polled::Ready) => break false,
+                            Err(ChannelError::NotReady(_)) => loom::thread::yield_now(),
+                            r => panic!("arrival: {r:?}"),
+                        }
+                    };
+                    let mut b = [0u8; 8];
+                    let ordinal = (0..2).find_map(|_| match ch.try_recv_into(&mut b) {
+                        Ok(_) => Some(i64::from_le_bytes(b)),
+                        // Not released yet, or the releaser is mid-send.
+                        Err(ChannelError::Empty | ChannelError::Stalled { .. }) => {
+                            loom::thread::yield_now();
+                            None
+                        }
+                        Err(e) => panic!("receive: {e}"),
+                    });
+                    drop(m);
+                    (released, ordinal)
+                })
+            })
+            .collect();
+        let got: Vec<(bool, Option<i64>)> =
+            parties.into_iter().map(|p| p.join().unwrap()).collect();
+        assert_eq!(
+            got.iter().filter(|g| g.0).count(),
+            1,
+            "exactly one party is told to release"
+        );
+        let mut ordinals: Vec<i64> = got.iter().filter_map(|g| g.1).collect();
+        let mut b = [0u8; 8];
+        while ch.try_recv_into(&mut b).is_ok() {
+            ordinals.push(i64::from_le_bytes(b));
+        }
+        ordinals.sort_unstable();
+        assert_eq!(ordinals, [0, 1, 2]);
+        assert_eq!((ch.barrier_count(), ch.barrier_broken()), (0, false));
+        assert!(ch.is_empty());
+    });
+    explored(
+        &RUNS,
+        "barrier_three_parties_one_releaser_distinct_ordinals",
+    );
+}
+
+/// Planted bug: a copy of the arrival's count with a load and a store where the core has a
+/// compare-and-swap. loom must find two parties reading the same count, so that none (or
+/// two) is told to release.
+#[test]
+#[should_panic(expected = "exactly one party")]
+fn planted_bug_racy_barrier_count() {
+    model(|| {
+        let count = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let parties: Vec<_> = (0..3)
+            .map(|_| {
+                let count = count.clone();
+                loom::thread::spawn(move || {
+                    let c = count.load(Ordering::Acquire);
+                    count.store(c + 1, Ordering::Release);
+                    c + 1 == 3
+                })
+            })
+            .collect();
+        let releasers = parties
+            .into_iter()
+            .map(|p| p.join().unwrap())
+            .filter(|&last| last)
+            .count();
+        assert_eq!(releasers, 1, "exactly one party is told to release");
+    });
+}
+
+/// One and all waiters on the same event word: a receiver registers as [`Waiter::One`], a
+/// poller of IN as [`Waiter::All`]; each re-checks once (an exact receive, a try-once poll)
+/// and would then sleep while the word holds what it registered with. A sender sends one
+/// message and notifies. Whatever the interleaving: a receiver that would sleep finds the
+/// word changed; a poller that would sleep with the message still queued finds it changed
+/// and the notify said to wake all (waking one could wake the receiver and leave the poller
+/// asleep, or the other way round); and a notifier that saw the poller registered before
+/// its notify says to wake all.
+#[test]
+fn one_and_all_waiters_against_send_and_notify() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    one_and_all_waiters(&RUNS, |ev| ev.notify());
+    explored(&RUNS, "one_and_all_waiters_against_send_and_notify");
+}
+
+/// Planted bug: a copy of `Event::notify` that answers "wake one" whenever a one-waiter is
+/// registered, even with an all-waiter there too. loom must find the poller asleep with the
+/// message queued and only one sleeper woken.
+#[test]
+#[should_panic(expected = "wake of all")]
+fn planted_bug_notify_prefers_one() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    one_and_all_waiters(&RUNS, |ev| {
+        loom::sync::atomic::fence(Ordering::SeqCst);
+        let (one, all) = (ev.waiters(Waiter::One), ev.waiters(Waiter::All));
+        if one + all == 0 {
+            return Wake::None;
+        }
+        ev.word().fetch_add(1, Ordering::Release);
+        if one > 0 { Wake::One } else { Wake::All }
+    });
+}
+
+fn one_and_all_waiters(runs: &'static AtomicUsize, notify: fn(&Event<'_>) -> Wake) {
+    model(move || {
+        runs.fetch_add(1, Ordering::Relaxed);
+        let (mem, ch) = channel_in_new_region(1);
+        let polling = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let (m1, m2, m3) = (mem.clone(), mem.clone(), mem.clone());
+        let flag = polling.clone();
+        let tx = loom::thread::spawn(move || {
+            ch.try_send(&[7], 0, 0).unwrap();
+            // Before the notify's fence: was the poller registered?
+            let saw_poller = flag.load(Ordering::Acquire);
+            let wake = notify(&ch.recv_event());
+            drop(m1);
+            (wake, saw_poller)
+        });
+        let rx = loom::thread::spawn(move || {
+            let ev = ch.recv_event();
+            let seen = ev.register(Waiter::One);
+            let mut b = [0u8; 1];
+            let got = loop {
+                match ch.try_recv_into(&mut b) {
+                    Ok(_) => break true,
+                    // A sender mid-way: it will publish and notify; an exact verdict needs
+                    // it done (loom makes the spin a yield).
+                    Err(ChannelError::Stalled { .. }) => loom::thread::yield_now(),
+                    Err(ChannelError::Empty) => break false,
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            if got {
+                ev.unregister(Waiter::One);
+            }
+            drop(m2);
+            (got, seen)
+        });
+        let poller = loom::thread::spawn(move || {
+            let ev = ch.recv_event();
+            let seen = ev.register(Waiter::All);
+            polling.store(true, Ordering::Release);
+            let ready = match ch.try_poll(Poll::In) {
+                Ok(p) => {
+                    assert_eq!(p, Polled::Ready);
+                    true
+                }
+                Err(ChannelError::NotReady(_)) => false,
+                Err(e) => panic!("{e}"),
+            };
+            // Stays registered to the end: a sleeper, or one that has not unregistered yet.
+            drop(m3);
+            (ready, seen)
+        });
+        let (wake, saw_poller) = tx.join().unwrap();
+        let (got, rx_seen) = rx.join().unwrap();
+        let (ready, poll_seen) = poller.join().unwrap();
+        let now = ch
+            .recv_event()
+            .word()
+            .load(core::sync::atomic::Ordering::SeqCst);
+        if !got {
+            assert_ne!(
+                now, rx_seen,
+                "the receiver found the channel empty and would sleep on a word nobody changed"
+            );
+            assert_ne!(wake, Wake::None);
+        }
+        if !ready && !ch.is_empty() {
+            assert_ne!(
+                now, poll_seen,
+                "the poller would sleep on a word nobody changed, with a message queued"
+            );
+            assert_eq!(
+                wake,
+                Wake::All,
+                "a poller asleep with the message queued needs a wake of all"
+            );
+        }
+        if saw_poller {
+            assert_eq!(
+                wake,
+                Wake::All,
+                "the poller registered before the notify: a wake of all"
+            );
+        }
+        ch.recv_event().unregister(Waiter::All);
+        if !got {
+            ch.recv_event().unregister(Waiter::One);
+        }
     });
 }
