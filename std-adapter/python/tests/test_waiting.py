@@ -10,7 +10,9 @@ import mmap
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -206,9 +208,10 @@ def test_conditions_follow_the_queue(big_pool):
     r = ch.recvh()
     r.open()
 
+    ops = (E.POLLIN, E.POLLOUT, E.POLLINOUT, E.POLLEMPTY, E.POLLFULL)
+
     def state():
-        return tuple(ch.poll(timeout=0, event_mask=op) for op in
-                     (E.POLLIN, E.POLLOUT, E.POLLINOUT, E.POLLEMPTY, E.POLLFULL))
+        return tuple(ch.poll(timeout=0, event_mask=op) for op in ops)
 
     assert state() == (False, True, True, True, False)
     s.send_bytes(b"a")
@@ -829,3 +832,46 @@ def test_channel_set_masks_membership_and_lifecycle(big_pool):
             cs2.poll(timeout=0)
     finally:
         _destroy_quietly(a, b, c, sem)
+
+
+# ---------------------------------------------------------------------------------------
+# Ctrl-C
+
+CHILD_BLOCKED_POLL = """
+import sys
+import dragon_channels as dc
+ch = dc.Channel.attach(bytes.fromhex(sys.argv[1]))
+print("ready", flush=True)
+try:
+    if sys.argv[2] == "set":
+        dc.ChannelSet(dc.MemoryPool.attach(sys.argv[3]), [ch]).poll()
+    else:
+        ch.poll(timeout=None, event_mask=dc.EventType.POLLIN)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(3)
+print("returned?!", flush=True)
+"""
+
+
+@pytest.mark.parametrize("what", ["poll", "set"])
+def test_ctrl_c_interrupts_a_blocked_poll(big_pool, what):
+    ch = dc.Channel(big_pool, 1)
+    p = subprocess.Popen(
+        [sys.executable, "-c", CHILD_BLOCKED_POLL, ch.serialize().hex(), what, big_pool.name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # let it block
+        os.kill(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        ch.destroy()
+    assert p.returncode == 3, err
+    assert "interrupted" in out
