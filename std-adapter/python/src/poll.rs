@@ -4,8 +4,8 @@
 //!
 //! `EventType` is an `enum.IntFlag` made in Python, as Dragon's `cpdef enum` is under
 //! Cython 3, so `EventType.POLLIN | EventType.POLLOUT` is `EventType.POLLINOUT`. Its values
-//! are the Rust [`dc::Poll`] values (Dragon's `dragonChannelEvent_t` with `POLLCAPACITY` at
-//! 8), passed through unchanged.
+//! are the Rust [`dc::Poll`] values (`POLLCAPACITY` at 8), passed through unchanged; Dragon's
+//! names, plus the aliases `POLLBARRIER_WAIT` (its C name) and `SEMAPHORE_Z`.
 //!
 //! # Waiting
 //! A poll that waits releases the GIL and waits in slices of
