@@ -20,7 +20,8 @@ use crate::pool::PyMemoryPool;
 use crate::timeout::wait_sliced;
 
 /// A set of channels polled together. Not shareable between processes (each process makes
-/// its own over the channels it attached).
+/// its own over the channels it attached), nor polled by two threads at once (the second
+/// gets pyo3's "already borrowed" error while the first waits).
 #[pyclass(module = "dragon_channels", name = "ChannelSet")]
 pub(crate) struct PyChannelSet {
     /// `None` once destroyed.
@@ -100,6 +101,7 @@ impl PyChannelSet {
         event_mask: i64,
         capture_all_events: bool,
     ) -> PyResult<Self> {
+        // Dragon's tuning of its broadcast object: nothing here to tune (module docs).
         let _ = (lock_type, capture_all_events);
         mem_pool.get(py)?;
         if let Some(n) = num_allowed_spin_waiters.filter(|n| !n.is_none())
