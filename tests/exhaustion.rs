@@ -20,7 +20,7 @@ use std::time::Instant;
 use dragon_channels::dragon_channels_core::PoolError;
 use dragon_channels::{
     Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, Error, MemoryPool, MemoryPoolError, Message,
-    Poll, Polled, PoolAttrs, Reason, Timeout, WaitMode,
+    Poll, Polled, PoolAttrs, Reason, Reserve, Timeout, WaitMode,
 };
 use support::{ROLE, ShmGuard, role, unique_name, wait_child, watchdog};
 
@@ -147,6 +147,7 @@ fn allocation_records_run_out_then_recover() {
         &PoolAttrs {
             min_block: 64,
             max_allocations: Some(4),
+            ..PoolAttrs::default()
         },
     );
     let base = p.stats().unwrap();
@@ -633,6 +634,7 @@ fn thousands_of_channels_in_one_pool() {
         &PoolAttrs {
             min_block: 64,
             max_allocations: Some(4096),
+            ..PoolAttrs::default()
         },
     );
     let base = p.stats().unwrap();
@@ -730,6 +732,16 @@ const TINY_TMPFS: &str = "size=1m,mode=1777";
 /// A pool data size of which one fits the tiny tmpfs and two do not.
 const HALF_POOL: usize = 512 << 10;
 
+/// Pools whose storage is all reserved at creation (what the first part of the tiny-tmpfs
+/// child is about).
+fn up_front(size: usize, name: &str, uid: u64) -> Result<MemoryPool, MemoryPoolError> {
+    let attrs = PoolAttrs {
+        reserve: Reserve::UpFront,
+        ..PoolAttrs::default()
+    };
+    MemoryPool::create_with_attrs(size, name, uid, &attrs)
+}
+
 /// Unmounts the child's tiny tmpfs when dropped. The mount lives in the child's private
 /// mount namespace, which the kernel tears down with the child anyway; this also covers a
 /// child that outlives its test.
@@ -770,14 +782,14 @@ fn tiny_tmpfs_child() {
     // One pool fits.
     let a_name = unique_name("tiny-a");
     let _ga = ShmGuard::new(&a_name);
-    let a = MemoryPool::create(HALF_POOL, &a_name, 1).expect("the first pool fits");
+    let a = up_front(HALF_POOL, &a_name, 1).expect("the first pool fits");
     let with_a = shm_free();
 
     // A second one does not fit the space left (though it would fit the empty tmpfs): a
     // clear error, nothing left behind, no space kept reserved.
     let b_name = unique_name("tiny-b");
     let _gb = ShmGuard::new(&b_name);
-    let e = MemoryPool::create(HALF_POOL, &b_name, 2).unwrap_err();
+    let e = up_front(HALF_POOL, &b_name, 2).unwrap_err();
     match &e {
         MemoryPoolError::NoSpace { name, bytes } => {
             assert_eq!(name, &b_name);
@@ -824,7 +836,7 @@ fn tiny_tmpfs_child() {
     // A small pool still fits beside it.
     let c_name = unique_name("tiny-c");
     let _gc = ShmGuard::new(&c_name);
-    MemoryPool::create(64 << 10, &c_name, 3)
+    up_front(64 << 10, &c_name, 3)
         .expect("a small pool fits the space left")
         .destroy()
         .unwrap();
@@ -833,7 +845,7 @@ fn tiny_tmpfs_child() {
     // pool can be made (and filled).
     a.destroy().unwrap();
     assert_eq!(shm_free(), empty, "the destroyed pool's space is back");
-    let b = MemoryPool::create(HALF_POOL, &b_name, 2).expect("fits once space is freed");
+    let b = up_front(HALF_POOL, &b_name, 2).expect("fits once space is freed");
     let mut hog = fill(&b);
     for m in &mut hog {
         m.bytes_memview().unwrap().fill(0x3C);
@@ -841,6 +853,48 @@ fn tiny_tmpfs_child() {
     drop(hog);
     b.destroy().unwrap();
     assert_eq!(shm_free(), empty);
+
+    // A sparse pool eight times the tmpfs: created at once, it takes storage chunk by chunk
+    // as allocations need it; when the tmpfs is full the allocation that needs a new chunk
+    // fails with a clear error, and every byte handed out before is writable (no SIGBUS).
+    let s_name = unique_name("tiny-s");
+    let _gs = ShmGuard::new(&s_name);
+    let sparse = MemoryPool::create(8 << 20, &s_name, 4).expect("a sparse pool is created");
+    assert!(
+        shm_free() > empty / 2,
+        "creation reserved only metadata: {} of {empty} bytes left",
+        shm_free()
+    );
+    let mut held = Vec::new();
+    let err = loop {
+        match Message::create_alloc(&sparse, 64 << 10) {
+            Ok(mut m) => {
+                m.bytes_memview().unwrap().fill(0x5A);
+                held.push(m);
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, Error::ChannelError(Reason::Pool(PoolError::NoBacking))),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("file system is full"), "{text}");
+    assert!(
+        !held.is_empty(),
+        "some chunks fitted before the tmpfs filled"
+    );
+    assert!(
+        held.iter()
+            .all(|m| m.bytes().unwrap().iter().all(|&b| b == 0x5A))
+    );
+    // Freed memory in backed chunks is allocatable again.
+    held.pop();
+    let again = Message::create_alloc(&sparse, 64 << 10).expect("a backed block again");
+    drop((again, held));
+    sparse.destroy().unwrap();
+    assert_eq!(shm_free(), empty, "the sparse pool's storage is back");
 }
 
 /// `full_tmpfs_is_an_error_not_sigbus` (in `adapter_api.rs`) asks the real `/dev/shm` for

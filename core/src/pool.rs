@@ -35,8 +35,10 @@
 //! gives the pool a *backing function* ([`Pool::set_backing`]) that reserves a byte range of
 //! the region (`fallocate`). The allocator is the only writer to memory nobody owns (the
 //! free-list links at the head of each free block) and the only one that hands memory out,
-//! so it backs a chunk before either: before splitting, the chunks of every upper half it
-//! will link and of the block it will hand out; at init, the head of every first free block.
+//! so it backs memory before either: before splitting, the links' bytes at the head of every
+//! upper half it will link (the backing function rounds them to a page; the chunk is not
+//! marked) and the chunks of the block it will hand out (marked); at init, the links of every
+//! first free block.
 //! If the backing function fails, the allocation fails with [`PoolError::NoBacking`] having
 //! changed nothing (the block goes back on its list). Chunks stay backed. The bitmap changes
 //! only under the lock.
@@ -171,7 +173,11 @@ struct PoolHeader {
     /// Free blocks put on their lists without merging with a free buddy since the last
     /// coalescing pass (see "Lazy coalescing" in the module docs).
     unmerged: u32,
-    _reserved2: [u32; 2],
+    /// Records ever handed out: records from here on were never used (a new pool hands
+    /// them out in order before reusing freed ones, so creating it writes no records).
+    /// Written under the lock; read by magazines without it.
+    rec_fresh: AtomicU32,
+    _reserved2: u32,
     /// Head block index of each order's free list (`NIL` when empty).
     free_heads: [u32; MAX_ORDERS],
     /// Length of each order's free list.
@@ -486,6 +492,7 @@ impl Pool {
         r.init_atomic(off!(lock), 0);
         EventWords::init(*r, off!(free_event));
         r.init_atomic(off!(lock_epoch), 0);
+        r.init_atomic(off!(rec_fresh), 0);
         let pool = Self {
             region,
             geo,
@@ -829,7 +836,7 @@ impl Pool {
     // ----- crate-internal API for the channel -----
 
     fn scan<T>(&self, kind: AllocKind, f: &mut impl FnMut(&AllocInfo) -> Option<T>) -> Option<T> {
-        (0..self.geo.max_records)
+        (0..self.records_used())
             .filter_map(|rec| self.record_info(rec))
             .filter(|i| i.kind == kind)
             .find_map(|i| f(&i))
@@ -955,6 +962,15 @@ impl Pool {
         self.region.write_u32_validated(off, v);
     }
 
+    /// Records ever used: the free-record list and the rebuild cover these; the ones above
+    /// were never written (zero in a new sparse file, anything in other memory).
+    fn records_used(&self) -> u32 {
+        // Relaxed: magazines read it without the pool lock, only to bound record indices.
+        self.hdr_atomic(off!(rec_fresh))
+            .load(Ordering::Relaxed)
+            .min(self.geo.max_records)
+    }
+
     /// Entry `k` (an order, at most 31) of a per-order header array.
     fn hget(&self, field: usize, k: u32) -> u32 {
         debug_assert!((k as usize) < MAX_ORDERS);
@@ -1022,6 +1038,23 @@ impl Pool {
             c = end_c;
         }
         Ok(())
+    }
+
+    /// Backs the free-list links at the head of `block` (lock held): only their bytes (the
+    /// backing function rounds to its pages), so splitting a large block links its upper
+    /// halves without backing whole chunks; the chunk's bit stays as it was.
+    ///
+    /// # Errors
+    /// [`PoolError::NoBacking`].
+    fn back_head(&self, block: u32) -> Result<(), PoolError> {
+        let off = (block as usize) << self.geo.shift;
+        if self.chunk_backed((off >> CHUNK_SHIFT) as u32) {
+            return Ok(());
+        }
+        match self.backing {
+            Some(f) if f(self.region, self.geo.data_off + off, size_of::<buddy::Links>()) => Ok(()),
+            _ => Err(PoolError::NoBacking),
+        }
     }
 
     /// Whether `block` can be the head of a block of `order` in this pool.

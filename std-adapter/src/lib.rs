@@ -100,7 +100,7 @@ pub use handle::{
 };
 pub use inspect::{ChannelInfo, CreatorInfo, PartyInfo, PoolFile, PoolState};
 pub use message::Message;
-pub use pool::{MemoryPool, PoolAttrs, Recovery};
+pub use pool::{MemoryPool, PoolAttrs, Recovery, Reserve};
 pub use probe::{CREATE_LIMIT, EMPTY_LIMIT};
 pub use set::{ChannelSet, FUTEX_WAITV_MAX, SetEvent, SetEventKind};
 pub use shm::{MAX_NAME_LEN, MAX_PARTIES, SHM_DIR};

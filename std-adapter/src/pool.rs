@@ -48,6 +48,23 @@ pub struct PoolAttrs {
     pub min_block: u32,
     /// Most live allocations at once; `None`: one per 16 minimum blocks (at least 16).
     pub max_allocations: Option<u32>,
+    /// When the pool's file gets its storage. Default [`Reserve::Sparse`].
+    pub reserve: Reserve,
+}
+
+/// When a pool's file gets its storage in `/dev/shm`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reserve {
+    /// As the allocator first hands out (or links) each 256 KiB chunk of the data area
+    /// (`MADV_POPULATE_WRITE` on the chunk, which fails with an error instead of raising
+    /// `SIGBUS` when the file system is full). Creating a pool of any size is immediate and
+    /// uses only its metadata; a full file system makes the allocation that needs a new chunk
+    /// fail (the core's `PoolError::NoBacking`), never a write.
+    #[default]
+    Sparse,
+    /// All of it at creation (`posix_fallocate`): creation fails at once when it does not
+    /// fit, and no allocation ever needs more storage.
+    UpFront,
 }
 
 impl Default for PoolAttrs {
@@ -55,8 +72,31 @@ impl Default for PoolAttrs {
         Self {
             min_block: DEFAULT_MIN_BLOCK,
             max_allocations: None,
+            reserve: Reserve::Sparse,
         }
     }
+}
+
+/// The core's backing function for sparse pools: gives the pages of `len` bytes at `offset`
+/// of `region` their storage with `MADV_POPULATE_WRITE` (Linux 5.14), which reports a full
+/// file system as an error instead of a `SIGBUS`. Populated pages belong to the file, so every
+/// process that maps the pool finds them there.
+fn populate(region: Region, offset: usize, len: usize) -> bool {
+    let page = rustix::param::page_size();
+    let start = region.base() as usize + offset;
+    let aligned = start & !(page - 1);
+    let len = len + (start - aligned);
+    // SAFETY: the range lies inside the region's mapping (the core passes offsets of its
+    // data area; rounding down to the page start stays inside the mapping, whose base is
+    // page aligned); MADV_POPULATE_WRITE changes no contents, only allocates and maps pages.
+    let r = unsafe {
+        rustix::mm::madvise(
+            aligned as *mut core::ffi::c_void,
+            len,
+            rustix::mm::Advice::LinuxPopulateWrite,
+        )
+    };
+    r.is_ok()
 }
 
 /// What [`MemoryPool::recover`] (or the automatic recovery after a stall) reclaimed.
@@ -190,8 +230,13 @@ impl MemoryPool {
             .checked_add(region_len)
             .filter(|&l| isize::try_from(l).is_ok())
             .ok_or(MemoryPoolError::TooLarge(size))?;
+        // A sparse pool reserves its headers and the core's metadata now, the data later.
+        let reserve_len = match attrs.reserve {
+            Reserve::UpFront => file_len,
+            Reserve::Sparse => HEADER_LEN + CorePool::data_offset(region_len, &cfg)?,
+        };
         let mut reg = registry();
-        let file = match shm::create_file(name, file_len) {
+        let file = match shm::create_file(name, file_len, reserve_len) {
             Err(MemoryPoolError::AlreadyExists(_)) => return Err(Self::taken_by(name)),
             other => other?,
         };
@@ -213,7 +258,10 @@ impl MemoryPool {
             // pool; the region is only accessed through the core.
             let region = unsafe { Region::new(map.base().add(HEADER_LEN), region_len) }
                 .map_err(|e| region_err(e, name))?;
-            let mut core = CorePool::init(region, &cfg, owner)?;
+            let mut core = match attrs.reserve {
+                Reserve::UpFront => CorePool::init(region, &cfg, owner)?,
+                Reserve::Sparse => CorePool::init_sparse(region, &cfg, owner, populate)?,
+            };
             core.set_lock_backoff(lock_backoff);
             // SYNC: publish pool file (Release) <-> attach's state load (Acquire).
             hdr.atomic(O_STATE).store(STATE_READY, Ordering::Release);
@@ -512,6 +560,8 @@ impl MemoryPool {
         let mut core =
             CorePool::attach(region, owner).map_err(|e| unregister(MemoryPoolError::Pool(e)))?;
         core.set_lock_backoff(lock_backoff);
+        // A sparse pool's unbacked chunks get their storage from whoever needs them first.
+        core.set_backing(populate);
         if core.uid() != uid {
             return Err(unregister(not_a_pool(
                 "pool uid in the region does not match the header",

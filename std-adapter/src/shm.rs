@@ -215,13 +215,15 @@ fn stamp() -> [u8; STAMP_LEN] {
     b
 }
 
-/// Creates the pool file exclusively (mode 0600), writes the creation stamp and reserves
-/// `len` bytes of tmpfs for it. On failure nothing is left behind.
+/// Creates the pool file exclusively (mode 0600), `len` bytes long, writes the creation stamp
+/// and reserves tmpfs storage for its first `reserve` bytes (all of it, or the headers of a
+/// sparse pool, whose data gets storage as the allocator needs it). On failure nothing is
+/// left behind.
 ///
 /// # Errors
 /// [`MemoryPoolError::AlreadyExists`] when the name is taken (the caller says by what),
 /// [`MemoryPoolError::NoSpace`], [`MemoryPoolError::Io`].
-pub(crate) fn create_file(name: &str, len: usize) -> Result<File, MemoryPoolError> {
+pub(crate) fn create_file(name: &str, len: usize, reserve: usize) -> Result<File, MemoryPoolError> {
     let path = path_of(name);
     let file = OpenOptions::new()
         .read(true)
@@ -239,8 +241,16 @@ pub(crate) fn create_file(name: &str, len: usize) -> Result<File, MemoryPoolErro
         let _ = std::fs::remove_file(&path);
         return Err(io_err("writing the creation stamp", name, e));
     }
-    let reserved = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len as u64);
+    let reserved = rustix::fs::fallocate(
+        &file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        reserve as u64,
+    );
     let result = match reserved {
+        Ok(()) if reserve < len => file
+            .set_len(len as u64)
+            .map_err(|e| io_err("sizing", name, e)),
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOSPC) | Err(rustix::io::Errno::FBIG) => {
             Err(MemoryPoolError::NoSpace {

@@ -28,13 +28,24 @@ impl Pool {
         // A second pass runs only when the first found damaged links and rebuilt the lists.
         for _ in 0..2 {
             let rec = self.rd(off!(rec_free));
-            if rec == NIL {
+            let used = self.records_used();
+            let rec = if rec != NIL {
+                if rec >= used || Meta::unpack(self.rec_get(rec, R_META)).live {
+                    self.rebuild_all(false)?;
+                    continue;
+                }
+                rec
+            } else if used < self.geo.max_records {
+                // No freed record: the first never-used one, constructed now (the region
+                // may hold anything above `rec_fresh`); `carve` counts it used.
+                let o = self.rec_off(used);
+                self.region.init_atomic(o + R_BLOCK, NIL);
+                self.region.init_atomic(o + R_OWNER, 0);
+                self.region.init_atomic(o + R_META, Meta::free(0).pack());
+                used
+            } else {
                 return Err(PoolError::OutOfSpace);
-            }
-            if rec >= self.geo.max_records || Meta::unpack(self.rec_get(rec, R_META)).live {
-                self.rebuild_all(false)?;
-                continue;
-            }
+            };
             // Find the smallest non-empty order >= `order`.
             let mut k = order;
             while k <= self.geo.max_order && self.hget(off!(free_heads), k) == NIL {
@@ -74,7 +85,7 @@ impl Pool {
         // failure the block goes back on its list, as it was.
         if k > order || !self.small_block_backed(block, order) {
             let backed = (order..k)
-                .try_for_each(|j| self.back(block + (1 << j), 1))
+                .try_for_each(|j| self.back_head(block + (1 << j)))
                 .and_then(|()| self.back(block, 1 << order));
             if let Err(e) = backed {
                 self.list_push(block, k);
@@ -94,10 +105,15 @@ impl Pool {
             return Err(PoolError::Died);
         }
         // Claim the record, then publish the block as used (the commit point).
-        let next_free = self.rec_get(rec, R_BLOCK);
         let old_gen = Meta::unpack(self.rec_get(rec, R_META)).generation;
         let gen_ = old_gen.wrapping_add(1);
-        self.wr(off!(rec_free), next_free);
+        if rec == self.records_used() {
+            // A never-used record (the free list was empty).
+            self.hdr_atomic(off!(rec_fresh))
+                .store(rec + 1, Ordering::Relaxed);
+        } else {
+            self.wr(off!(rec_free), self.rec_get(rec, R_BLOCK));
+        }
         self.rec_set(rec, R_BLOCK, block);
         self.rec_set(rec, R_OWNER, owner);
         self.rec_set(
@@ -354,18 +370,12 @@ impl Pool {
                     k -= 1;
                 }
                 // The tile's head will hold its free-list links.
-                self.back(i, 1)?;
+                self.back_head(i)?;
                 self.tset(i, T_FREE | k as u8);
                 i += 1 << k;
             }
-            for rec in 0..self.geo.max_records {
-                // Constructed here: the record words are atomics (magazines read them
-                // without the pool lock).
-                let o = self.rec_off(rec);
-                self.region.init_atomic(o + R_BLOCK, 0);
-                self.region.init_atomic(o + R_OWNER, 0);
-                self.region.init_atomic(o + R_META, Meta::free(0).pack());
-            }
+            // No record is used yet: each is constructed when first handed out.
+            self.hdr_atomic(off!(rec_fresh)).store(0, Ordering::Relaxed);
         }
         // 1. Validate the tiling.
         let mut i = 0u32;
@@ -384,7 +394,7 @@ impl Pool {
         // 2. Keep records that name a USED head (once); mark those heads.
         let mut free_rec = NIL;
         let mut live = 0u32;
-        for rec in (0..self.geo.max_records).rev() {
+        for rec in (0..self.records_used()).rev() {
             let block = self.rec_get(rec, R_BLOCK);
             let Meta {
                 live: is_live,

@@ -184,7 +184,7 @@ impl Pool {
             // Taken off either way: an entry that fails the checks names nothing usable.
             self.mag_entry(m, i).store(0, Ordering::Relaxed);
             let rec = e - 1;
-            if rec >= self.geo.max_records {
+            if rec >= self.records_used() {
                 continue;
             }
             let cur = self.rec_get(rec, R_META);
@@ -235,7 +235,7 @@ impl Pool {
         let order = u32::from(a.order);
         if order > MAG_MAX_ORDER
             || a.pool_tag != self.uid as u32
-            || a.record >= self.geo.max_records
+            || a.record >= self.records_used()
             || !self.valid_head(a.block, order)
         {
             return Ok(false);
@@ -325,7 +325,7 @@ impl Pool {
         let mut n = 0;
         for i in 0..MAG_ENTRIES {
             let e = self.mag_entry(m, i).swap(0, Ordering::Relaxed);
-            let Some(rec) = e.checked_sub(1).filter(|&r| r < self.geo.max_records) else {
+            let Some(rec) = e.checked_sub(1).filter(|&r| r < self.records_used()) else {
                 continue;
             };
             let meta = Meta::unpack(self.rec_get(rec, R_META));

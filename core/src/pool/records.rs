@@ -140,7 +140,7 @@ impl Pool {
     /// Validates `a` against its record and the table (lock held).
     pub(super) fn check_live(&self, a: &Alloc) -> Result<(), PoolError> {
         if a.pool_tag != self.uid as u32
-            || a.record >= self.geo.max_records
+            || a.record >= self.records_used()
             || !self.valid_head(a.block, u32::from(a.order))
         {
             return Err(PoolError::BadDescriptor);
@@ -177,17 +177,18 @@ impl Iterator for Allocations<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         // Done (or stopped by a lock error, reported once): end without touching the lock, so
         // a stalled lock does not make the iteration endless.
-        if self.next >= self.pool.geo.max_records {
+        let used = self.pool.records_used();
+        if self.next >= used {
             return None;
         }
         let g = match self.pool.lock() {
             Ok(g) => g,
             Err(e) => {
-                self.next = self.pool.geo.max_records;
+                self.next = used;
                 return Some(Err(e));
             }
         };
-        while self.next < self.pool.geo.max_records {
+        while self.next < used {
             let rec = self.next;
             self.next += 1;
             if let Some(info) = self.pool.record_info(rec) {

@@ -260,6 +260,7 @@ pub fn pool_alloc(size: usize, n: usize) -> Res<(f64, f64)> {
     let attrs = PoolAttrs {
         min_block: 64,
         max_allocations: Some(1024),
+        ..PoolAttrs::default()
     };
     let pool = MemoryPool::create_with_attrs(4 << 20, &pool_name("al"), 1, &attrs)?;
     let run = || -> Res<(f64, f64)> {
