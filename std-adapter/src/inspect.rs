@@ -114,6 +114,9 @@ pub struct PoolFile {
     /// The file starts with this library's magic (false for foreign, zero-filled, short and
     /// empty files).
     pub ours: bool,
+    /// The file holds nothing: it is empty, or zeros as far as a pool header would reach
+    /// (what a creator killed before writing anything leaves, or a file nobody wrote yet).
+    pub blank: bool,
     /// File length in bytes.
     pub file_len: u64,
     /// Bytes of memory the file occupies in `/dev/shm` (`st_blocks * 512`): what it costs
@@ -270,6 +273,7 @@ impl MemoryPool {
                 _ => "",
             },
             ours: p.ours,
+            blank: p.head.iter().all(|&b| b == 0),
             file_len: p.len,
             reserved: p.reserved,
             age: p.age,
