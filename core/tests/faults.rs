@@ -216,7 +216,9 @@ fn pool_lock_holder_dies_and_is_taken_over() {
         let keep = p.alloc(5000, AllocKind::Data).unwrap();
         let v = Pool::attach(m.region(), victim).unwrap();
         let r = if matches!(step, Step::PoolFreeCommitted) {
-            let a = v.alloc(100, AllocKind::Data);
+            // Larger than a magazine keeps: this free takes the pool lock (a free into the
+            // magazine is `magazine_holder_dies_mid_free`).
+            let a = v.alloc(4096, AllocKind::Data);
             doom(victim, step);
             v.free(a.unwrap())
         } else {
@@ -428,16 +430,17 @@ fn free_blocked_by_a_dead_lock_holder_is_finished_by_the_next_sender() {
     };
     let ch = Channel::create(&p, 1, &attrs).unwrap();
     let with_channel = p.stats().unwrap();
-    ch.try_send(&[7u8; 300], 7, 0).unwrap(); // a side allocation
+    // A side allocation larger than a magazine keeps, so its free needs the pool lock.
+    ch.try_send(&[7u8; 3000], 7, 0).unwrap();
     // A party dies holding the pool lock.
     let victim = 600;
     doom(victim, Step::PoolAllocSplit);
     let vp = Pool::attach(m.region(), victim).unwrap();
     assert_eq!(vp.alloc(64, AllocKind::Data), Err(PoolError::Died));
     // The receive still delivers; its free is left to the slot's next sender.
-    let mut b = [0u8; 512];
+    let mut b = [0u8; 4096];
     let g = ch.try_recv_into(&mut b).unwrap();
-    assert_eq!((g.len, g.hints, b[299]), (300, 7, 7));
+    assert_eq!((g.len, g.hints, b[2999]), (3000, 7, 7));
     // The next sender cannot finish the free yet: it reports the stall, takes no position.
     assert_eq!(
         ch.try_send(b"x", 1, 0),
@@ -454,4 +457,44 @@ fn free_blocked_by_a_dead_lock_holder_is_finished_by_the_next_sender() {
     let mut after = p.stats().unwrap();
     after.rebuilds = 0;
     assert_eq!(after, baseline);
+}
+
+/// A party that dies inside a free into its magazine (the record swapped to cached, not yet
+/// listed, the magazine locked): recovery frees the cached allocation and releases the
+/// magazine; the survivor's allocations are untouched and the pool is back at its baseline.
+#[test]
+fn magazine_holder_dies_mid_free() {
+    let mut m = Mem::new(256 * 1024);
+    let p = pool(&mut m, 64);
+    let baseline = p.stats().unwrap();
+    let victim = 700;
+    let v = Pool::attach(m.region(), victim).unwrap();
+    // Its first locked operation claims its magazine; two frees are cached.
+    let cached: Vec<_> = (0..3)
+        .map(|_| v.alloc(64, AllocKind::Data).unwrap())
+        .collect();
+    let [a, b, c] = cached.as_slice() else {
+        unreachable!()
+    };
+    v.free(*a).unwrap();
+    v.free(*b).unwrap();
+    let keep = p.alloc(64, AllocKind::Data).unwrap();
+    doom(victim, Step::PoolFreeCommitted);
+    // The magazine holds two allocations of this order already: the third free would take
+    // the pool lock; free one of another order instead, into the magazine.
+    let d = v.alloc(128, AllocKind::Data).unwrap();
+    assert_eq!(v.free(d), Err(PoolError::Died));
+    assert_eq!(p.lock_holder(), None, "a magazine free holds no pool lock");
+    // The others carry on meanwhile.
+    let x = p.alloc(64, AllocKind::Data).unwrap();
+    p.free(x).unwrap();
+    let rep = p.recover(&|o| o != victim).unwrap();
+    assert!(!rep.lock_taken_over);
+    // Two listed, one cached but unlisted, one live (`c`).
+    assert_eq!(rep.freed, 4, "{rep:?}");
+    assert_eq!(p.free(*c), Err(PoolError::Stale), "freed by recovery");
+    p.free(keep).unwrap();
+    assert_eq!(p.stats().unwrap(), baseline);
+    let big = p.alloc(p.max_alloc(), AllocKind::Data).unwrap();
+    p.free(big).unwrap();
 }

@@ -60,6 +60,7 @@ pub(super) struct Magazine {
     entries: [AtomicU32; MAG_ENTRIES],
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<Magazine>() == 64);
 const M_LOCK: usize = core::mem::offset_of!(Magazine, lock);
 const M_OWNER: usize = core::mem::offset_of!(Magazine, owner);
