@@ -140,9 +140,10 @@ pub(crate) fn rm(name: &str, force: bool) -> Result<Removed, Failure> {
                 .filter(|p| p.alive && !p.observer)
                 .map(|p| p.pid.to_string())
                 .collect();
+            let es = if pids.len() == 1 { "" } else { "es" };
             (
                 format!(
-                    "in use by {} live process(es): {}",
+                    "in use by {} live process{es}: {}",
                     pids.len(),
                     pids.join(", ")
                 ),

@@ -233,8 +233,7 @@ fn live_pool() {
     let rm = cli(&["rm", &name]);
     expect(&rm, 3);
     assert!(
-        rm.err
-            .contains(&format!("in use by 1 live process(es): {me}")),
+        rm.err.contains(&format!("in use by 1 live process: {me}")),
         "{rm:?}"
     );
     assert!(rm.err.contains("--force"), "{rm:?}");
