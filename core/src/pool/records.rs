@@ -4,18 +4,20 @@
 
 use super::*;
 
-/// One allocation record (the manifest entry of a live allocation, or a free record).
+/// One allocation record (the manifest entry of a live allocation, or a free record). Its
+/// words are atomics: a party's magazine reads and swaps them without the pool lock.
 #[repr(C)]
 pub(super) struct Record {
     /// Head block index of the allocation; of a free record, the next free record.
-    block: u32,
+    block: AtomicU32,
     /// Owner id.
-    owner: u32,
+    owner: AtomicU32,
     /// [`Meta`], packed.
-    meta: u32,
+    meta: AtomicU32,
 }
 
 pub(super) const RECORD_SIZE: usize = core::mem::size_of::<Record>();
+#[cfg(not(loom))]
 const _: () = assert!(RECORD_SIZE == 12);
 /// Offsets of a record's fields.
 pub(super) const R_BLOCK: usize = core::mem::offset_of!(Record, block);
