@@ -279,6 +279,62 @@ fn descriptors_attach_and_refuse_bad_bytes() {
     }
 }
 
+#[test]
+fn attach_from_an_allocation() {
+    let mut m = Mem::new(POOL_BYTES);
+    let mut mb = Mem::new(64 * 1024);
+    let p = pool(&mut m, 64);
+    let bp = Pool::init(
+        mb.region(),
+        &PoolConfig {
+            uid: 77,
+            ..Default::default()
+        },
+        1,
+    )
+    .unwrap();
+    let a = Channel::create(&p, 7, &attrs(4, 64)).unwrap();
+    let b = Channel::create_with_buffer_pool(&p, 8, &attrs(2, 16), Some(&bp)).unwrap();
+    a.try_send(b"queued", 0, 0).unwrap();
+    let data = p.alloc(1000, AllocKind::Data).unwrap();
+    let found = |kind| -> Vec<Alloc> {
+        p.allocations()
+            .map(Result::unwrap)
+            .filter(|i| i.kind == kind)
+            .map(|i| i.alloc)
+            .collect()
+    };
+    let chans = found(AllocKind::Channel);
+    assert_eq!(chans, [a.alloc(), b.alloc()]);
+    // The channel in the allocation, uid read from its header, the same queue.
+    let a2 = Channel::attach_alloc(&p, &chans[0], None).unwrap();
+    assert_eq!((a2.uid(), a2.len(), a2.capacity()), (7, 1, 4));
+    let mut buf = [0u8; 16];
+    assert_eq!(a2.try_recv_into(&mut buf).unwrap().len, 6);
+    // A channel with a buffer pool needs it, as with a descriptor.
+    assert!(matches!(
+        Channel::attach_alloc(&p, &chans[1], None),
+        Err(ChannelError::BadDescriptor(_))
+    ));
+    assert_eq!(
+        Channel::attach_alloc(&p, &chans[1], Some(&bp))
+            .unwrap()
+            .uid(),
+        8
+    );
+    // Not a channel: a data allocation, and an allocation of another pool.
+    assert_eq!(
+        Channel::attach_alloc(&p, &data, None).unwrap_err(),
+        ChannelError::Destroyed
+    );
+    let foreign = bp.alloc(64, AllocKind::Data).unwrap();
+    assert!(Channel::attach_alloc(&p, &foreign, None).is_err());
+    // Destroyed: its allocation is gone.
+    a.destroy().unwrap();
+    assert!(Channel::attach_alloc(&p, &chans[0], None).is_err());
+    assert_eq!(found(AllocKind::Channel), [chans[1]]);
+}
+
 /// Sends `bytes`, retrying while the channel is Full or Stalled (a receiver was preempted
 /// mid-receive); any other error fails the test, as does another thread's failure.
 fn send_retrying(ch: &Channel, bytes: &[u8], failed: &Failed) {
