@@ -71,6 +71,13 @@
 //! sending is not; one it was receiving is lost with it. [`MemoryPool::recover`] reclaims
 //! the allocations of processes that died holding nothing else.
 //!
+//! Files left in `/dev/shm` are told apart without attaching ([`MemoryPool::probe`]): a pool
+//! whose every party is dead (abandoned: attaching takes it over), a file whose creator died
+//! before publishing the pool (half-created: every creator stamps its file with its pid and
+//! start time first), and a file that is not a pool; `attach` and `create` give each its own
+//! error, which names the command that removes the file. The `dragon-channels` command
+//! (package `dragon-channels-cli`) lists, inspects, recovers and removes pools.
+//!
 //! # Platforms
 //! Linux: `/dev/shm`, `posix_fallocate`, futexes and `/proc` are used directly. Pool names are
 //! 1 to 29 bytes of ASCII letters, digits, `_`, `-` and `.` (see [`MAX_NAME_LEN`]).

@@ -201,8 +201,18 @@ impl MemoryPool {
     /// reserved before use. `name`: 1 to 29 bytes of ASCII letters, digits, `_`, `-`, `.`,
     /// not starting with `.`.
     ///
+    /// # Process crashes
+    /// The first thing written to the new file is a stamp with this process's pid and start
+    /// time; the pool is published last. A creator that dies in between leaves a file that
+    /// `attach`, `create` and [`MemoryPool::probe`] report at once as abandoned while being
+    /// created ([`MemoryPoolError::HalfCreated`]), never as a pool to wait for; it is removed
+    /// with `dragon-channels rm <name>` or `gc` (or `rm /dev/shm/<name>`).
+    ///
     /// # Errors
-    /// [`MemoryPoolError::BadName`], [`MemoryPoolError::AlreadyExists`],
+    /// [`MemoryPoolError::BadName`]; when the name is taken: [`MemoryPoolError::AlreadyExists`]
+    /// (a pool in use, or being created), [`MemoryPoolError::Abandoned`] (a pool whose every
+    /// party is dead), [`MemoryPoolError::HalfCreated`], [`MemoryPoolError::Destroyed`] (a
+    /// destroyed pool's file left behind), [`MemoryPoolError::NotAPool`] (another file);
     /// [`MemoryPoolError::NoSpace`] when `/dev/shm` is full, [`MemoryPoolError::Pool`] for a
     /// size the core cannot lay out, [`MemoryPoolError::Io`].
     pub fn create(size: usize, name: &str, uid: u64) -> Result<Self, MemoryPoolError> {
