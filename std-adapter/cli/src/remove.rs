@@ -157,6 +157,10 @@ pub(crate) fn rm(name: &str, force: bool) -> Result<Removed, Failure> {
             },
             Some(Exit::InUse),
         ),
+        // Hung past the limit, but it may yet finish: as for a pool in use.
+        PoolState::HalfCreated if f.creator.is_some_and(|c| c.alive) => {
+            (stale_reason(&f).unwrap_or_default(), Some(Exit::InUse))
+        }
         PoolState::NotAPool if !blank_of_ours(&f) => (
             format!(
                 "not a dragon-channels pool ({}); it may be another program's",

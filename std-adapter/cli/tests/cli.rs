@@ -508,6 +508,31 @@ fn half_created_files() {
     assert!(!gc.out.contains(&hung), "{gc:?}");
     assert!(!path(&dead).exists() && path(&hung).exists());
 
+    // Hung past the limit: half-created, but its creator may yet finish, so only
+    // `rm --force` takes it.
+    let old = std::time::SystemTime::now() - dragon_channels::CREATE_LIMIT - Duration::from_secs(5);
+    OpenOptions::new()
+        .write(true)
+        .open(path(&hung))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let row = ls_row(&p, &hung);
+    assert_eq!(row["state"], "half-created", "{row}");
+    let rm = cli(&["rm", &hung]);
+    expect(&rm, 3);
+    assert!(rm.err.contains("still runs but has not finished"), "{rm:?}");
+    let gc = cli(&["gc", "--prefix", &p]);
+    expect(&gc, 0);
+    assert!(
+        gc.out.contains(&format!(
+            "kept {hung} (half-created: its creator, process {hung_pid}, still runs"
+        )),
+        "{gc:?}"
+    );
+    assert!(gc.out.contains("remove it with rm --force"), "{gc:?}");
+    assert!(path(&hung).exists());
+
     // Killed: now gc takes it too.
     kids.0[1].kill().unwrap();
     kids.0[1].wait().unwrap();
