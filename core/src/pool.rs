@@ -1052,7 +1052,15 @@ impl Pool {
             return Ok(());
         }
         match self.backing {
-            Some(f) if f(self.region, self.geo.data_off + off, size_of::<buddy::Links>()) => Ok(()),
+            Some(f)
+                if f(
+                    self.region,
+                    self.geo.data_off + off,
+                    size_of::<buddy::Links>(),
+                ) =>
+            {
+                Ok(())
+            }
             _ => Err(PoolError::NoBacking),
         }
     }
