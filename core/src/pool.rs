@@ -703,7 +703,7 @@ impl Pool {
         let g = self.lock()?;
         self.check_live(&a)?;
         self.claim_magazine();
-        g.finish(self.free_locked(&a))
+        g.finish(self.free_locked(&a, Some(false)))
     }
 
     /// Checks that `a` names a live allocation of this pool and returns its byte offset and

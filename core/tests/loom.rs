@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dragon_channels_core::{
-    AllocKind, Channel, ChannelAttrs, ChannelError, Event, Poll, Polled, Pool, PoolConfig, Region,
-    Waiter, Wake,
+    AllocKind, Channel, ChannelAttrs, ChannelError, Event, Poll, Polled, Pool, PoolConfig,
+    PoolError, Region, Waiter, Wake,
 };
 
 struct Mem(Vec<u64>);
@@ -583,4 +583,53 @@ fn one_and_all_waiters(runs: &'static AtomicUsize, notify: fn(&Event<'_>) -> Wak
             ch.recv_event().unregister(Waiter::One);
         }
     });
+}
+
+/// Two frees of one allocation racing (a buggy double free from two parties): one into the
+/// owner's magazine without the pool lock, one through the pool lock. Whatever the
+/// interleaving, exactly one succeeds, the other is refused as stale, and the pool is back at
+/// its baseline (the block counts as free once, cached or not). This model found the pool
+/// free swapping a record the magazine had already taken: its validation had read the meta
+/// word before the magazine's swap, and the swap did not check the kind again.
+#[test]
+fn magazine_free_against_pool_free_of_one_allocation() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    model(|| {
+        RUNS.fetch_add(1, Ordering::Relaxed);
+        // 512 minimum blocks: the pool has one magazine.
+        let mem = Mem::new(48 * 1024);
+        let cfg = PoolConfig {
+            min_block: 64,
+            max_allocations: Some(16),
+            uid: 1,
+        };
+        let p = Pool::init(mem.region(), &cfg, 1).unwrap();
+        let base = p.stats().unwrap();
+        // Owner 1's first locked allocation claims its magazine; the next comes from it.
+        let warm = p.alloc(64, AllocKind::Data).unwrap();
+        p.free(warm).unwrap();
+        let a = p.alloc(64, AllocKind::Data).unwrap();
+        let other = p.with_owner(2).unwrap();
+        let (m1, m2) = (mem.clone(), mem.clone());
+        let t1 = loom::thread::spawn(move || {
+            let r = p.free(a);
+            drop(m1);
+            r
+        });
+        let t2 = loom::thread::spawn(move || {
+            let r = other.free(a);
+            drop(m2);
+            r
+        });
+        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+        assert!(
+            matches!(
+                (r1, r2),
+                (Ok(()), Err(PoolError::Stale)) | (Err(PoolError::Stale), Ok(()))
+            ),
+            "{r1:?} {r2:?}"
+        );
+        assert_eq!(p.stats().unwrap(), base);
+    });
+    explored(&RUNS, "magazine_free_against_pool_free_of_one_allocation");
 }

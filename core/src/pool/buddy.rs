@@ -142,20 +142,25 @@ impl Pool {
         })
     }
 
-    /// Frees a validated allocation (lock held).
+    /// Frees a validated allocation (lock held). `cached` says which records qualify: a
+    /// user's allocation (`Some(false)`), one in a magazine (`Some(true)`: draining), or
+    /// either (`None`: recovery of a dead owner).
     ///
     /// # Errors
-    /// [`PoolError::Stale`] when the record changed since it was validated: a party's
-    /// magazine took the same allocation meanwhile (two frees of one descriptor racing).
-    pub(super) fn free_locked(&self, a: &Alloc) -> Result<(), PoolError> {
+    /// [`PoolError::Stale`] when the record is not what was validated: a party's magazine
+    /// took the same allocation meanwhile (two frees of one descriptor racing).
+    pub(super) fn free_locked(&self, a: &Alloc, cached: Option<bool>) -> Result<(), PoolError> {
         let order = u32::from(a.order);
         // Release the record first: of this free and a magazine's free of the same
-        // allocation (which swap the same word without the pool lock), exactly one wins.
+        // allocation (which swap the same word without the pool lock), exactly one wins. The
+        // value checked is the value swapped: an earlier validation (`check_live`) may have
+        // read the word before a magazine's swap.
         // SYNC: CAS (AcqRel) <-> a magazine's CAS on the meta word (`magazine.rs`).
         let meta = self.rec_word(a.record, R_META);
         let cur = meta.load(Ordering::Acquire);
         let m = Meta::unpack(cur);
         if !m.live
+            || cached.is_some_and(|c| c != (m.kind == KIND_CACHED))
             || m.generation != a.gen_
             || meta
                 .compare_exchange(

@@ -103,15 +103,20 @@ impl Pool {
     }
 
     fn mag_entry(&self, m: u32, i: usize) -> &AtomicU32 {
-        self.mag(m, M_ENTRIES + 4 * i)
+        self.mag(m, M_ENTRIES + i * core::mem::size_of::<AtomicU32>())
     }
 
     /// Constructs every magazine empty (creator, before publishing).
     pub(super) fn init_magazines(&self) {
+        // Field by field: under loom an atomic is larger than its four bytes.
+        let entries = (0..MAG_ENTRIES).map(|i| M_ENTRIES + i * core::mem::size_of::<AtomicU32>());
         for m in 0..self.geo.n_mags {
             let base = self.geo.mags_off + m as usize * MAGAZINE_BYTES;
-            for w in 0..MAGAZINE_BYTES / 4 {
-                self.region.init_atomic(base + 4 * w, 0);
+            for f in [M_LOCK, M_OWNER, M_BLOCKS, M_COUNT]
+                .into_iter()
+                .chain(entries.clone())
+            {
+                self.region.init_atomic(base + f, 0);
             }
         }
     }
@@ -342,7 +347,7 @@ impl Pool {
                 pool_tag: self.uid as u32,
             };
             if self.tget(block) == T_USED | meta.order as u8 {
-                self.free_locked(&a)?;
+                self.free_locked(&a, Some(true))?;
                 n += 1;
             }
         }

@@ -55,7 +55,7 @@ impl Pool {
                 && owner & STRUCT_OWNER_BIT == 0
                 && !is_alive(owner)
             {
-                self.free_locked(&a)?;
+                self.free_locked(&a, None)?;
                 rep.freed += 1;
             }
         }
@@ -76,7 +76,7 @@ impl Pool {
                 && info.owner == owner
                 && Some(&info.alloc) != keep
             {
-                self.free_locked(&info.alloc)?;
+                self.free_locked(&info.alloc, Some(false))?;
                 n += 1;
             }
         }
