@@ -29,7 +29,7 @@ use dragon_channels_core::{RecvBuf, SendMode};
 use crate::channel::Channel;
 use crate::error::{Error, Op, Reason};
 use crate::message::{Message, MsgMem};
-use crate::wait::{Attempt, Timeout};
+use crate::wait::{Attempt, Ctx, Timeout, WaitMode};
 
 /// A receive buffer that grows to the message's length.
 struct Grow(Vec<u8>);
@@ -86,6 +86,9 @@ pub struct Handle<D: Direction> {
     ch: Channel,
     open: bool,
     default_timeout: Timeout,
+    /// How a blocked operation of this handle waits (Dragon's `wait_mode` of `sendh()` /
+    /// `recvh()`); [`WaitMode::Adaptive`] unless set.
+    wait_mode: WaitMode,
     _direction: PhantomData<D>,
 }
 
@@ -126,6 +129,7 @@ impl<D: Direction> fmt::Debug for Handle<D> {
             .field("ch", &self.ch)
             .field("open", &self.open)
             .field("default_timeout", &self.default_timeout)
+            .field("wait_mode", &self.wait_mode)
             .finish()
     }
 }
@@ -136,6 +140,7 @@ impl<D: Direction> Handle<D> {
             ch,
             open: false,
             default_timeout,
+            wait_mode: WaitMode::Adaptive,
             _direction: PhantomData,
         }
     }
@@ -181,6 +186,25 @@ impl<D: Direction> Handle<D> {
         &self.ch
     }
 
+    /// How blocked operations of this handle wait ([`WaitMode::Adaptive`] unless set).
+    pub fn wait_mode(&self) -> WaitMode {
+        self.wait_mode
+    }
+
+    /// Sets how blocked operations of this handle wait: [`WaitMode::Spin`] never sleeps,
+    /// [`WaitMode::Idle`] sleeps on the futex after one try (Dragon's `wait_mode`).
+    pub fn set_wait_mode(&mut self, mode: WaitMode) {
+        self.wait_mode = mode;
+    }
+
+    /// Where an operation of this handle blocks: the channel's, waiting in this handle's mode.
+    #[inline]
+    fn ctx(&self, op: Op) -> Ctx<'_> {
+        let mut c = self.ch.ctx(op);
+        c.mode = self.wait_mode;
+        c
+    }
+
     #[inline]
     fn check_open(&self) -> Result<(), Error> {
         if self.open {
@@ -200,9 +224,7 @@ impl<D: Direction> Handle<D> {
         timeout: Timeout,
         op: impl FnMut(Attempt) -> Result<T, dragon_channels_core::ChannelError>,
     ) -> Result<T, Error> {
-        self.ch
-            .ctx(op_kind)
-            .block(timeout, self.default_timeout, op)
+        self.ctx(op_kind).block(timeout, self.default_timeout, op)
     }
 }
 
@@ -343,8 +365,7 @@ impl Handle<Sending> {
         timeout: Timeout,
     ) -> Result<(), Error> {
         let core = &self.ch.core;
-        self.ch
-            .ctx(Op::Send)
+        self.ctx(Op::Send)
             .block_after(timeout, self.default_timeout, first, |_| {
                 core.try_send(bytes, hints, clientid)
             })
@@ -478,8 +499,7 @@ impl Handle<Receiving> {
         timeout: Timeout,
     ) -> Result<dragon_channels_core::Received, Error> {
         let core = &self.ch.core;
-        self.ch
-            .ctx(Op::Recv)
+        self.ctx(Op::Recv)
             .block_after(timeout, self.default_timeout, first, |_| {
                 core.try_recv_into(&mut *buf)
             })
