@@ -1,8 +1,6 @@
-//! The module's exceptions: Dragon's names, made in Python so that some can also be
-//! subclasses of builtin exceptions (`TimeoutError`, `ValueError`,
+//! The module's exceptions: Dragon's names, defined in Python (`dragon_channels/_types.py`)
+//! so that some can also be subclasses of builtin exceptions (`TimeoutError`, `ValueError`,
 //! `threading.BrokenBarrierError`, as Dragon's are); and the adapter's errors mapped onto them.
-
-use std::ffi::CStr;
 
 use dragon_channels as dc;
 use dragon_channels::dragon_channels_core::ChannelError as CoreError;
@@ -10,89 +8,32 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
-/// The exception classes, made in Python so that some can also be subclasses of builtin ones.
-pub(crate) const EXCEPTIONS: &CStr = c"
-import threading
-
-class ChannelError(Exception):
-    '''A channel, message or pool operation failed.'''
-    __module__ = 'dragon_channels'
-
-class ChannelFull(ChannelError, TimeoutError):
-    '''A try-once send found the channel full.'''
-    __module__ = 'dragon_channels'
-
-class ChannelEmpty(ChannelError, TimeoutError):
-    '''A try-once receive found the channel empty.'''
-    __module__ = 'dragon_channels'
-
-class ChannelTimeout(ChannelError, TimeoutError):
-    '''A blocking send or receive timed out.'''
-    __module__ = 'dragon_channels'
-
-class ChannelSendError(ChannelError):
-    '''The message cannot be sent as given.'''
-    __module__ = 'dragon_channels'
-
-class ChannelRecvError(ChannelError):
-    '''The message cannot be received as asked (it stays queued).'''
-    __module__ = 'dragon_channels'
-
-class ChannelHandleNotOpenError(ChannelError):
-    '''The send or receive handle is not open.'''
-    __module__ = 'dragon_channels'
-
-class ChannelDestroyed(ChannelError):
-    '''The channel was destroyed.'''
-    __module__ = 'dragon_channels'
-
-class MemoryPoolError(ChannelError):
-    '''A memory pool could not be created, attached or used.'''
-    __module__ = 'dragon_channels'
-
-class ChannelValueError(ChannelError, ValueError):
-    '''A value is out of range: a poll operation that does not exist, a V past a bounded
-    semaphore's bound.'''
-    __module__ = 'dragon_channels'
-
-class ChannelBarrierBroken(ChannelError, threading.BrokenBarrierError):
-    '''The barrier was aborted (or an arrival timed out): poll POLLRESET before using it
-    again.'''
-    __module__ = 'dragon_channels'
-
-class ChannelBarrierReady(ChannelError):
-    '''Not a failure: this party arrived last at the barrier and must now poll
-    POLLBARRIER_RELEASE.'''
-    __module__ = 'dragon_channels'
-
-class ChannelSetError(ChannelError):
-    '''A channel set could not be made or polled.'''
-    __module__ = 'dragon_channels'
-
-class ChannelSetTimeout(ChannelSetError, TimeoutError):
-    '''A channel set poll found no event in time.'''
-    __module__ = 'dragon_channels'
-
-NAMES = ['ChannelError', 'ChannelFull', 'ChannelEmpty', 'ChannelTimeout', 'ChannelSendError',
-         'ChannelRecvError', 'ChannelHandleNotOpenError', 'ChannelDestroyed', 'MemoryPoolError',
-         'ChannelValueError', 'ChannelBarrierBroken', 'ChannelBarrierReady', 'ChannelSetError',
-         'ChannelSetTimeout']
-";
-
 static EXC_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
+/// `dragon_channels._types`, where the exception classes and enumerations are defined.
 pub(crate) fn exc_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     EXC_MODULE
         .get_or_try_init(py, || {
-            PyModule::from_code(
-                py,
-                EXCEPTIONS,
-                c"dragon_channels/_errors.py",
-                c"dragon_channels._errors",
-            )
-            .map(Bound::unbind)
+            py.import("dragon_channels._types").map(Bound::unbind)
         })
         .map(|m| m.bind(py))
+}
+
+/// A `dragon_channels._types` attribute (an enumeration or exception class).
+pub(crate) fn types_attr<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    exc_module(py)?.getattr(name)
+}
+
+/// A new Dragon managed-memory exception `name` with `msg` and the `DragonError` member
+/// `code` as its `lib_err`.
+pub(crate) fn raise_code(py: Python<'_>, name: &str, msg: String, code: &str) -> PyErr {
+    let made = (|| -> PyResult<PyErr> {
+        let m = exc_module(py)?;
+        let code = m.getattr("DragonError")?.getattr(code)?;
+        let ty = m.getattr(name)?.cast_into::<PyType>()?;
+        Ok(PyErr::from_type(ty, (msg, code.unbind())))
+    })();
+    made.unwrap_or_else(|e| e)
 }
 
 /// A new exception of the class `name` with `msg`.
@@ -108,10 +49,24 @@ pub(crate) fn raise(py: Python<'_>, name: &str, msg: String) -> PyErr {
 
 /// The adapter's error as the seed's exception.
 pub(crate) fn channel_err(py: Python<'_>, e: dc::Error) -> PyErr {
+    err_named(py, e, "ChannelTimeout")
+}
+
+/// A send's error: a timeout is `ChannelSendTimeout`.
+pub(crate) fn send_err(py: Python<'_>, e: dc::Error) -> PyErr {
+    err_named(py, e, "ChannelSendTimeout")
+}
+
+/// A receive's error: a timeout is `ChannelRecvTimeout`.
+pub(crate) fn recv_err(py: Python<'_>, e: dc::Error) -> PyErr {
+    err_named(py, e, "ChannelRecvTimeout")
+}
+
+fn err_named(py: Python<'_>, e: dc::Error, timeout: &str) -> PyErr {
     let name = match &e {
         dc::Error::ChannelFull => "ChannelFull",
         dc::Error::ChannelEmpty => "ChannelEmpty",
-        dc::Error::ChannelTimeout => "ChannelTimeout",
+        dc::Error::ChannelTimeout => timeout,
         dc::Error::ChannelSendError(_) => "ChannelSendError",
         dc::Error::ChannelRecvError(_) => "ChannelRecvError",
         dc::Error::ChannelHandleNotOpen => "ChannelHandleNotOpenError",
@@ -124,10 +79,6 @@ pub(crate) fn channel_err(py: Python<'_>, e: dc::Error) -> PyErr {
         _ => "ChannelError",
     };
     raise(py, name, e.to_string())
-}
-
-pub(crate) fn pool_err(py: Python<'_>, e: dc::MemoryPoolError) -> PyErr {
-    raise(py, "MemoryPoolError", e.to_string())
 }
 
 pub(crate) fn is_timeout(e: &dc::Error) -> bool {

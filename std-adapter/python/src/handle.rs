@@ -7,8 +7,9 @@ use pyo3::types::PyBytes;
 
 use dragon_channels as dc;
 
-use crate::errors::channel_err;
+use crate::errors::{channel_err, recv_err, send_err};
 use crate::message::PyMessage;
+use crate::poll::PyWaitMode;
 use crate::timeout::{TimeoutArg, UseDefault, resolve, use_default, wait_sliced};
 
 /// Which of Dragon's ownership modes a send uses.
@@ -84,9 +85,21 @@ impl PyChannelSendH {
                 let (m, d) = (&m.msg, &mut d.msg);
                 wait_sliced(py, t, |to| h.send(m, Some(&mut *d), to))?
             }
+            (OwnershipOnSend::TransferOwnershipOnSend, None) if msg.borrow().has_views() => {
+                // Views of the memory exist: send a copy, then leave the message empty with
+                // its memory kept for the views (`message.rs`).
+                let r = {
+                    let m = msg.borrow();
+                    let m = &m.msg;
+                    wait_sliced(py, t, |to| h.send(m, None, to))?
+                };
+                if r.is_ok() {
+                    msg.borrow_mut().retire();
+                }
+                r
+            }
             (OwnershipOnSend::TransferOwnershipOnSend, None) => {
                 let mut pm = msg.borrow_mut();
-                pm.check_no_exports("send by transfer")?;
                 let mut slot = Some(core::mem::take(&mut pm.msg));
                 let r = wait_sliced(py, t, |to| {
                     let m = slot.take().unwrap_or_default();
@@ -106,7 +119,7 @@ impl PyChannelSendH {
                 ));
             }
         };
-        r.map_err(|e| channel_err(py, e))
+        r.map_err(|e| send_err(py, e))
     }
 
     /// Sends the bytes of `msg_bytes` (any byte buffer) as a message of `msg_len` bytes
@@ -144,7 +157,49 @@ impl PyChannelSendH {
             }
         };
         drop(buf);
-        r.map_err(|e| channel_err(py, e))
+        r.map_err(|e| send_err(py, e))
+    }
+
+    /// `copy_on_send` (as a class attribute, as Dragon's).
+    #[classattr]
+    fn copy_on_send() -> OwnershipOnSend {
+        OwnershipOnSend::CopyOnSend
+    }
+
+    /// `transfer_ownership_on_send` (as a class attribute, as Dragon's).
+    #[classattr]
+    fn transfer_ownership_on_send() -> OwnershipOnSend {
+        OwnershipOnSend::TransferOwnershipOnSend
+    }
+
+    /// How blocked sends of this handle wait (a `WaitMode`).
+    #[getter]
+    fn wait_mode(&self) -> PyWaitMode {
+        PyWaitMode::from(self.h.wait_mode())
+    }
+
+    /// `with ch.sendh() as h:` opens the handle and closes it at the end.
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        let py = slf.py();
+        {
+            let mut me = slf.borrow_mut();
+            if !me.h.is_open() {
+                me.h.open().map_err(|e| channel_err(py, e))?;
+            }
+        }
+        Ok(slf)
+    }
+
+    fn __exit__(
+        &mut self,
+        _t: &Bound<'_, PyAny>,
+        _v: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> bool {
+        if self.h.is_open() {
+            let _ = self.h.close();
+        }
+        false
     }
 
     fn __repr__(&self) -> String {
@@ -196,7 +251,7 @@ impl PyChannelRecvH {
         let h = &self.h;
         match dest_msg {
             None => {
-                let m = wait_sliced(py, t, |to| h.recv(to))?.map_err(|e| channel_err(py, e))?;
+                let m = wait_sliced(py, t, |to| h.recv(to))?.map_err(|e| recv_err(py, e))?;
                 Ok(Py::new(py, PyMessage::new(m))?.into_any())
             }
             Some(dest) => {
@@ -204,7 +259,7 @@ impl PyChannelRecvH {
                     let mut d = dest.borrow_mut();
                     let d = &mut d.msg;
                     wait_sliced(py, t, |to| h.recv_into(&mut *d, to))?
-                        .map_err(|e| channel_err(py, e))?;
+                        .map_err(|e| recv_err(py, e))?;
                 }
                 Ok(dest.into_any().unbind())
             }
@@ -221,8 +276,38 @@ impl PyChannelRecvH {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let t = resolve(blocking, timeout, self.h.default_timeout());
         let h = &self.h;
-        let v = wait_sliced(py, t, |to| h.recv_bytes(to))?.map_err(|e| channel_err(py, e))?;
+        let v = wait_sliced(py, t, |to| h.recv_bytes(to))?.map_err(|e| recv_err(py, e))?;
         Ok(PyBytes::new(py, &v))
+    }
+
+    /// How blocked receives of this handle wait (a `WaitMode`).
+    #[getter]
+    fn wait_mode(&self) -> PyWaitMode {
+        PyWaitMode::from(self.h.wait_mode())
+    }
+
+    /// `with ch.recvh() as h:` opens the handle and closes it at the end.
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        let py = slf.py();
+        {
+            let mut me = slf.borrow_mut();
+            if !me.h.is_open() {
+                me.h.open().map_err(|e| channel_err(py, e))?;
+            }
+        }
+        Ok(slf)
+    }
+
+    fn __exit__(
+        &mut self,
+        _t: &Bound<'_, PyAny>,
+        _v: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> bool {
+        if self.h.is_open() {
+            let _ = self.h.close();
+        }
+        false
     }
 
     fn __repr__(&self) -> String {

@@ -1,15 +1,19 @@
-//! Python bindings of the `dragon-channels` std adapter: the module `dragon_channels`, with
-//! the classes and verbs of Dragon's `dragon.channels` / `dragon.managed_memory` pages
-//! (`MemoryPool`, `Channel`, `Message`, `ChannelSendH`, `ChannelRecvH`, `ChannelSet`,
-//! `EventType`, the wait modes, the exceptions).
+//! Python bindings of the `dragon-channels` std adapter: the native module
+//! `dragon_channels._native` of the package `dragon_channels` (`python/dragon_channels`),
+//! with the classes and verbs of Dragon's `dragon.channels` / `dragon.managed_memory` pages
+//! (`MemoryPool`, `MemoryAlloc`, `MemoryAllocations`, `Channel`, `Message`, `ChannelSendH`,
+//! `ChannelRecvH`, `ChannelSet`, `EventType`, the wait modes). The exceptions and
+//! enumerations are Python classes of `dragon_channels._types`, which this module raises.
 //!
 //! Blocking calls release the GIL and wait in slices of [`timeout::WAIT_SLICE`], checking for
 //! signals (Ctrl-C) between slices.
 //!
 //! One file per concept: [`errors`] (exceptions), [`timeout`] (timeout arguments and sliced
-//! waiting), [`pool`], [`channel`], [`message`], [`handle`], [`poll`] (`Channel.poll`,
-//! `EventType`, wait modes), [`set`] (`ChannelSet`).
+//! waiting), [`pool`], [`alloc`] (`MemoryAlloc`, `MemoryAllocations`), [`channel`],
+//! [`message`], [`handle`], [`poll`] (`Channel.poll`, `EventType`, wait modes), [`set`]
+//! (`ChannelSet`).
 
+mod alloc;
 mod channel;
 mod errors;
 mod handle;
@@ -21,8 +25,8 @@ mod timeout;
 
 use pyo3::prelude::*;
 
+use alloc::{PyMemoryAlloc, PyMemoryAllocations};
 use channel::PyChannel;
-use errors::exc_module;
 use handle::{OwnershipOnSend, PyChannelRecvH, PyChannelSendH};
 use message::PyMessage;
 use poll::{PyWaitMode, poll_module};
@@ -30,17 +34,14 @@ use pool::PyMemoryPool;
 use set::PyChannelSet;
 use timeout::{UseDefault, WAIT_SLICE, use_default};
 
-/// The module `dragon_channels`.
+/// The module `dragon_channels._native`.
 #[pymodule]
-#[pyo3(name = "dragon_channels")]
+#[pyo3(name = "_native")]
 fn dragon_channels_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    let errs = exc_module(py)?;
-    let names: Vec<String> = errs.getattr("NAMES")?.extract()?;
-    for n in names {
-        m.add(n.as_str(), errs.getattr(n.as_str())?)?;
-    }
     m.add_class::<PyMemoryPool>()?;
+    m.add_class::<PyMemoryAlloc>()?;
+    m.add_class::<PyMemoryAllocations>()?;
     m.add_class::<PyChannel>()?;
     m.add_class::<PyMessage>()?;
     m.add_class::<PyChannelSendH>()?;

@@ -1,4 +1,12 @@
 //! `Message`: optional pool memory with a payload, exported through the buffer protocol.
+//!
+//! # Views that outlive their message
+//! Dragon frees a message's memory on `destroy()` whatever views of it exist. Here
+//! `destroy()` also succeeds with live views, but the memory is zeroed and kept out of the
+//! pool until the last view is released: a stale view reads zeros (or what it wrote since)
+//! and never touches memory another message owns, nor unmapped memory. A send by transfer
+//! with live views sends a copy and leaves the message empty the same way (its views then
+//! keep reading the bytes sent).
 
 use core::ffi::c_int;
 
@@ -9,7 +17,7 @@ use pyo3::types::{PyBytes, PyMemoryView};
 
 use dragon_channels as dc;
 
-use crate::errors::channel_err;
+use crate::errors::{channel_err, raise};
 use crate::pool::PyMemoryPool;
 
 /// A message: optional pool memory with a payload. Supports the buffer protocol
@@ -20,11 +28,36 @@ pub(crate) struct PyMessage {
     pub(crate) msg: dc::Message,
     /// Live buffer exports (memoryviews) of the memory.
     exports: usize,
+    /// Messages given up while views of their memory existed: dropped (their memory freed)
+    /// when the last view is released.
+    retired: Vec<dc::Message>,
+    /// Pools of allocations kept (`destroy(free_mem=False)`) while views existed: they keep
+    /// the mapping alive until the last view is released.
+    keep: Vec<dc::MemoryPool>,
 }
 
 impl PyMessage {
     pub(crate) fn new(msg: dc::Message) -> Self {
-        Self { msg, exports: 0 }
+        Self {
+            msg,
+            exports: 0,
+            retired: Vec::new(),
+            keep: Vec::new(),
+        }
+    }
+
+    /// Whether memoryviews of the memory exist.
+    pub(crate) fn has_views(&self) -> bool {
+        self.exports > 0
+    }
+
+    /// Leaves this object without memory; the memory stays out of the pool while views
+    /// exist (see the module docs).
+    pub(crate) fn retire(&mut self) {
+        let m = core::mem::take(&mut self.msg);
+        if self.exports > 0 {
+            self.retired.push(m);
+        }
     }
 
     /// Fails while memoryviews of the memory exist (the memory would go away under them).
@@ -42,33 +75,76 @@ impl PyMessage {
 
 #[pymethods]
 impl PyMessage {
+    /// A message with no memory (`Message()`, the same as `Message.create_empty()`).
+    #[new]
+    fn py_new() -> Self {
+        Self::new(dc::Message::create_empty())
+    }
+
     /// A message with no memory (a destination a receive fills).
     #[staticmethod]
     fn create_empty() -> Self {
         Self::new(dc::Message::create_empty())
     }
 
-    /// A message with `n_bytes` of memory from `mpool`.
+    /// A message with `n_bytes` of memory from `mpool` (tries once). Raises `ChannelError`
+    /// for 0 bytes and when the pool has no block of that size, `OverflowError` for a
+    /// negative size.
     #[staticmethod]
     fn create_alloc(
         py: Python<'_>,
         mpool: PyRef<'_, PyMemoryPool>,
         n_bytes: usize,
     ) -> PyResult<Self> {
+        if n_bytes == 0 {
+            return Err(raise(
+                py,
+                "ChannelError",
+                "a message needs at least 1 byte: use Message.create_empty() for none".into(),
+            ));
+        }
         let m =
             dc::Message::create_alloc(mpool.get(py)?, n_bytes).map_err(|e| channel_err(py, e))?;
         Ok(Self::new(m))
     }
 
     /// Destroys the message; with `free_mem` (the default) its memory is freed, else it
-    /// stays allocated in the pool.
+    /// stays allocated in the pool. With live views the memory is zeroed first and freed
+    /// when the last view goes (see the module docs).
     #[pyo3(signature = (free_mem = true))]
     fn destroy(&mut self, py: Python<'_>, free_mem: bool) -> PyResult<()> {
-        self.check_no_exports("destroy the message")?;
+        if self.exports > 0 {
+            if let Ok(b) = self.msg.bytes_memview() {
+                b.fill(0);
+            }
+            if free_mem {
+                self.retire();
+                return Ok(());
+            }
+            if let Some(p) = self.msg.pool() {
+                self.keep.push(p.clone());
+            }
+        }
         let m = core::mem::take(&mut self.msg);
         m.destroy(free_mem)
             .map(drop)
             .map_err(|e| channel_err(py, e))
+    }
+
+    /// Zeroes the payload bytes `start` to `stop` (default: all).
+    #[pyo3(signature = (start = 0, stop = None))]
+    fn clear_payload(&mut self, py: Python<'_>, start: usize, stop: Option<usize>) -> PyResult<()> {
+        let b = self.msg.bytes_memview().map_err(|e| channel_err(py, e))?;
+        let stop = stop.unwrap_or(b.len());
+        if start > stop || stop > b.len() {
+            return Err(raise(
+                py,
+                "ChannelValueError",
+                format!("cannot clear {start}..{stop} of {} bytes", b.len()),
+            ));
+        }
+        b[start..stop].fill(0);
+        Ok(())
     }
 
     /// A writable memoryview of the payload in shared memory (no copy). The message stays
@@ -152,6 +228,10 @@ impl PyMessage {
     /// Called by CPython with the view it got from `__getbuffer__`.
     unsafe fn __releasebuffer__(&mut self, _view: *mut ffi::Py_buffer) {
         self.exports = self.exports.saturating_sub(1);
+        if self.exports == 0 {
+            self.retired.clear();
+            self.keep.clear();
+        }
     }
 
     fn __repr__(&self) -> String {

@@ -118,6 +118,16 @@ impl PyWaitMode {
     }
 }
 
+impl From<dc::WaitMode> for PyWaitMode {
+    fn from(m: dc::WaitMode) -> Self {
+        match m {
+            dc::WaitMode::Idle => Self::Idle,
+            dc::WaitMode::Spin => Self::Spin,
+            dc::WaitMode::Adaptive => Self::Adaptive,
+        }
+    }
+}
+
 impl From<PyWaitMode> for dc::WaitMode {
     fn from(m: PyWaitMode) -> Self {
         match m {
