@@ -116,6 +116,20 @@ impl PyWaitMode {
     fn value(&self) -> u32 {
         *self as u32
     }
+
+    /// Pickles as `getattr(WaitMode, name)`.
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyAny>, &'static str))> {
+        let py = slf.py();
+        let name = match *slf.get() {
+            Self::Idle => "IDLE_WAIT",
+            Self::Spin => "SPIN_WAIT",
+            Self::Adaptive => "ADAPTIVE_WAIT",
+        };
+        let getattr = py.import("builtins")?.getattr("getattr")?;
+        Ok((getattr, (slf.as_any().get_type().into_any(), name)))
+    }
 }
 
 impl From<dc::WaitMode> for PyWaitMode {

@@ -35,6 +35,8 @@ use crate::errors::raise_code;
 
 /// The fewest minimum blocks a pool holds (Dragon's rule).
 pub(crate) const MIN_BLOCKS: usize = 5;
+/// Dragon's cap on the default number of allocation records.
+pub(crate) const DEFAULT_MAX_ALLOCATIONS: u32 = 2_097_152;
 /// The longest pool name Dragon accepts, in bytes.
 pub(crate) const MAX_DRAGON_NAME: usize = 236;
 /// Magic of the adapter's pool descriptor ("DRMP", little endian).
@@ -373,7 +375,10 @@ impl PyMemoryPool {
             min_block,
             ..Default::default()
         };
-        attrs.max_allocations = max_allocations.or(attrs.max_allocations);
+        // Dragon's default: one record per minimum block, up to 2,097,152.
+        let blocks = u32::try_from(rounded / min_block as usize).unwrap_or(u32::MAX);
+        attrs.max_allocations =
+            Some(max_allocations.unwrap_or(blocks.min(DEFAULT_MAX_ALLOCATIONS)));
         let file = file_name_for(&name);
         let pool = dc::MemoryPool::create_with_attrs(rounded, &file, uid, &attrs).map_err(|e| {
             let code = match e {

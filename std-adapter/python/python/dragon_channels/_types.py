@@ -192,9 +192,8 @@ class LockType(enum.Enum):
 
 
 class FlowControl(enum.Enum):
-    """Dragon's channel flow-control kinds. Accepted by ``Channel(fc_type=)``; only
-    ``NO_FLOW_CONTROL`` and ``RESOURCES_FLOW_CONTROL`` are Dragon's implemented kinds and
-    only those are accepted; both mean "a send waits while the channel is full" here."""
+    """Dragon's channel flow-control kinds. Accepted by ``Channel(fc_type=)``; every kind
+    means the same here: a send waits while the channel is full."""
 
     NO_FLOW_CONTROL = 0
     RESOURCES_FLOW_CONTROL = 1
