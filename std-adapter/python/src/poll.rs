@@ -118,9 +118,7 @@ impl PyWaitMode {
     }
 
     /// Pickles as `getattr(WaitMode, name)`.
-    fn __reduce__<'py>(
-        slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyAny>, &'static str))> {
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Reduced<'py>> {
         let py = slf.py();
         let name = match *slf.get() {
             Self::Idle => "IDLE_WAIT",
@@ -131,6 +129,9 @@ impl PyWaitMode {
         Ok((getattr, (slf.as_any().get_type().into_any(), name)))
     }
 }
+
+/// What `WaitMode.__reduce__` returns: `getattr` and `(WaitMode, member name)`.
+type Reduced<'py> = (Bound<'py, PyAny>, (Bound<'py, PyAny>, &'static str));
 
 impl From<dc::WaitMode> for PyWaitMode {
     fn from(m: dc::WaitMode) -> Self {
