@@ -19,7 +19,7 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=7"
+"$venv/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=7" "mypy>=1.8"
 
 # A C linker is installed when missing.
 if ! command -v cc >/dev/null; then
