@@ -47,7 +47,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_seed_example():
     maturin = shutil.which("maturin") or os.path.join(os.path.dirname(sys.executable), "maturin")
     name = f"dcpy-wheel-{os.getpid()}"
     with tempfile.TemporaryDirectory() as tmp:
-        out = _run([maturin, "build", "--release", "-q", "-o", tmp], cwd=CRATE)
+        out = _run([maturin, "build", "--release", "--features", "abi3", "-q", "-o", tmp], cwd=CRATE)
         assert out.returncode == 0, out.stderr
         wheels = [f for f in os.listdir(tmp) if f.endswith(".whl")]
         assert len(wheels) == 1 and "abi3" in wheels[0], wheels
