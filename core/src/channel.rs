@@ -102,9 +102,11 @@ struct ChannelConfig {
 /// The words of a channel used as a barrier or a semaphore (`poll.rs`).
 #[repr(C)]
 pub(crate) struct SyncWords {
-    /// Barrier parties arrived in this round, or [`crate::poll::RELEASING`] while one party
-    /// deposits the round's outcome. SYNC: arrival CAS (AcqRel) <-> release's claim CAS and
-    /// its final Release store.
+    /// Barrier parties arrived in this round; [`crate::poll::RELEASING`] while one party
+    /// deposits the round's outcome; or, after a release that stopped part-way (a slot still
+    /// held), `STOPPED` with what it still owes (see `poll.rs`), for the next release, abort
+    /// or reset to deposit. SYNC: arrival CAS (AcqRel) <-> release's claim CAS and its final
+    /// Release store.
     pub(crate) barrier_count: AtomicU32,
     /// 1 while the barrier is broken (aborted or timed out), until reset.
     pub(crate) barrier_broken: AtomicU32,

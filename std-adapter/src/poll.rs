@@ -37,7 +37,7 @@ use dragon_channels_core::{
 use crate::channel::Channel;
 use crate::error::{Error, Op};
 use crate::pool::MemoryPool;
-use crate::wait::{self, Ctx, HOLDER_WAIT, Timeout, WaitMode};
+use crate::wait::{self, Ctx, Timeout, WaitMode, YIELD_FOR};
 
 impl Channel {
     /// Creates a semaphore channel in `mem_pool` under `c_uid` (Dragon's `Channel(...,
@@ -149,7 +149,13 @@ impl Channel {
     }
 
     /// The claimant of the head slot when the channel has a message position whose sender
-    /// has not published it for [`HOLDER_WAIT`] / 25 (timed from `since`'s first sighting).
+    /// has not published it for half of [`YIELD_FOR`] (timed from `since`'s first sighting):
+    /// longer than a send takes unless its sender was preempted. A poll that meets the stuck
+    /// head while it spins or yields reports it before it sleeps, then sleeps in short slices
+    /// and checks the claimant's liveness (measured: a dead sender recovered 1-3 ms after the
+    /// poll began); one that first meets it after a sleep (woken by a later send behind the
+    /// dead one) reports it at its next look, within a `SLEEP_SLICE` (about 100 ms; a channel
+    /// set, which keeps its own timer, about 55 ms).
     fn stalled_head(&self, since: &mut Option<Instant>) -> Option<CoreChannelError> {
         if self.core.is_empty() {
             *since = None;
@@ -157,7 +163,7 @@ impl Channel {
         }
         let first = *since.get_or_insert_with(Instant::now);
         let (owner, _) = self.core.claims();
-        (owner != 0 && first.elapsed() >= HOLDER_WAIT / 25)
+        (owner != 0 && first.elapsed() >= YIELD_FOR / 2)
             .then_some(CoreChannelError::Stalled { owner })
     }
 }
