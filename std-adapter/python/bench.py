@@ -1,12 +1,16 @@
-"""Round-trip latency between two Python processes: dragon_channels vs multiprocessing.
+"""Two Python processes: dragon_channels beside multiprocessing.Queue and Pipe, the way
+Dragon's `perf_channels.py` measures channels (one-way latency and messages per second).
 
 Not a test. Run with the venv that has the extension installed:
 
-    .venv/bin/python bench.py [--iters N]
+    .venv/bin/python bench.py [--iters N] [--stream M]
 
-For each payload size (64 B, 64 KiB) the parent sends a message and the child (spawned)
-echoes it back; each round trip is timed with perf_counter_ns. Prints median and p99 per
-transport and the ratios of multiprocessing's figures to dragon_channels'.
+For each payload size (64 B, 1 KiB, 16 KiB, 64 KiB):
+- latency: the parent sends a message, the child (spawned) echoes it back; each round trip is
+  timed with perf_counter_ns; one-way latency is half of it (median and p99);
+- throughput: the parent sends M messages back to back, the child receives them all and
+  answers once; messages per second over the whole stream.
+Prints the figures per transport and how many times slower multiprocessing is.
 """
 
 import argparse
@@ -17,7 +21,7 @@ import time
 
 import dragon_channels as dc
 
-SIZES = (64, 64 * 1024)
+SIZES = (64, 1024, 16 * 1024, 64 * 1024)
 
 
 def pct(xs, p):
@@ -25,23 +29,41 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))]
 
 
-def dragon_child(req_ser, resp_ser, n):
+def dragon_child(req_ser, resp_ser, n, stream):
     req, resp = dc.Channel.attach(req_ser), dc.Channel.attach(resp_ser)
     r, s = req.recvh(), resp.sendh()
     r.open()
     s.open()
     for _ in range(n):
         s.send_bytes(r.recv_bytes())
+    for _ in range(stream):
+        r.recv_bytes()
+    s.send_bytes(b"done")
 
 
-def queue_child(q_in, q_out, n):
+def queue_child(q_in, q_out, n, stream):
     for _ in range(n):
         q_out.put(q_in.get())
+    for _ in range(stream):
+        q_in.get()
+    q_out.put(b"done")
 
 
-def pipe_child(conn, n):
+def pipe_child(conn, n, stream):
     for _ in range(n):
         conn.send_bytes(conn.recv_bytes())
+    for _ in range(stream):
+        conn.recv_bytes()
+    conn.send_bytes(b"done")
+
+
+def stream_rate(m, send, wait_done):
+    """Messages per second of `m` back-to-back sends, until the receiver says it has all."""
+    t0 = time.perf_counter_ns()
+    for _ in range(m):
+        send()
+    wait_done()
+    return m / ((time.perf_counter_ns() - t0) / 1e9)
 
 
 def time_loop(n, warm, one):
@@ -55,12 +77,14 @@ def time_loop(n, warm, one):
     return out
 
 
-def bench_dragon(ctx, size, n, warm):
+def bench_dragon(ctx, size, n, warm, stream):
     name = f"dcbench-{os.getpid()}-{size}"
     pool = dc.MemoryPool(64 << 20, name, 0)
     try:
         req, resp = dc.Channel(pool, 1), dc.Channel(pool, 2)
-        p = ctx.Process(target=dragon_child, args=(req.serialize(), resp.serialize(), n + warm))
+        p = ctx.Process(
+            target=dragon_child, args=(req.serialize(), resp.serialize(), n + warm, stream)
+        )
         p.start()
         s, r = req.sendh(), resp.recvh()
         s.open()
@@ -73,15 +97,16 @@ def bench_dragon(ctx, size, n, warm):
             assert len(got) == size
 
         res = time_loop(n, warm, one)
+        rate = stream_rate(stream, lambda: s.send_bytes(payload), r.recv_bytes)
         p.join(60)
-        return res
+        return res, rate
     finally:
         pool.destroy()
 
 
-def bench_queue(ctx, size, n, warm):
+def bench_queue(ctx, size, n, warm, stream):
     q_in, q_out = ctx.Queue(), ctx.Queue()
-    p = ctx.Process(target=queue_child, args=(q_in, q_out, n + warm))
+    p = ctx.Process(target=queue_child, args=(q_in, q_out, n + warm, stream))
     p.start()
     payload = os.urandom(size)
 
@@ -90,13 +115,14 @@ def bench_queue(ctx, size, n, warm):
         assert len(q_out.get()) == size
 
     res = time_loop(n, warm, one)
+    rate = stream_rate(stream, lambda: q_in.put(payload), q_out.get)
     p.join(60)
-    return res
+    return res, rate
 
 
-def bench_pipe(ctx, size, n, warm):
+def bench_pipe(ctx, size, n, warm, stream):
     a, b = ctx.Pipe()
-    p = ctx.Process(target=pipe_child, args=(b, n + warm))
+    p = ctx.Process(target=pipe_child, args=(b, n + warm, stream))
     p.start()
     payload = os.urandom(size)
 
@@ -105,18 +131,23 @@ def bench_pipe(ctx, size, n, warm):
         assert len(a.recv_bytes()) == size
 
     res = time_loop(n, warm, one)
+    rate = stream_rate(stream, lambda: a.send_bytes(payload), a.recv_bytes)
     p.join(60)
-    return res
+    return res, rate
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=5000)
     ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--stream", type=int, default=20000)
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
-    print(f"round trips between two processes, {args.iters} iterations each, times in us")
-    print(f"{'payload':>8} {'transport':>18} {'median':>9} {'p99':>9}")
+    print(
+        f"two processes: one-way latency (half round trip, {args.iters} round trips, us) "
+        f"and throughput ({args.stream} messages back to back)"
+    )
+    print(f"{'payload':>8} {'transport':>18} {'p50 us':>9} {'p99 us':>9} {'msg/s':>11}")
     for size in SIZES:
         res = {}
         for label, fn in (
@@ -124,15 +155,16 @@ def main():
             ("mp.Queue", bench_queue),
             ("mp.Pipe", bench_pipe),
         ):
-            xs = fn(ctx, size, args.iters, args.warmup)
-            res[label] = (statistics.median(xs), pct(xs, 0.99))
-            print(f"{size:>8} {label:>18} {res[label][0]:>9.2f} {res[label][1]:>9.2f}")
-        dm, dp = res["dragon_channels"]
+            xs, rate = fn(ctx, size, args.iters, args.warmup, args.stream)
+            res[label] = (statistics.median(xs) / 2, pct(xs, 0.99) / 2, rate)
+            m, p, r = res[label]
+            print(f"{size:>8} {label:>18} {m:>9.2f} {p:>9.2f} {r:>11.0f}")
+        dm, dp, dr = res["dragon_channels"]
         for label in ("mp.Queue", "mp.Pipe"):
-            m, p = res[label]
+            m, p, r = res[label]
             print(
-                f"{size:>8} {label + '/dragon':>18} {m / dm:>8.2f}x {p / dp:>8.2f}x"
-                "  (how many times slower than dragon_channels: median, p99)"
+                f"{size:>8} {label + '/dragon':>18} {m / dm:>8.2f}x {p / dp:>8.2f}x {dr / r:>10.2f}x"
+                "  (times slower than dragon_channels: p50, p99, throughput)"
             )
 
 
