@@ -6,8 +6,9 @@
 //! `--waiting [--quick] [--runs K] [--json out.json]` runs only the waiting scenarios (channel
 //! set wake-up, barrier).
 //!
-//! `--wake recv|N|hintsN ROUNDS [GAP_US]` and `--barrier P ROUNDS [recv|adaptive|spin|idle]`
-//! run one waiting scenario once (for profiling).
+//! `--wake recv|N|hintsN ROUNDS [GAP_US]` and
+//! `--barrier P ROUNDS [recv|adaptive|spin|idle|yield]` run one waiting scenario once (for
+//! profiling).
 //!
 //! `--scaling N [--total M]` runs only the N->N throughput scenario and prints one
 //! tab-separated line (used by `scaling.sh`).

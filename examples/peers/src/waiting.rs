@@ -356,35 +356,103 @@ fn rounds_of(ends: &[Instant], warm: usize, (v0, i0): (u64, u64), (v1, i1): (u64
     }
 }
 
-/// One party's rounds of our barrier; `ends` gets the end time of each. `mode` `None`: the
-/// arrival polls Adaptive and the ordinal comes by a blocking receive (the measured
-/// protocol); `Some(mode)` (profiling only): both waits are polls in that mode (the ordinal's
-/// wait a `poll(In)`, then a try-once receive).
+/// How a barrier party waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waits {
+    /// The measured protocol: the arrival polls Adaptive, the ordinal comes by a blocking
+    /// receive.
+    Recv,
+    /// Profiling: both waits are polls in this mode (the ordinal's a `poll(In)`, then a
+    /// try-once receive, again while another party took the message first).
+    Poll(WaitMode),
+    /// Profiling, not a library mode: try-once arrival and receive with a `yield_now`
+    /// between tries (no spin phase, never sleeps).
+    Yield,
+}
+
+impl Waits {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Recv => "recv",
+            Self::Poll(WaitMode::Adaptive) => "adaptive",
+            Self::Poll(WaitMode::Spin) => "spin",
+            Self::Poll(WaitMode::Idle) => "idle",
+            Self::Yield => "yield",
+        }
+    }
+
+    fn parse(s: &str) -> Res<Self> {
+        Ok(match s {
+            "recv" => Self::Recv,
+            "adaptive" => Self::Poll(WaitMode::Adaptive),
+            "spin" => Self::Poll(WaitMode::Spin),
+            "idle" => Self::Poll(WaitMode::Idle),
+            "yield" => Self::Yield,
+            m => return Err(format!("unknown barrier wait {m}").into()),
+        })
+    }
+}
+
+/// Retries `f` with a `yield_now` between tries while it fails with an error `again` accepts,
+/// for at most [`BARRIER_PATIENCE`].
+fn yielding<T>(
+    again: impl Fn(&dragon_channels::Error) -> bool,
+    mut f: impl FnMut() -> Result<T, dragon_channels::Error>,
+) -> Res<T> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Err(e) if again(&e) && start.elapsed() < BARRIER_PATIENCE => {
+                std::thread::yield_now();
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// One party's rounds of our barrier, waiting as `waits` says; `ends` gets the end time of
+/// each round.
 fn barrier_party(
     ch: &Channel,
     total: usize,
-    mode: Option<WaitMode>,
+    waits: Waits,
     mut ends: Option<&mut Vec<Instant>>,
 ) -> Res<()> {
+    use dragon_channels::Error::{ChannelEmpty, ChannelTimeout};
     let mut recvh = ch.recvh()?;
     recvh.open()?;
     let mut m = Message::create_alloc(ch.pool(), 8)?;
     let patience = Timeout::After(BARRIER_PATIENCE);
     for _ in 0..total {
-        let arrive = mode.unwrap_or(WaitMode::Adaptive);
-        match ch.poll(Poll::BarrierWait, patience, arrive)? {
+        let arrived = match waits {
+            Waits::Recv => ch.poll(Poll::BarrierWait, patience, WaitMode::Adaptive)?,
+            Waits::Poll(mode) => ch.poll(Poll::BarrierWait, patience, mode)?,
+            Waits::Yield => yielding(
+                |e| matches!(e, ChannelTimeout),
+                || ch.poll(Poll::BarrierWait, Timeout::Try, WaitMode::Adaptive),
+            )?,
+        };
+        match arrived {
             Polled::ReadyToRelease => {
                 ch.poll(Poll::BarrierRelease, Timeout::Try, WaitMode::Adaptive)?;
             }
             Polled::Ready => {}
             p => return Err(format!("barrier arrival answered {p:?}").into()),
         }
-        match mode {
-            None => recvh.recv_into(&mut m, patience)?,
-            Some(mode) => {
+        match waits {
+            Waits::Recv => recvh.recv_into(&mut m, patience)?,
+            // Another party may take the message the poll saw: poll again then.
+            Waits::Poll(mode) => loop {
                 ch.poll(Poll::In, patience, mode)?;
-                recvh.recv_into(&mut m, Timeout::Try)?;
-            }
+                match recvh.recv_into(&mut m, Timeout::Try) {
+                    Err(ChannelEmpty) => {}
+                    r => break r?,
+                }
+            },
+            Waits::Yield => yielding(
+                |e| matches!(e, ChannelEmpty),
+                || recvh.recv_into(&mut m, Timeout::Try),
+            )?,
         }
         let ordinal = i64::from_le_bytes(m.bytes()?[..8].try_into()?);
         if ordinal < 0 {
@@ -397,9 +465,9 @@ fn barrier_party(
     Ok(())
 }
 
-/// Our barrier: the parent and `parties - 1` child processes, `rounds` measured rounds;
-/// `mode` as [`barrier_party`]'s.
-pub fn barrier(parties: usize, rounds: usize, mode: Option<WaitMode>) -> Res<Rounds> {
+/// Our barrier: the parent and `parties - 1` child processes, `rounds` measured rounds,
+/// every party waiting as `waits` says.
+pub fn barrier(parties: usize, rounds: usize, waits: Waits) -> Res<Rounds> {
     let warm = warmup(rounds);
     let total = warm + rounds;
     let pool = MemoryPool::create(1 << 20, &pool_name("br"), 1)?;
@@ -413,7 +481,7 @@ pub fn barrier(parties: usize, rounds: usize, mode: Option<WaitMode>) -> Res<Rou
     let arg = format!(
         "{}:{ctl_path}:{total}:{}",
         hex(&ch.serialize()),
-        mode_name(mode)
+        waits.name()
     );
     let mut kids = Vec::new();
     let run = (|| -> Res<Rounds> {
@@ -424,7 +492,7 @@ pub fn barrier(parties: usize, rounds: usize, mode: Option<WaitMode>) -> Res<Rou
         ctl.go();
         let mut ends = Vec::with_capacity(total);
         let before = switches(libc::RUSAGE_THREAD);
-        barrier_party(&ch, total, mode, Some(&mut ends))?;
+        barrier_party(&ch, total, waits, Some(&mut ends))?;
         Ok(rounds_of(
             &ends,
             warm,
@@ -457,29 +525,10 @@ pub fn barrier_peer(arg: &str) -> Res<()> {
     let ch = Channel::attach(&unhex(next()?))?;
     let ctl = Ctl::open(next()?)?;
     let total: usize = next()?.parse()?;
-    let mode = parse_mode(next()?)?;
+    let waits = Waits::parse(next()?)?;
     ctl.ready();
     ctl.wait_go();
-    barrier_party(&ch, total, mode, None)
-}
-
-fn mode_name(mode: Option<WaitMode>) -> &'static str {
-    match mode {
-        None => "recv",
-        Some(WaitMode::Adaptive) => "adaptive",
-        Some(WaitMode::Spin) => "spin",
-        Some(WaitMode::Idle) => "idle",
-    }
-}
-
-fn parse_mode(s: &str) -> Res<Option<WaitMode>> {
-    Ok(match s {
-        "recv" => None,
-        "adaptive" => Some(WaitMode::Adaptive),
-        "spin" => Some(WaitMode::Spin),
-        "idle" => Some(WaitMode::Idle),
-        m => return Err(format!("unknown wait mode {m}").into()),
-    })
+    barrier_party(&ch, total, waits, None)
 }
 
 /// `std::sync::Barrier` with `threads` threads (the calling one included).
@@ -777,7 +826,7 @@ fn barrier_table(plan: &Plan, js: &mut String) {
         let (mut o50, mut s50, mut p50) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..plan.runs {
             let t = Instant::now();
-            let o = barrier(parties, rounds, None);
+            let o = barrier(parties, rounds, Waits::Recv);
             let s = std_barrier(parties, rounds);
             let p = py_barrier(parties, rounds);
             o50.push(o.as_ref().ok().map(|r| r.p50));
@@ -882,8 +931,9 @@ fn barrier_table(plan: &Plan, js: &mut String) {
     );
 }
 
-/// `--wake recv|N|hintsN ROUNDS [GAP_US]` and `--barrier P ROUNDS [recv|adaptive|spin|idle]`:
-/// one scenario, one run, for profiling; prints its figures and context switches per round.
+/// `--wake recv|N|hintsN ROUNDS [GAP_US]` and
+/// `--barrier P ROUNDS [recv|adaptive|spin|idle|yield]`: one scenario, one run, for
+/// profiling; prints its figures and context switches per round.
 pub fn single(args: &[String]) -> Res<()> {
     let get = |i: usize| args.get(i).map(String::as_str).ok_or("missing argument");
     match get(0)? {
@@ -914,12 +964,12 @@ pub fn single(args: &[String]) -> Res<()> {
         _ => {
             let parties: usize = get(1)?.parse()?;
             let rounds: usize = get(2)?.parse()?;
-            let mode = parse_mode(args.get(3).map_or("recv", String::as_str))?;
-            let r = barrier(parties, rounds, mode)?;
+            let waits = Waits::parse(args.get(3).map_or("recv", String::as_str))?;
+            let r = barrier(parties, rounds, waits)?;
             println!(
                 "barrier ({}), {parties} processes: p50 {} p99 {} mean {:.0}; party 0 \
                  switches/round: voluntary {:.3}, involuntary {:.3}",
-                mode_name(mode),
+                waits.name(),
                 r.p50,
                 r.p99,
                 r.mean,
