@@ -47,9 +47,12 @@ use rustix::thread::futex;
 use crate::channel::Channel;
 use crate::error::{Error, Op, Reason, from_core};
 use crate::sync::AtomicU32;
-use crate::wait::{
-    self, HOLDER_WAIT, SLEEP_SLICE, SPIN_FOR, STALL_SLICE, Timeout, WaitMode, YIELD_FOR,
-};
+use crate::wait::{self, HOLDER_WAIT, SLEEP_SLICE, STALL_SLICE, Timeout, WaitMode, YIELD_FOR};
+
+/// Spin-phase polls between two reads of the clock.
+const CLOCK_EVERY: u32 = 16;
+/// Spin-phase polls between two looks for destroyed channels.
+const DESTROYED_EVERY: u32 = 64;
 
 /// Words one `futex_waitv` call can wait on (the kernel's limit).
 pub const FUTEX_WAITV_MAX: usize = 128;
@@ -214,29 +217,45 @@ impl ChannelSet {
         if let Some(ev) = self.check()? {
             return Ok(ev);
         }
-        // Spin, then yield, as a blocking receive does.
+        // Spin, then yield, as a blocking receive does: polling each channel's readiness hint
+        // (one word the other side writes only when it completes), an exact look only at a
+        // channel whose hint says so, the clock every few polls while spinning (reading it
+        // costs about as much as a look at one channel).
         let start = Instant::now();
+        let spin_for = if mode == WaitMode::Idle {
+            Duration::ZERO
+        } else {
+            wait::spin_budget()
+        };
+        let mut spun = Duration::ZERO;
+        let mut polls = 0u32;
         let mut spinning = mode != WaitMode::Idle;
         while spinning {
-            let spun = start.elapsed();
-            if spun < SPIN_FOR {
+            polls = polls.wrapping_add(1);
+            if spun < spin_for {
                 core::hint::spin_loop();
             } else {
                 std::thread::yield_now();
             }
-            if self.hinted()
-                && let Some(ev) = self.check()?
-            {
-                return Ok(ev);
+            if let Some(i) = self.hinted(polls.is_multiple_of(DESTROYED_EVERY)) {
+                self.next = i;
+                if let Some(ev) = self.check()? {
+                    wait::spin_outcome(spin_for, spun < spin_for);
+                    return Ok(ev);
+                }
             }
-            let now = Instant::now();
-            if deadline.passed(now) {
-                return Err(Error::ChannelTimeout);
+            if spun >= spin_for || polls.is_multiple_of(CLOCK_EVERY) {
+                let now = Instant::now();
+                if deadline.passed(now) {
+                    return Err(Error::ChannelTimeout);
+                }
+                spun = now.saturating_duration_since(start);
+                spinning = mode == WaitMode::Spin || spun < YIELD_FOR;
             }
-            spinning = mode == WaitMode::Spin || now.saturating_duration_since(start) < YIELD_FOR;
         }
         loop {
             if let Some(ev) = self.sleep(deadline)? {
+                wait::spin_outcome(spin_for, false);
                 return Ok(ev);
             }
             if deadline.passed(Instant::now()) {
@@ -245,21 +264,23 @@ impl ChannelSet {
         }
     }
 
-    /// Whether a channel's cheap readiness hint says "look": for IN (OUT) one word of the
-    /// head (tail) slot, which a sender (receiver) writes only when it completes, so a
-    /// spinning poller does not pull the lines the other side works on (see `wait.rs`); or
-    /// the channel was destroyed (its state word: read-mostly). Masks without a hint always
-    /// look.
-    fn hinted(&self) -> bool {
+    /// The first channel (from where the next look starts) whose cheap readiness hint says
+    /// "look": for IN (OUT) one word of the head (tail) slot, which a sender (receiver) writes
+    /// only when it completes, so a spinning poller does not pull the lines the other side
+    /// works on (see `wait.rs`); with `destroyed`, also one that was destroyed (its state
+    /// word). Masks without a hint always look.
+    fn hinted(&self, destroyed: bool) -> Option<usize> {
         let hint: fn(&Channel) -> bool = match self.mask {
             Poll::In => |c| c.core.may_recv(),
             Poll::Out => |c| c.core.may_send(),
-            _ => return true,
+            _ => return Some(self.next % self.entries.len().max(1)),
         };
-        self.entries
-            .iter()
-            .flatten()
-            .any(|e| hint(&e.ch) || e.ch.core.try_poll(Poll::Capacity).is_err())
+        let n = self.entries.len();
+        (0..n).map(|k| (self.next + k) % n).find(|&i| {
+            self.entries[i].as_ref().is_some_and(|e| {
+                hint(&e.ch) || (destroyed && e.ch.core.try_poll(Poll::Capacity).is_err())
+            })
+        })
     }
 
     /// One look at every channel, starting after the one reported last.
@@ -291,17 +312,22 @@ impl ChannelSet {
     fn sleep(&mut self, deadline: wait::Deadline) -> Result<Option<SetEvent>, Error> {
         let mask = self.mask;
         let mut regs: Vec<(Event<'_>, u32)> = Vec::new();
+        // The entry of each registered word, to look there first after a wake-up.
+        let mut owners: Vec<usize> = Vec::new();
         let mut stuck = false;
-        for e in self.entries.iter().flatten() {
+        for (i, e) in self.entries.iter().enumerate() {
+            let Some(e) = e else { continue };
             stuck |= e.stuck.is_some();
             for ev in events(&e.ch, mask) {
                 let seen = ev.register(Waiter::All);
                 regs.push((ev, seen));
+                owners.push(i);
             }
         }
         // Re-check after registering: a change made before it is seen here, one made after
         // it bumps a word and wakes us (the `Event` protocol).
         let ready = self.any_ready();
+        let mut woke = None;
         if matches!(ready, Ok(false)) {
             let now = Instant::now();
             let mut slice = deadline.slice(now);
@@ -309,7 +335,7 @@ impl ChannelSet {
                 slice = slice.min(STALL_SLICE);
             }
             if !slice.is_zero() {
-                sleep_on_all(&regs, slice);
+                woke = sleep_on_all(&regs, slice);
             }
         }
         for (ev, _) in &regs {
@@ -317,6 +343,10 @@ impl ChannelSet {
         }
         drop(regs);
         ready?;
+        // Start looking at the channel whose word woke us (futex_waitv says which).
+        if let Some(&i) = woke.and_then(|w| owners.get(w)) {
+            self.next = i;
+        }
         self.check()
     }
 
@@ -393,11 +423,12 @@ fn ready_kind(ch: &Channel, mask: Poll) -> Poll {
 }
 
 /// Sleeps until one of the words no longer holds its registered value, or `slice` passes.
-fn sleep_on_all(regs: &[(Event<'_>, u32)], slice: Duration) {
+/// Returns the index of the word that woke it, when one call waited on all of them and the
+/// kernel said.
+fn sleep_on_all(regs: &[(Event<'_>, u32)], slice: Duration) -> Option<usize> {
     let words: Vec<(&AtomicU32, u32)> = regs.iter().map(|(ev, v)| (ev.word(), *v)).collect();
     if words.len() <= FUTEX_WAITV_MAX {
-        waitv(&words, slice);
-        return;
+        return waitv(&words, slice);
     }
     // More words than one call takes: helpers sleep on the other groups; the first to wake
     // rings the bell, which wakes everyone else.
@@ -422,10 +453,12 @@ fn sleep_on_all(regs: &[(Event<'_>, u32)], slice: Duration) {
         waitv(&mine, slice);
         ring(&bell);
     });
+    None
 }
 
 /// One `futex_waitv` on at most [`FUTEX_WAITV_MAX`] shared 32-bit words, for at most `d`.
-fn waitv(words: &[(&AtomicU32, u32)], d: Duration) {
+/// Returns the index of the word whose wake-up ended it, if one did.
+fn waitv(words: &[(&AtomicU32, u32)], d: Duration) -> Option<usize> {
     debug_assert!(words.len() <= FUTEX_WAITV_MAX);
     let waits: Vec<futex::Wait> = words
         .iter()
@@ -462,4 +495,5 @@ fn waitv(words: &[(&AtomicU32, u32)], d: Duration) {
         let (w, v) = words[0];
         wait::sleep_on(w, v, d.min(STALL_SLICE));
     }
+    r.ok()
 }

@@ -10,3 +10,6 @@ pub(crate) use core::sync::atomic::{Ordering, fence};
 
 /// The shared 32-bit atomic word (the same type the core's event and lock words have).
 pub(crate) type AtomicU32 = core::sync::atomic::AtomicU32;
+
+/// A process-local signed counter (the wait layer's spin score).
+pub(crate) type AtomicI32 = core::sync::atomic::AtomicI32;
