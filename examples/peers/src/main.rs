@@ -64,6 +64,7 @@ fn child_role() -> Option<Res<()>> {
         "ours-tx" => ours::throughput_peer(&arg, true),
         "ours-rx" => ours::throughput_peer(&arg, false),
         "ours-idle" => ours::idle_peer(&arg),
+        "ours-alloc" => ours::alloc_peer(&arg),
         "floor" => floor::peer(&arg),
         "stream" => peers::stream_peer(&arg),
         "mq" => peers::mq_peer(&arg),
@@ -491,6 +492,44 @@ fn run(cfg: &Cfg) -> Res<()> {
         ],
         &t,
     );
+    let mut t = Vec::new();
+    for &size in &[64usize, 4096] {
+        let n = cfg.allocs();
+        let m = malloc_two_threads_ns(size, n);
+        match ours::pool_alloc_two(size, n) {
+            Ok(ours) => {
+                json_num(
+                    &mut js,
+                    "alloc_free_two",
+                    &[
+                        ("size", size.to_string()),
+                        ("message_ns", jf(ours[0].max(ours[1]))),
+                        ("malloc_ns", jf(m[0].max(m[1]))),
+                    ],
+                );
+                let (o, g) = (ours[0].max(ours[1]), m[0].max(m[1]));
+                t.push(vec![
+                    size_name(size),
+                    format!("{} / {}", num(ours[0]), num(ours[1])),
+                    format!("{} / {}", num(m[0]), num(m[1])),
+                    ratio(o, g),
+                ]);
+            }
+            Err(e) => t.push(vec![size_name(size), format!("failed: {e}")]),
+        }
+    }
+    println!(
+        "## Allocation + free pairs, two at once (ns per pair in each: two processes on one pool, two threads on glibc; ratio of the slower of each)\n"
+    );
+    table(
+        &[
+            "size",
+            "Message::create_alloc + drop, 2 processes",
+            "malloc + free, 2 threads",
+            "ours/glibc",
+        ],
+        &t,
+    );
 
     // ----- idle CPU -----
     eprintln!("idle CPU:");
@@ -559,6 +598,14 @@ fn write_json(cfg: &Cfg, js: &str, cpus: usize) -> Res<()> {
         println!("JSON written to {path}");
     }
     Ok(())
+}
+
+/// ns per malloc + free pair in each of two threads at once.
+fn malloc_two_threads_ns(size: usize, n: usize) -> [f64; 2] {
+    let run = move || malloc_ns(size, n);
+    let a = std::thread::spawn(run);
+    let b = std::thread::spawn(run);
+    [a.join().unwrap_or(f64::NAN), b.join().unwrap_or(f64::NAN)]
 }
 
 fn malloc_ns(size: usize, n: usize) -> f64 {

@@ -287,6 +287,61 @@ pub fn pool_alloc(size: usize, n: usize) -> Res<(f64, f64)> {
     r
 }
 
+/// ns per `Message::create_alloc` + drop pair in each of two processes allocating `size`
+/// bytes from one pool at once, `n` pairs each (started together, each timing its own loop).
+pub fn pool_alloc_two(size: usize, n: usize) -> Res<[f64; 2]> {
+    let name = pool_name("a2");
+    let pool = MemoryPool::create(16 << 20, &name, 1)?;
+    let dir = std::env::temp_dir();
+    let outs: Vec<String> = (0..2)
+        .map(|i| {
+            dir.join(format!("dcb-{}-a2-{i}", std::process::id()))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let run = || -> Res<[f64; 2]> {
+        let kids: Vec<_> = outs
+            .iter()
+            .map(|out| spawn("ours-alloc", &format!("{name}:{size}:{n}:{out}")))
+            .collect::<Res<_>>()?;
+        for k in kids {
+            reap(k, "allocating")?;
+        }
+        let read = |p: &String| -> Res<f64> { Ok(std::fs::read_to_string(p)?.trim().parse()?) };
+        Ok([read(&outs[0])?, read(&outs[1])?])
+    };
+    let r = run();
+    for o in &outs {
+        let _ = std::fs::remove_file(o);
+    }
+    pool.destroy()?;
+    r
+}
+
+/// Child of [`pool_alloc_two`]: `name:size:n:out`; writes its ns per pair to `out`.
+pub fn alloc_peer(arg: &str) -> Res<()> {
+    let mut it = arg.splitn(4, ':');
+    let (Some(name), Some(size), Some(n), Some(out)) = (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(format!("bad argument {arg:?}").into());
+    };
+    let (size, n): (usize, usize) = (size.parse()?, n.parse()?);
+    let pool = MemoryPool::attach(name)?;
+    // Warm up (the first allocation claims this process's magazine).
+    for _ in 0..1000 {
+        drop(Message::create_alloc(&pool, size)?);
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let m = Message::create_alloc(&pool, size)?;
+        drop(std::hint::black_box(m));
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / n as f64;
+    std::fs::write(out, format!("{ns}"))?;
+    Ok(())
+}
+
 /// CPU time (ns) a receiver blocked on an empty channel used over `idle`.
 pub fn idle_cpu(idle: Duration) -> Res<u64> {
     let pool = MemoryPool::create(1 << 20, &pool_name("id"), 1)?;
