@@ -216,8 +216,8 @@ pub(crate) enum Wait {
 
 /// Whether spinning has been paying off for this process's waits: each wait that ended while
 /// it spun counts up, each that ended only after yielding or sleeping counts down (within
-/// `-SPIN_SCORE_BOUND..=SPIN_SCORE_BOUND`). While it is below zero a wait starts yielding at
-/// once: with more runnable processes than CPUs (eight barrier parties on two vCPUs), a waiter
+/// `-SPIN_SCORE_BOUND..=SPIN_SCORE_BOUND`; a probe that pays while the score is negative
+/// sets it back to zero). While it is below zero a wait starts yielding at once: with more runnable processes than CPUs (eight barrier parties on two vCPUs), a waiter
 /// that spins holds the CPU the party it waits for needs (measured: an 8-party barrier round
 /// 25-55 us with the spin, 6.5 us yielding at once). Every [`SPIN_PROBE_EVERY`]th wait spins
 /// anyway, so the score recovers when spinning pays again. A process-wide hint: updated only
@@ -251,9 +251,15 @@ pub(crate) fn spin_outcome(spin_for: Duration, while_spinning: bool) {
     if spin_for.is_zero() {
         return;
     }
-    let step = if while_spinning { 1 } else { -1 };
     let s = SPIN_SCORE.load(Ordering::Relaxed);
-    let next = (s + step).clamp(-SPIN_SCORE_BOUND, SPIN_SCORE_BOUND);
+    // A spin that paid while the score said not to (a probe) trusts spinning again at once:
+    // two processes that answer each other quickly must not stay stuck yielding because each
+    // made the other slow once (a partner that was still starting up, say).
+    let next = match (while_spinning, s < 0) {
+        (true, true) => 0,
+        (true, false) => (s + 1).min(SPIN_SCORE_BOUND),
+        (false, _) => (s - 1).max(-SPIN_SCORE_BOUND),
+    };
     if next != s {
         SPIN_SCORE.store(next, Ordering::Relaxed);
     }
