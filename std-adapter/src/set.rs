@@ -239,10 +239,13 @@ impl ChannelSet {
             }
             if let Some(i) = self.hinted(polls.is_multiple_of(DESTROYED_EVERY)) {
                 self.next = i;
-                if let Some(ev) = self.check()? {
+                if let Some(ev) = self.check_one(i)? {
                     wait::spin_outcome(spin_for, spun < spin_for);
                     return Ok(ev);
                 }
+                // A hint that did not hold: the next look starts after it, so one channel
+                // whose hint misleads cannot hide the others.
+                self.next = i + 1;
             }
             if spun >= spin_for || polls.is_multiple_of(CLOCK_EVERY) {
                 let now = Instant::now();
@@ -288,23 +291,30 @@ impl ChannelSet {
         let n = self.entries.len();
         for k in 0..n {
             let i = (self.next + k) % n;
-            let Some(e) = &mut self.entries[i] else {
-                continue;
-            };
-            let found = match readiness(e, self.mask)? {
-                Some(kind) => kind,
-                None => continue,
-            };
-            if found == SetEventKind::Destroyed {
-                self.entries[i] = None;
+            if let Some(ev) = self.check_one(i)? {
+                return Ok(Some(ev));
             }
-            self.next = i + 1;
-            return Ok(Some(SetEvent {
-                index: i,
-                kind: found,
-            }));
         }
         Ok(None)
+    }
+
+    /// One exact look at the channel at `i` (for the spinning poller, whose hint named it: a
+    /// hint that does not hold costs one look, not one per channel).
+    fn check_one(&mut self, i: usize) -> Result<Option<SetEvent>, Error> {
+        let Some(e) = self.entries.get_mut(i).and_then(Option::as_mut) else {
+            return Ok(None);
+        };
+        let Some(found) = readiness(e, self.mask)? else {
+            return Ok(None);
+        };
+        if found == SetEventKind::Destroyed {
+            self.entries[i] = None;
+        }
+        self.next = i + 1;
+        Ok(Some(SetEvent {
+            index: i,
+            kind: found,
+        }))
     }
 
     /// Registers on every word, checks once more, sleeps until a word changes or a slice
