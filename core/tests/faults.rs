@@ -218,7 +218,7 @@ fn pool_lock_holder_dies_and_is_taken_over() {
         let r = if matches!(step, Step::PoolFreeCommitted) {
             // Larger than a magazine keeps: this free takes the pool lock (a free into the
             // magazine is `magazine_holder_dies_mid_free`).
-            let a = v.alloc(4096, AllocKind::Data);
+            let a = v.alloc(8192, AllocKind::Data);
             doom(victim, step);
             v.free(a.unwrap())
         } else {
@@ -431,16 +431,16 @@ fn free_blocked_by_a_dead_lock_holder_is_finished_by_the_next_sender() {
     let ch = Channel::create(&p, 1, &attrs).unwrap();
     let with_channel = p.stats().unwrap();
     // A side allocation larger than a magazine keeps, so its free needs the pool lock.
-    ch.try_send(&[7u8; 3000], 7, 0).unwrap();
+    ch.try_send(&[7u8; 6000], 7, 0).unwrap();
     // A party dies holding the pool lock.
     let victim = 600;
     doom(victim, Step::PoolAllocSplit);
     let vp = Pool::attach(m.region(), victim).unwrap();
     assert_eq!(vp.alloc(64, AllocKind::Data), Err(PoolError::Died));
     // The receive still delivers; its free is left to the slot's next sender.
-    let mut b = [0u8; 4096];
+    let mut b = [0u8; 8192];
     let g = ch.try_recv_into(&mut b).unwrap();
-    assert_eq!((g.len, g.hints, b[2999]), (3000, 7, 7));
+    assert_eq!((g.len, g.hints, b[5999]), (6000, 7, 7));
     // The next sender cannot finish the free yet: it reports the stall, takes no position.
     assert_eq!(
         ch.try_send(b"x", 1, 0),

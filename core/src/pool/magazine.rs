@@ -4,8 +4,8 @@
 //! touches in the steady state).
 //!
 //! # What a magazine holds
-//! [`MAG_ENTRIES`] record indices (`record + 1`, 0 = empty), two per order up to
-//! [`MAG_MAX_ORDER`]. A cached allocation stays allocated from the pool's point of view: its
+//! [`MAG_ENTRIES`] record indices (`record + 1`, 0 = empty): two per order up to 4, one for
+//! each of orders 5 and 6 ([`MAG_MAX_ORDER`]). A cached allocation stays allocated from the pool's point of view: its
 //! block is `USED` in the order table and its record is live with the kind [`KIND_CACHED`]
 //! and the magazine's party as owner. So every pool invariant, query and recovery step holds
 //! unchanged, with three additions: the descriptor of a cached allocation is refused as stale
@@ -35,10 +35,10 @@
 
 use super::*;
 
-/// Entries of one magazine (two per order `0..=MAG_MAX_ORDER`).
+/// Entries of one magazine: two per order up to 4, one for each of orders 5 and 6.
 pub const MAG_ENTRIES: usize = 12;
-/// Largest order a magazine caches (2 KiB at 64-byte minimum blocks).
-pub const MAG_MAX_ORDER: u32 = 5;
+/// Largest order a magazine caches (4 KiB at 64-byte minimum blocks, the lazy frees' limit).
+pub const MAG_MAX_ORDER: u32 = 6;
 /// Most magazines in a pool; a pool has one per 512 minimum blocks up to this.
 pub const MAX_MAGAZINES: u32 = 32;
 /// Record indices must fit the entries' encoding.
@@ -86,8 +86,14 @@ pub(super) const MAGAZINE_BYTES: usize = core::mem::size_of::<Magazine>();
 
 /// The entries of `order`'s allocations.
 fn entries_of(order: u32) -> core::ops::Range<usize> {
-    let i = 2 * order as usize;
-    i..i + 2
+    match order {
+        0..=4 => {
+            let i = 2 * order as usize;
+            i..i + 2
+        }
+        5 => 10..11,
+        _ => 11..12,
+    }
 }
 
 impl Pool {
