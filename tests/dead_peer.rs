@@ -7,34 +7,18 @@
 mod support;
 
 use core::time::Duration;
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use dragon_channels::dragon_channels_core::fault::{self, Step};
+use dragon_channels::dragon_channels_core::fault::Step;
 use dragon_channels::{AllocKind, Channel, ChannelAttrs, Error, MemoryPool, Message, Timeout};
 use support::{
-    Children, ShmGuard, hex, role, spawn_role, unhex, unique_name, wait_child, watchdog,
+    Children, ShmGuard, attach_env, die_at, hex, role, spawn_role, unique_name, wait_child,
+    watchdog,
 };
 
 const DESC: &str = "DC_TEST_DESC";
 const CTRL: &str = "DC_TEST_CTRL";
 const STEP: &str = "DC_TEST_STEP";
-
-/// The step where this (victim) process stops.
-static DIE_AT: OnceLock<Step> = OnceLock::new();
-
-fn hook(_owner: u32, step: Step) -> bool {
-    DIE_AT.get() == Some(&step)
-}
-
-/// Runs `op` with the hook armed for `step`; the operation must stop there.
-fn die_at<T>(step: Step, op: impl FnOnce() -> T) -> T {
-    DIE_AT.set(step).expect("one death per process");
-    fault::set_hook(Some(hook));
-    let r = op();
-    fault::set_hook(None);
-    r
-}
 
 fn step_named(name: &str) -> Step {
     match name {
@@ -50,10 +34,6 @@ fn step_named(name: &str) -> Step {
         "RecvTaken" => Step::RecvTaken,
         _ => panic!("unknown step {name}"),
     }
-}
-
-fn attach_env(var: &str) -> Channel {
-    Channel::attach(&unhex(&std::env::var(var).expect("descriptor"))).expect("attach")
 }
 
 fn sleep_forever() -> ! {

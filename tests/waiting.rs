@@ -26,17 +26,17 @@ mod support;
 
 use core::time::Duration;
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use dragon_channels::dragon_channels_core::fault::{self, Step};
+use dragon_channels::dragon_channels_core::fault::Step;
 use dragon_channels::dragon_channels_core::{ChannelError as CoreError, Waiter};
 use dragon_channels::{
     Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, ChannelSet, Error, MemoryPool, Poll, Polled,
     Reason, SemaphoreAttrs, SetEvent, SetEventKind, Timeout, WaitMode,
 };
 use support::{
-    Children, ShmGuard, hex, role, spawn_role, unhex, unique_name, wait_child, watchdog,
+    Children, ShmGuard, attach_env, die_at, hex, role, spawn_role, unhex, unique_name, wait_child,
+    watchdog,
 };
 
 const DESC: &str = "DC_TEST_DESC";
@@ -59,10 +59,6 @@ const HANG: Duration = Duration::from_secs(60);
 
 fn env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} in the environment"))
-}
-
-fn attach_env(var: &str) -> Channel {
-    Channel::attach(&unhex(&env(var))).expect("child attaches to the channel")
 }
 
 fn index() -> u32 {
@@ -1407,23 +1403,6 @@ fn barrier_party_killed_after_arriving_leaves_its_outcome_queued() {
         crew.destroy();
         pool.destroy().unwrap();
     }
-}
-
-/// The step where this (victim) process stops, when a test arms the fault hook.
-static DIE_AT: OnceLock<Step> = OnceLock::new();
-
-fn hook(_owner: u32, step: Step) -> bool {
-    DIE_AT.get() == Some(&step)
-}
-
-/// Runs `op` with the fault hook armed for `step`: the core operation returns `Died` there,
-/// leaving what a crash would (a slot claimed).
-fn die_at<T>(step: Step, op: impl FnOnce() -> T) -> T {
-    DIE_AT.set(step).expect("one death per process");
-    fault::set_hook(Some(hook));
-    let r = op();
-    fault::set_hook(None);
-    r
 }
 
 /// A party dies in the middle of receiving its outcome (the slot taken, not released) and is

@@ -280,7 +280,7 @@ impl Channel {
             Poll::BarrierRelease => self.barrier_release(),
             Poll::BarrierAbort => {
                 // SYNC: broken (Release) <-> arrivals' Acquire load (they refuse after it).
-                self.sync(offset_of!(SyncWords, barrier_broken))
+                self.sync_word(offset_of!(SyncWords, barrier_broken))
                     .store(1, Ordering::Release);
                 self.barrier_release().map(|_| Polled::Ready)
             }
@@ -309,7 +309,7 @@ impl Channel {
     /// stopped half-way).
     pub fn barrier_count(&self) -> u32 {
         match self
-            .sync(offset_of!(SyncWords, barrier_count))
+            .sync_word(offset_of!(SyncWords, barrier_count))
             .load(Ordering::Acquire)
         {
             n if n == RELEASING || n & STOPPED != 0 => 0,
@@ -319,14 +319,14 @@ impl Channel {
 
     /// Whether the barrier is broken (aborted, or an arrival timed out), until a reset.
     pub fn barrier_broken(&self) -> bool {
-        self.sync(offset_of!(SyncWords, barrier_broken))
+        self.sync_word(offset_of!(SyncWords, barrier_broken))
             .load(Ordering::Acquire)
             != 0
     }
 
     /// The semaphore's value now (0 for other channels).
     pub fn semaphore_value(&self) -> u32 {
-        self.sync(offset_of!(SyncWords, sem_value))
+        self.sync_word(offset_of!(SyncWords, sem_value))
             .load(Ordering::Acquire)
     }
 
@@ -341,12 +341,8 @@ impl Channel {
 
     // ----- internals -----
 
-    fn sync(&self, field: usize) -> &crate::sync::AtomicU32 {
-        self.sync_word(field)
-    }
-
     fn barrier_arrive(&self) -> Result<Polled, ChannelError> {
-        let count = self.sync(offset_of!(SyncWords, barrier_count));
+        let count = self.sync_word(offset_of!(SyncWords, barrier_count));
         let parties = self.capacity() as u32;
         let mut c = count.load(Ordering::Acquire);
         loop {
@@ -370,7 +366,7 @@ impl Channel {
     /// Deposits the round's outcome: one message per arrived party, or what a release that
     /// stopped half-way still owes.
     fn barrier_release(&self) -> Result<Polled, ChannelError> {
-        let count = self.sync(offset_of!(SyncWords, barrier_count));
+        let count = self.sync_word(offset_of!(SyncWords, barrier_count));
         let parties = self.capacity() as u32;
         // Claim the round: no other release deposits it, and no arrival joins it.
         let mut n = count.load(Ordering::Acquire);
@@ -421,7 +417,7 @@ impl Channel {
     }
 
     fn barrier_reset(&self) -> Result<Polled, ChannelError> {
-        let count = self.sync(offset_of!(SyncWords, barrier_count));
+        let count = self.sync_word(offset_of!(SyncWords, barrier_count));
         // Outcome messages of parties that will never take them.
         let mut b = [0u8; 8];
         loop {
@@ -440,17 +436,17 @@ impl Channel {
         let _ = count.compare_exchange(RELEASING, 0, Ordering::AcqRel, Ordering::Acquire);
         // Parties waiting in this round learn it is over.
         if count.load(Ordering::Acquire) > 0 {
-            self.sync(offset_of!(SyncWords, barrier_broken))
+            self.sync_word(offset_of!(SyncWords, barrier_broken))
                 .store(1, Ordering::Release);
             self.barrier_release()?;
         }
-        self.sync(offset_of!(SyncWords, barrier_broken))
+        self.sync_word(offset_of!(SyncWords, barrier_broken))
             .store(0, Ordering::Release);
         Ok(Polled::Ready)
     }
 
     fn semaphore_p(&self) -> Result<Polled, ChannelError> {
-        let v = self.sync(offset_of!(SyncWords, sem_value));
+        let v = self.sync_word(offset_of!(SyncWords, sem_value));
         let mut cur = v.load(Ordering::Acquire);
         loop {
             if cur == 0 {
@@ -465,7 +461,7 @@ impl Channel {
     }
 
     fn semaphore_v(&self) -> Result<Polled, ChannelError> {
-        let v = self.sync(offset_of!(SyncWords, sem_value));
+        let v = self.sync_word(offset_of!(SyncWords, sem_value));
         let bound = if self.is_bounded_semaphore() {
             self.sem_bound
         } else {

@@ -1026,14 +1026,10 @@ impl Pool {
             }
             let off = (c as usize) << CHUNK_SHIFT;
             let len = (self.total_size().min((end_c as usize) << CHUNK_SHIFT)) - off;
-            match self.backing {
-                Some(f) if f(self.region, self.geo.data_off + off, len) => {
-                    for b in c..end_c {
-                        let w = self.geo.bitmap_off + 4 * (b / 32) as usize;
-                        self.wr(w, self.rd(w) | (1 << (b % 32)));
-                    }
-                }
-                _ => return Err(PoolError::NoBacking),
+            self.call_backing(off, len)?;
+            for b in c..end_c {
+                let w = self.geo.bitmap_off + 4 * (b / 32) as usize;
+                self.wr(w, self.rd(w) | (1 << (b % 32)));
             }
             c = end_c;
         }
@@ -1051,16 +1047,16 @@ impl Pool {
         if self.chunk_backed((off >> CHUNK_SHIFT) as u32) {
             return Ok(());
         }
+        self.call_backing(off, size_of::<buddy::Links>())
+    }
+
+    /// Backs `len` bytes at `off` of the data area with the backing function.
+    ///
+    /// # Errors
+    /// [`PoolError::NoBacking`] without one, or when it fails.
+    fn call_backing(&self, off: usize, len: usize) -> Result<(), PoolError> {
         match self.backing {
-            Some(f)
-                if f(
-                    self.region,
-                    self.geo.data_off + off,
-                    size_of::<buddy::Links>(),
-                ) =>
-            {
-                Ok(())
-            }
+            Some(f) if f(self.region, self.geo.data_off + off, len) => Ok(()),
             _ => Err(PoolError::NoBacking),
         }
     }

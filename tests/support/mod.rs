@@ -4,7 +4,11 @@
 
 use core::time::Duration;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::Instant;
+
+use dragon_channels::Channel;
+use dragon_channels::dragon_channels_core::fault::{self, Step};
 
 #[path = "../../core/tests/common/watchdog.rs"]
 mod watchdog;
@@ -102,4 +106,28 @@ pub fn unhex(s: &str) -> Vec<u8> {
 pub fn thread_cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Attaches to the channel whose descriptor (hex) is in environment variable `var` (a child
+/// role's channel).
+pub fn attach_env(var: &str) -> Channel {
+    let ser = std::env::var(var).unwrap_or_else(|_| panic!("descriptor in ${var}"));
+    Channel::attach(&unhex(&ser)).expect("child attaches to the channel")
+}
+
+/// The step this process dies at (one death per process).
+static DIE_AT: OnceLock<Step> = OnceLock::new();
+
+fn die_hook(_owner: u32, step: Step) -> bool {
+    DIE_AT.get() == Some(&step)
+}
+
+/// Runs `op` with the core's fault hook armed for `step`: the operation returns `Died` there,
+/// leaving what a crash at that step would.
+pub fn die_at<T>(step: Step, op: impl FnOnce() -> T) -> T {
+    DIE_AT.set(step).expect("one death per process");
+    fault::set_hook(Some(die_hook));
+    let r = op();
+    fault::set_hook(None);
+    r
 }
