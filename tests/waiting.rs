@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use dragon_channels::dragon_channels_core::fault::Step;
-use dragon_channels::dragon_channels_core::{ChannelError as CoreError, Waiter};
+use dragon_channels::dragon_channels_core::{ChannelError as CoreError, Side, Waiter};
 use dragon_channels::{
     Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, ChannelSet, Error, MemoryPool, Poll, Polled,
     Reason, SemaphoreAttrs, SetEvent, SetEventKind, Timeout, WaitMode,
@@ -1656,10 +1656,13 @@ fn set_channels(pool: &MemoryPool, n: usize, cap: u32) -> Vec<Channel> {
         .collect()
 }
 
-/// Sleeps until the set has registered on `ch` (it is asleep in its poll, or about to be).
-fn wait_registered(ch: &Channel) {
-    let ev = ch.core_channel().recv_event();
-    wait_until("the set registered", || ev.waiters(Waiter::All) >= 1);
+/// Sleeps until a set watching `ch`'s pool has armed its doorbell (it is asleep in its poll,
+/// or about to be).
+fn wait_asleep(ch: &Channel) {
+    let bell = ch.core_channel().bell();
+    wait_until("the set asleep", || {
+        bell.watchers(Side::Arrived) >= 1 && bell.armed()
+    });
 }
 
 /// A set over 64 channels fed by 8 sender processes, each sending to channels in its own
@@ -1804,10 +1807,10 @@ fn channel_set_of_64_channels_fed_by_eight_sender_processes() {
     );
     stats("senders while the set polls");
     assert!(chans.iter().all(|c| c.num_msgs() == 0));
-    for c in &chans {
-        assert_eq!(c.core_channel().recv_event().waiters(Waiter::All), 0);
-    }
+    // The set watches its pool's doorbell while it lives, not after.
+    assert_eq!(chans[0].core_channel().bell().watchers(Side::Arrived), 1);
     drop((set, recvs, reports));
+    assert_eq!(chans[0].core_channel().bell().watchers(Side::Arrived), 0);
     for c in chans {
         c.destroy().unwrap();
     }
@@ -1835,7 +1838,7 @@ fn channel_set_reports_a_destroyed_channel() {
     for (victim, mode) in [(3, WaitMode::Idle), (6, WaitMode::Adaptive)] {
         let ev = std::thread::scope(|s| {
             let poller = s.spawn(|| set.poll(Timeout::Block, mode));
-            wait_registered(&chans[victim]);
+            wait_asleep(&chans[victim]);
             let mut kid = Children(vec![spawn_role(
                 TEST,
                 "destroyer",
@@ -1885,13 +1888,92 @@ fn channel_set_reports_a_destroyed_channel() {
     pool.destroy().unwrap();
 }
 
-/// A set over 130 channels waiting for IN: 130 words, more than one `futex_waitv` takes, so
-/// the set sleeps on the first 127 and a helper thread on the rest. A child sends to one
-/// channel at a time, each once the set is asleep, alternating between the two groups
-/// (their first and last words included): every send wakes the set, which reports it.
+/// A set over 40 channels in two pools (more than the sets that spin on readiness hints)
+/// waits, asleep or spinning, for each event mask in turn, changed with `set_event_mask`:
+/// OUT on full channels, EMPTY on channels holding one message, FULL on channels one short
+/// of full, IN on empty ones. Another thread makes the change on one channel once the set is
+/// asleep (or at once, while it spins); the set reports that channel, and what holds.
 #[test]
-fn channel_set_over_more_than_128_words() {
-    const TEST: &str = "channel_set_over_more_than_128_words";
+fn channel_set_waits_for_every_mask_on_the_side_that_rings() {
+    const TEST: &str = "channel_set_waits_for_every_mask_on_the_side_that_rings";
+    const CAP: u32 = 2;
+    let _watchdog = watchdog(120, TEST);
+    let (p1, _g1) = new_pool("setmask1", 1 << 20);
+    let (p2, _g2) = new_pool("setmask2", 1 << 20);
+    let mut chans = set_channels(&p1, 20, CAP);
+    chans.extend(set_channels(&p2, 20, CAP));
+    let fill = |n: u32| {
+        for c in &chans {
+            let s = sender(c);
+            while c.num_msgs() < n as usize {
+                s.send_bytes(b"f", 1, None, Timeout::Try).unwrap();
+            }
+            let r = receiver(c);
+            while c.num_msgs() > n as usize {
+                r.recv_bytes(Timeout::Try).unwrap();
+            }
+        }
+    };
+    let mut set = ChannelSet::new(&chans, Poll::In).unwrap();
+    // (mask, messages in every channel before, the change, what the set reports)
+    // (INOUT always holds on a channel with a slot: nothing to wait for.)
+    let plans: [(Poll, u32, &str, Poll); 4] = [
+        (Poll::Out, CAP, "recv", Poll::Out),
+        (Poll::Empty, 1, "recv", Poll::Empty),
+        (Poll::Full, CAP - 1, "send", Poll::Full),
+        (Poll::In, 0, "send", Poll::In),
+    ];
+    for (k, (mask, before, change, reported)) in plans.into_iter().enumerate() {
+        for (asleep, target) in [(true, (5 + 17 * k) % 40), (false, 38 - 7 * k)] {
+            fill(before);
+            set.set_event_mask(mask).unwrap();
+            let mode = if asleep {
+                WaitMode::Idle
+            } else {
+                WaitMode::Spin
+            };
+            let ev = std::thread::scope(|s| {
+                let poller = s.spawn(|| set.poll(Timeout::After(HANG), mode));
+                if asleep {
+                    let bell = chans[target].core_channel().bell();
+                    wait_until("the set asleep", || bell.armed());
+                }
+                match change {
+                    "send" => sender(&chans[target])
+                        .send_bytes(b"c", 1, None, Timeout::Try)
+                        .unwrap(),
+                    _ => {
+                        receiver(&chans[target]).recv_bytes(Timeout::Try).unwrap();
+                    }
+                }
+                poller.join().unwrap()
+            });
+            assert_eq!(
+                ev.unwrap(),
+                SetEvent {
+                    index: target,
+                    kind: SetEventKind::Ready(reported)
+                },
+                "{mask:?}, asleep {asleep}"
+            );
+        }
+    }
+    drop(set);
+    for c in chans {
+        c.destroy().unwrap();
+    }
+    p1.destroy().unwrap();
+    p2.destroy().unwrap();
+}
+
+/// A set over 130 channels in 130 pools waiting for IN: 130 doorbells, more than one
+/// `futex_waitv` takes, so the set sleeps on the first 127 and a helper thread on the rest.
+/// A child sends to one channel at a time, each once the set is asleep, alternating between
+/// the two groups (their first and last words included): every send wakes the set, which
+/// reports it. Then the 130 channels in one pool: one doorbell, the same answers.
+#[test]
+fn channel_set_over_more_than_128_pools() {
+    const TEST: &str = "channel_set_over_more_than_128_pools";
     const CHANNELS: usize = 130;
     const TARGETS: [usize; 8] = [128, 3, 129, 127, 0, 126, 127, 64];
     const _: () = assert!(CHANNELS > dragon_channels::FUTEX_WAITV_MAX);
@@ -1901,7 +1983,7 @@ fn channel_set_over_more_than_128_words() {
             let chans = attach_all(SET);
             let acks = receiver(&attach_env(CTRL));
             for t in TARGETS {
-                wait_registered(&chans[t]);
+                wait_asleep(&chans[t]);
                 sender(&chans[t])
                     .send_bytes(&(t as u64).to_le_bytes(), 8, None, Timeout::Try)
                     .unwrap();
@@ -1912,36 +1994,54 @@ fn channel_set_over_more_than_128_words() {
     }
     let _watchdog = watchdog(120, TEST);
     let (pool, _g) = new_pool("set130", 4 << 20);
-    let chans = set_channels(&pool, CHANNELS, 2);
     let ctrl = Channel::create(&pool, 1, attrs(4, 8)).unwrap();
     let acks = sender(&ctrl);
-    let mut set = ChannelSet::new(&chans, Poll::In).unwrap();
-    let mut kid = Children(vec![spawn_role(
-        TEST,
-        "pinger",
-        &[(SET, descs(&chans)), (CTRL, hex(&ctrl.serialize()))],
-    )]);
-    for (k, t) in TARGETS.into_iter().enumerate() {
-        let mode = [WaitMode::Idle, WaitMode::Adaptive][k % 2];
-        let ev = set.poll(Timeout::After(HANG), mode).unwrap();
-        assert_eq!((ev.index, ev.kind), (t, SetEventKind::Ready(Poll::In)));
-        let b = receiver(&chans[t]).recv_bytes(Timeout::Try).unwrap();
-        assert_eq!(b, (t as u64).to_le_bytes());
-        // Unregistered from every word before it returned.
+    let pools: Vec<(MemoryPool, ShmGuard)> = (0..CHANNELS)
+        .map(|i| new_pool(&format!("set130-{i}"), 64 << 10))
+        .collect();
+    let spread: Vec<Channel> = pools
+        .iter()
+        .map(|(p, _)| Channel::create(p, 100, attrs(2, 64)).unwrap())
+        .collect();
+    let together = set_channels(&pool, CHANNELS, 2);
+    for chans in [&spread, &together] {
+        let mut set = ChannelSet::new(chans, Poll::In).unwrap();
+        let mut kid = Children(vec![spawn_role(
+            TEST,
+            "pinger",
+            &[(SET, descs(chans)), (CTRL, hex(&ctrl.serialize()))],
+        )]);
+        for (k, t) in TARGETS.into_iter().enumerate() {
+            let mode = [WaitMode::Idle, WaitMode::Adaptive][k % 2];
+            let ev = set.poll(Timeout::After(HANG), mode).unwrap();
+            assert_eq!((ev.index, ev.kind), (t, SetEventKind::Ready(Poll::In)));
+            let b = receiver(&chans[t]).recv_bytes(Timeout::Try).unwrap();
+            assert_eq!(b, (t as u64).to_le_bytes());
+            // Watching every doorbell while it lives.
+            assert!(
+                chans
+                    .iter()
+                    .all(|c| c.core_channel().bell().watchers(Side::Arrived) == 1)
+            );
+            send_i64(&acks, t as i64);
+        }
+        assert!(
+            wait_child(&mut kid.0[0], HANG).success(),
+            "the pinger failed"
+        );
+        drop(set);
         assert!(
             chans
                 .iter()
-                .all(|c| { c.core_channel().recv_event().waiters(Waiter::All) == 0 })
+                .all(|c| c.core_channel().bell().watchers(Side::Arrived) == 0)
         );
-        send_i64(&acks, t as i64);
     }
-    assert!(
-        wait_child(&mut kid.0[0], HANG).success(),
-        "the pinger failed"
-    );
-    drop((set, acks));
-    for c in chans {
+    drop(acks);
+    for c in spread.into_iter().chain(together) {
         c.destroy().unwrap();
+    }
+    for (p, _g) in pools {
+        p.destroy().unwrap();
     }
     ctrl.destroy().unwrap();
     pool.destroy().unwrap();
@@ -1995,7 +2095,12 @@ fn channel_set_recovers_from_a_sender_dying_mid_send() {
                     .poll(Poll::In, Timeout::After(HANG), WaitMode::Idle)
                     .map(|p| p == Polled::Ready),
             });
-            wait_registered(&chans[2]);
+            if waiter == "set" {
+                wait_asleep(&chans[2]);
+            } else {
+                let ev = chans[2].core_channel().recv_event();
+                wait_until("the poll asleep", || ev.waiters(Waiter::All) >= 1);
+            }
             let mut victim = Children(vec![spawn_role(
                 TEST,
                 "victim",

@@ -34,6 +34,7 @@
 
 use core::mem::{offset_of, size_of};
 
+use crate::bell::{Bell, Side};
 use crate::descriptor::{self, DescriptorError, Reader, Writer};
 use crate::error::{ChannelError, PoolError};
 use crate::event::{Event, EventWords};
@@ -492,7 +493,9 @@ impl Channel {
         self.queue.may_send()
     }
 
-    /// Words receivers sleep on (notify it after every send).
+    /// Words receivers sleep on (notify it after every send, then [`Channel::ring`]
+    /// [`Side::Arrived`]).
+    #[inline]
     pub fn recv_event(&self) -> Event<'_> {
         // SAFETY: `create` constructed the words at this fixed offset of the validated
         // channel; the region outlives the handle.
@@ -504,7 +507,23 @@ impl Channel {
         }
     }
 
-    /// Words senders sleep on (notify it after every receive).
+    /// The doorbell of the channel's pool, with this channel's hint (see `bell.rs`).
+    #[inline]
+    pub fn bell(&self) -> Bell<'_> {
+        self.pool.bell_for(self.base)
+    }
+
+    /// After notifying the event of `side` (whose SeqCst fence this relies on): rings the
+    /// pool's doorbell when a channel-set poller watches that side. Returns `true` when
+    /// sleepers on the doorbell's word must be woken (every one).
+    #[inline(always)]
+    pub fn ring(&self, side: Side) -> bool {
+        self.pool.bell_watched(side) && self.bell().on(side).ring_watched()
+    }
+
+    /// Words senders sleep on (notify it after every receive, then [`Channel::ring`]
+    /// [`Side::Freed`]).
+    #[inline]
     pub fn send_event(&self) -> Event<'_> {
         // SAFETY: as in `recv_event`.
         unsafe {

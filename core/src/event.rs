@@ -8,7 +8,9 @@
 //! word still holds that value (a futex in the std adapter, a spin in firmware), then calls
 //! [`Event::unregister`]. The party that made the condition true calls [`Event::notify`],
 //! which bumps the sequence word and returns `true` only when a waiter is registered; the
-//! caller then wakes sleepers (the system call is made only when somebody sleeps).
+//! caller then wakes sleepers (the system call is made only when somebody sleeps). A
+//! channel's notifier then rings the pool's doorbell ([`crate::Channel::ring`]), for
+//! channel-set pollers, which watch one word per pool instead of each channel's (`bell.rs`).
 //!
 //! Both sides' SeqCst operations order "register, then check" against "change, then look for
 //! waiters": either the waiter's re-check sees the change, or the notifier sees the waiter.
@@ -118,6 +120,7 @@ impl<'a> Event<'a> {
     ///
     /// # Safety
     /// `EventWords::init` constructed the words at `off`, and the region outlives `'a`.
+    #[inline]
     pub(crate) unsafe fn at(r: Region, off: usize) -> Self {
         // SAFETY: the caller guarantees both atomics were constructed there and outlive 'a.
         unsafe {

@@ -46,6 +46,7 @@
 //! - `fault-injection`: test-only hooks that stop a party at a named step ([`fault`]).
 #![cfg_attr(not(any(test, loom)), no_std)]
 
+pub mod bell;
 pub mod channel;
 pub mod descriptor;
 pub mod error;
@@ -59,6 +60,7 @@ mod queue;
 pub mod region;
 pub(crate) mod sync;
 
+pub use bell::{Bell, MAX_WATCHERS, Rings, Side, TooManyWatchers};
 pub use channel::{Channel, ChannelAttrs, ChannelDescriptor, SemaphoreAttrs};
 pub use descriptor::{DescriptorError, checksum};
 pub use error::{ChannelError, PoolError};

@@ -76,6 +76,7 @@
 //!   `recover` frees it. After it: the block is free (merged by the rebuild), the record is
 //!   released by the rebuild because its block is no longer `USED`.
 
+use crate::bell::{Bell, Side};
 use crate::error::PoolError;
 use crate::event::{Event, EventWords};
 use crate::fault::{self, Step};
@@ -86,7 +87,7 @@ use crate::sync::{AtomicU32, Ordering, spin_hint};
 /// `"DRPL"`: marks a pool header.
 pub const POOL_MAGIC: u32 = 0x4C50_5244;
 /// Version of the pool layout; attach refuses any other.
-pub const POOL_LAYOUT_VERSION: u32 = 2;
+pub const POOL_LAYOUT_VERSION: u32 = 3;
 /// Smallest allowed minimum block (the free-list links need 8 bytes).
 pub const MIN_BLOCK_MIN: u32 = 16;
 /// Default minimum block size.
@@ -148,7 +149,12 @@ struct PoolHeader {
     records_off: u32,
     data_off: u32,
     max_order: u32,
-    _reserved: [u32; 2],
+    /// The doorbell channel-set pollers sleep on, and its watcher counts (see `bell.rs` for
+    /// their encoding). On the header's first line, which holds only values fixed at
+    /// creation otherwise: notifiers read the watch word on every change, and only pollers
+    /// and rings write these words.
+    doorbell: AtomicU32,
+    bell_watch: AtomicU32,
     /// 0 until the creator has finished; then [`POOL_MAGIC`]. SYNC: publish pool (Release
     /// store in `init`) <-> attach (Acquire load in `attach`).
     initialized: AtomicU32,
@@ -490,6 +496,8 @@ impl Pool {
         r.write_u32(off!(data_off), geo.data_off as u32);
         r.write_u32(off!(max_order), geo.max_order);
         r.init_atomic(off!(lock), 0);
+        r.init_atomic(off!(doorbell), 0);
+        r.init_atomic(off!(bell_watch), 0);
         EventWords::init(*r, off!(free_event));
         r.init_atomic(off!(lock_epoch), 0);
         r.init_atomic(off!(rec_fresh), 0);
@@ -833,6 +841,29 @@ impl Pool {
         unsafe { Event::at(self.region, off!(free_event)) }
     }
 
+    /// The pool's doorbell, as a channel-set poller watches it (see `bell.rs`).
+    #[inline]
+    pub fn bell(&self) -> Bell<'_> {
+        self.bell_for(0)
+    }
+
+    /// The doorbell as the channel whose header is at region offset `base` rings it.
+    #[inline]
+    pub(crate) fn bell_for(&self, base: usize) -> Bell<'_> {
+        Bell::new(
+            self.hdr_atomic(off!(doorbell)),
+            self.hdr_atomic(off!(bell_watch)),
+            Bell::hint_of(base),
+            Side::Arrived,
+        )
+    }
+
+    /// Whether pollers watch `side` of the pool's doorbell (see [`Bell::ring`]).
+    #[inline(always)]
+    pub(crate) fn bell_watched(&self, side: Side) -> bool {
+        Bell::watched(self.hdr_atomic(off!(bell_watch)), side)
+    }
+
     // ----- crate-internal API for the channel -----
 
     fn scan<T>(&self, kind: AllocKind, f: &mut impl FnMut(&AllocInfo) -> Option<T>) -> Option<T> {
@@ -865,6 +896,7 @@ impl Pool {
 
     // ----- internals -----
 
+    #[inline(always)]
     fn hdr_atomic(&self, off: usize) -> &AtomicU32 {
         // SAFETY: header atomics sit at fixed in-bounds offsets of a region that `init`
         // constructed (or that `attach` validated); the region outlives `self`.

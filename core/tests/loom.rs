@@ -1,6 +1,7 @@
 //! loom models of the concurrent paths: pool alloc/free under its lock, channel send/recv at
 //! the full/empty edges with wrap-around, MPMC exactly-once, the wait protocol (one and all
-//! waiters against a send and its notify), the barrier's count. Every role runs on a spawned
+//! waiters against a send and its notify), the doorbell (a set's watch, arm and sleep against
+//! a send and its ring), the barrier's count. Every role runs on a spawned
 //! thread (a role on the main thread hides bugs: tokio-rs/loom#392); each model counts its
 //! executions and asserts loom explored more than one interleaving.
 //!
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dragon_channels_core::{
     AllocKind, Channel, ChannelAttrs, ChannelError, Event, Poll, Polled, Pool, PoolConfig,
-    PoolError, Region, Waiter, Wake,
+    PoolError, Region, Side, Waiter, Wake,
 };
 
 struct Mem(Vec<u64>);
@@ -582,6 +583,80 @@ fn one_and_all_waiters(runs: &'static AtomicUsize, notify: fn(&Event<'_>) -> Wak
         if !got {
             ch.recv_event().unregister(Waiter::One);
         }
+    });
+}
+
+/// A channel-set poller watches the pool's doorbell, looks, arms it, looks again and would
+/// sleep on the armed value; a sender sends, notifies and rings. Whatever the interleaving,
+/// a poller that would sleep was rung after it armed: the ring changed the word it sleeps on
+/// and told the sender to wake it.
+#[test]
+fn doorbell_watch_arm_sleep_against_send_and_ring() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    doorbell(&RUNS, false);
+    explored(&RUNS, "doorbell_watch_arm_sleep_against_send_and_ring");
+}
+
+/// Planted bug: the sender looks for watchers before it sends (no fence between its change
+/// and its look). loom must find the poller asleep with the message queued and nobody
+/// ringing.
+#[test]
+#[should_panic(expected = "would sleep")]
+fn planted_bug_ring_before_the_change() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    doorbell(&RUNS, true);
+}
+
+fn doorbell(runs: &'static AtomicUsize, ring_first: bool) {
+    model(move || {
+        runs.fetch_add(1, Ordering::Relaxed);
+        let (mem, ch) = channel_in_new_region(1);
+        let (m1, m2) = (mem.clone(), mem.clone());
+        let tx = loom::thread::spawn(move || {
+            let woke = if ring_first {
+                let woke = ch.ring(Side::Arrived);
+                ch.try_send(&[7], 0, 0).unwrap();
+                woke
+            } else {
+                ch.try_send(&[7], 0, 0).unwrap();
+                let _ = ch.recv_event().notify();
+                ch.ring(Side::Arrived)
+            };
+            drop(m1);
+            woke
+        });
+        let poller = loom::thread::spawn(move || {
+            let bell = ch.bell();
+            bell.watch(Side::Arrived).unwrap();
+            let ready = |ch: &Channel| loop {
+                match ch.try_poll(Poll::In) {
+                    Ok(p) => break p == Polled::Ready,
+                    Err(ChannelError::NotReady(_)) if ch.is_empty() => break false,
+                    // A sender mid-way: it will publish and ring.
+                    Err(ChannelError::NotReady(_)) => loom::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            let slept_on = if ready(&ch) {
+                None
+            } else {
+                let armed = bell.arm();
+                (!ready(&ch)).then_some(armed)
+            };
+            drop(m2);
+            slept_on
+        });
+        let woke = tx.join().unwrap();
+        let slept_on = poller.join().unwrap();
+        if let Some(armed) = slept_on {
+            let now = ch.bell().word().load(core::sync::atomic::Ordering::SeqCst);
+            assert!(
+                now != armed && woke,
+                "the poller would sleep on {armed:#x} (now {now:#x}, woken: {woke}) with a \
+                 message queued"
+            );
+        }
+        ch.bell().unwatch(Side::Arrived);
     });
 }
 

@@ -24,7 +24,7 @@
 use core::fmt;
 use core::marker::PhantomData;
 
-use dragon_channels_core::{RecvBuf, SendMode};
+use dragon_channels_core::{RecvBuf, SendMode, Side};
 
 use crate::channel::Channel;
 use crate::error::{Error, Op, Reason};
@@ -347,7 +347,7 @@ impl Handle<Sending> {
         // The fast path inline, the waiting out of line with only what it needs.
         match self.ch.core.try_send(bytes, hints, clientid) {
             Ok(()) => {
-                crate::wait::notify(self.ch.core.recv_event());
+                crate::wait::notify(&self.ch.core, Side::Arrived);
                 Ok(())
             }
             Err(e) => self.send_copy_slow(e, bytes, hints, clientid, timeout),
@@ -477,7 +477,7 @@ impl Handle<Receiving> {
         // against the tail), the waiting out of line.
         let got = match self.ch.core.try_recv_buf_lazy(&mut *buf) {
             Ok(got) => {
-                crate::wait::notify(self.ch.core.send_event());
+                crate::wait::notify(&self.ch.core, Side::Freed);
                 got
             }
             Err(e) => self.recv_into_slow(e, buf, timeout)?,

@@ -31,7 +31,7 @@
 use std::time::Instant;
 
 use dragon_channels_core::{
-    Channel as CoreChannel, ChannelError as CoreChannelError, Poll, Polled, SemaphoreAttrs,
+    Channel as CoreChannel, ChannelError as CoreChannelError, Poll, Polled, SemaphoreAttrs, Side,
 };
 
 use crate::channel::Channel;
@@ -138,11 +138,10 @@ impl Channel {
             // The value reached 0: Z waiters (registered as "all") look.
             (Poll::SemaphoreP, Polled::Value(1)) => wait::notify_all(self.core.send_event()),
             // One unit for one P waiter.
-            (Poll::SemaphoreV, _) => wait::notify(self.core.recv_event()),
+            (Poll::SemaphoreV, _) => wait::notify(&self.core, Side::Arrived),
             // Outcome messages for every party, and the next round open (or drained).
             (Poll::BarrierRelease | Poll::BarrierAbort | Poll::Reset, _) => {
-                wait::notify_all(self.core.recv_event());
-                wait::notify_all(self.core.send_event());
+                wait::notify_all_of(&self.core);
             }
             _ => {}
         }

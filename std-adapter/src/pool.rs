@@ -852,9 +852,7 @@ impl PoolInner {
                 }
             }
             // Sleepers re-check: positions may have become tombstones or free slots.
-            for ev in [ch.recv_event(), ch.send_event()] {
-                wait::notify_all(ev);
-            }
+            wait::notify_all_of(ch);
         }
         self.wake_free_waiters();
         Ok(rep)

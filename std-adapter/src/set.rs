@@ -3,56 +3,74 @@
 //!
 //! # How it waits, and why no event is lost and no sender blocks
 //! A set keeps nothing in the channels: no registration records, no per-set event queue.
-//! [`ChannelSet::poll`] checks each channel's condition (the set's event mask: IN, OUT,
-//! INOUT, EMPTY or FULL, answered by the core's try-once poll), starting after the channel it
-//! reported last so that a busy channel cannot starve the others. If none holds, it spins and
-//! yields for a while as a blocking receive does (per [`WaitMode`]), then registers as a
-//! [`Waiter::All`] waiter on each channel's event word that can make its condition hold
-//! (the receive event for IN and FULL, the send event for OUT and EMPTY), checks every
-//! condition once more, and sleeps on all those words at once with `futex_waitv`.
+//! [`ChannelSet::poll`] watches the doorbell of each pool its channels live in (one word per
+//! pool, `dragon_channels_core::Bell`), then checks each channel's condition (the set's event
+//! mask: IN, OUT, INOUT, EMPTY or FULL, answered by the core's try-once poll), starting after
+//! the channel it reported last so that a busy channel cannot starve the others. If none
+//! holds, it spins and yields for a while as a blocking receive does (per [`WaitMode`]),
+//! reading only the doorbells: every send (for IN and FULL) or receive (for OUT and EMPTY)
+//! in a watched pool rings its doorbell with the channel's hint, so the poller looks at that
+//! channel alone, however many channels the set has. (A set of at most 32 channels waiting
+//! for IN or OUT spins on the channels' own readiness hints instead: a few hints cost less
+//! than the doorbell's extra cache line.) Then it arms each doorbell, checks every condition
+//! once more, and sleeps on the doorbells (one `futex_waitv` word per pool). The set watches
+//! from its first poll until it is dropped, so the next poll looks only at the channels that
+//! rang meanwhile, and at the one it reported last.
 //!
 //! The conditions are levels, not edges: a message sent while nobody polls is still queued
 //! when the next poll looks, so it is reported then (Dragon's sets lose it unless senders
-//! are made to wait for a poller, its `DRAGON_SYNC` mode). A sender only notifies, as it
-//! does for a blocked receiver: it finds a registered waiter, bumps the word and makes one
-//! `FUTEX_WAKE`; it never waits for the set. The `Event` protocol (register, re-check,
-//! sleep against change, then look for waiters) makes a wake-up impossible to miss, and
-//! since the set registers as "all", a send wakes it even when blocked receivers sleep on the
-//! same word. Reporting a channel does not consume anything: the caller receives (or sends)
-//! next; another party may have been faster, so a try-once receive after a poll can find the
-//! channel empty.
+//! are made to wait for a poller, its `DRAGON_SYNC` mode). A sender only rings, and makes one
+//! `FUTEX_WAKE` when a poller sleeps; it never waits for the set. The doorbell protocol
+//! (watch, then look; a notifier's fence, then its look for watchers; arm, look again, sleep
+//! against the ring) makes a change impossible to miss. Rings that merge, or a hint shared by
+//! two channels, cost looks at more channels, never a missed one; every few polls, and before
+//! every sleep, the poller looks at every channel anyway. Reporting a channel does not consume
+//! anything: the caller receives (or sends) next; another party may have been faster, so a
+//! try-once receive after a poll can find the channel empty.
 //!
-//! # More than 128 words
-//! `futex_waitv` takes at most 128 words. A set needing more sleeps on the first 127 plus a
-//! process-local bell word, and starts one helper thread per further group of 127 words
-//! that sleeps on its group plus the bell; whichever wakes first rings the bell, which wakes
-//! the rest, and the helpers end. So a set of any size still sleeps until an event, at the
-//! cost of one thread per 127 words while it sleeps.
+//! While a set lives, every send (or receive, per its mask) in its pools rings (a load, then
+//! one compare-and-swap, and a `FUTEX_WAKE` when the set sleeps); in a pool no set watches,
+//! they pay one load of the watch word, which shares its cache line only with values fixed
+//! when the pool was made.
+//!
+//! # More than 128 pools
+//! `futex_waitv` takes at most 128 words. A set whose channels live in more pools sleeps on
+//! the first 127 plus a process-local bell word, and starts one helper thread per further
+//! group of 127 that sleeps on its group plus the bell; whichever wakes first rings the bell,
+//! which wakes the rest, and the helpers end. A pool whose doorbell already counts
+//! [`dragon_channels_core::MAX_WATCHERS`] pollers is scanned instead, with short sleeps.
 //!
 //! # Channels destroyed, parties dying
-//! A destroyed channel (its destroy wakes every sleeper) is reported once as
+//! A destroyed channel (its destroy rings its doorbell) is reported once as
 //! [`SetEvent::Destroyed`] and then left out of the set. A sender that dies between claiming
 //! a slot and publishing it leaves IN false on that channel: after [`HOLDER_WAIT`] the poll
 //! checks whether the claimant lives and recovers the channel if it does not. A poller that
-//! dies while registered leaves its registration counted: senders then wake sleepers they
-//! did not need to, never fewer.
+//! dies while watching leaves its watch counted: senders in that pool then ring when nobody
+//! listens (one compare-and-swap each), never less often than needed.
 
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 use std::time::Instant;
 
-use dragon_channels_core::{Awaits, ChannelError as CoreChannelError, Event, Poll, Polled, Waiter};
+use dragon_channels_core::{
+    Awaits, Bell, ChannelError as CoreChannelError, Poll, Polled, Rings, Side, TooManyWatchers,
+};
 use rustix::thread::futex;
 
 use crate::channel::Channel;
 use crate::error::{Error, Op, Reason, from_core};
+use crate::pool::MemoryPool;
 use crate::sync::AtomicU32;
 use crate::wait::{self, HOLDER_WAIT, SLEEP_SLICE, STALL_SLICE, Timeout, WaitMode, YIELD_FOR};
 
 /// Spin-phase polls between two reads of the clock.
 const CLOCK_EVERY: u32 = 16;
-/// Spin-phase polls between two looks for destroyed channels.
-const DESTROYED_EVERY: u32 = 64;
+/// Spin-phase polls between two scans of every channel (the doorbells' backstop).
+const SCAN_EVERY: u32 = 64;
+/// Sets of at most this many channels waiting for IN or OUT spin on the channels' readiness
+/// hints rather than on the doorbells (measured: 16 hints cost what one does; 128 cost 2.3x
+/// a blocking receive).
+const HINT_SPIN_MAX: usize = 32;
 
 /// Words one `futex_waitv` call can wait on (the kernel's limit).
 pub const FUTEX_WAITV_MAX: usize = 128;
@@ -98,12 +116,188 @@ pub struct ChannelSet {
     mask: Poll,
     /// Where the next poll starts looking (after the channel reported last).
     next: usize,
+    /// The watch on the doorbells of the set's pools: from the first poll until the set is
+    /// dropped or its channels change (`None` until the next poll then).
+    watch: Option<Watch>,
+    /// Channels that may be ready. Every other channel was found not ready by a look made
+    /// while the set watched its doorbell, and has not rung since.
+    pending: Pending,
 }
 
 struct Entry {
     ch: Channel,
     /// Since when IN has been false with a message position claimed at the head.
     stuck: Option<Instant>,
+}
+
+/// One pool of the set's channels: its doorbell, and which of its channels ring with which
+/// hint.
+struct PoolBell {
+    /// Keeps the mapping, and with it the doorbell, for as long as the set watches it.
+    pool: MemoryPool,
+    /// `(hint, entry index)` of the pool's channels, sorted by hint.
+    hints: Vec<(u32, usize)>,
+}
+
+impl PoolBell {
+    fn bell(&self) -> Bell<'_> {
+        self.pool.inner.core.bell()
+    }
+}
+
+/// The set's watch on its pools' doorbells: counted as a watcher on each, with the value
+/// each had when it was last looked at; uncounted when dropped.
+struct Watch {
+    bells: Vec<PoolBell>,
+    /// The sides watched: what the event mask needs.
+    sides: &'static [Side],
+    seen: Vec<u32>,
+    /// Bells that refused a watcher (full); their pools' channels are scanned instead.
+    unwatched: Vec<bool>,
+}
+
+impl Watch {
+    /// Watches the doorbell of every pool of `entries` for the changes that can make `mask`
+    /// hold.
+    fn new(entries: &[Option<Entry>], mask: Poll) -> Self {
+        let sides: &'static [Side] = match mask {
+            Poll::In | Poll::Full => &[Side::Arrived],
+            Poll::Out | Poll::Empty => &[Side::Freed],
+            _ => &[Side::Arrived, Side::Freed],
+        };
+        let mut bells: Vec<PoolBell> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let Some(e) = e else { continue };
+            let hint = e.ch.core.bell().hint();
+            let pool = &e.ch.pool;
+            match bells
+                .iter_mut()
+                .find(|b| std::sync::Arc::ptr_eq(&b.pool.inner, &pool.inner))
+            {
+                Some(b) => b.hints.push((hint, i)),
+                None => bells.push(PoolBell {
+                    pool: pool.clone(),
+                    hints: vec![(hint, i)],
+                }),
+            }
+        }
+        let mut seen = Vec::with_capacity(bells.len());
+        let mut unwatched = Vec::with_capacity(bells.len());
+        for b in &mut bells {
+            b.hints.sort_unstable();
+            let bell = b.bell();
+            let mut watched = Ok(0);
+            for (k, &side) in sides.iter().enumerate() {
+                watched = bell.watch(side);
+                if watched.is_err() {
+                    // Not half watched: the pool is scanned instead.
+                    for &done in &sides[..k] {
+                        bell.unwatch(done);
+                    }
+                    break;
+                }
+            }
+            seen.push(watched.unwrap_or(0));
+            unwatched.push(watched == Err(TooManyWatchers));
+        }
+        Self {
+            bells,
+            sides,
+            seen,
+            unwatched,
+        }
+    }
+
+    /// Whether some pool could not be watched: its channels must be scanned.
+    fn partial(&self) -> bool {
+        self.unwatched.iter().any(|&u| u)
+    }
+
+    /// Marks pending the channels whose ring a doorbell heard since the last look: those
+    /// with the hint of a lone ring, every channel of a pool whose rings merged. Returns
+    /// whether anything rang.
+    fn hear(&mut self, pending: &mut Pending) -> bool {
+        let mut rang = false;
+        for (k, b) in self.bells.iter().enumerate() {
+            if self.unwatched[k] {
+                continue;
+            }
+            let now = b.bell().peek();
+            let was = core::mem::replace(&mut self.seen[k], now);
+            match Bell::rings_since(was, now) {
+                Rings::None => {}
+                Rings::One(hint) => {
+                    let from = b.hints.partition_point(|&(h, _)| h < hint);
+                    for &(_, i) in b.hints[from..].iter().take_while(|&&(h, _)| h == hint) {
+                        pending.set(i);
+                    }
+                    rang = true;
+                }
+                Rings::Many => {
+                    for &(_, i) in &b.hints {
+                        pending.set(i);
+                    }
+                    rang = true;
+                }
+            }
+        }
+        rang
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for (b, &u) in self.bells.iter().zip(&self.unwatched) {
+            if !u {
+                for &side in self.sides {
+                    b.bell().unwatch(side);
+                }
+            }
+        }
+    }
+}
+
+/// A set of entry indices (a bitmap).
+#[derive(Default)]
+struct Pending(Vec<u64>);
+
+impl Pending {
+    fn set(&mut self, i: usize) {
+        let w = i / 64;
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << (i % 64);
+    }
+
+    fn clear(&mut self, i: usize) {
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    /// Every index below `n`.
+    fn set_all(&mut self, n: usize) {
+        self.0.clear();
+        self.0.resize(n.div_ceil(64), u64::MAX);
+    }
+
+    /// The first index at or after `from` (below `n`), else the first from 0.
+    fn first_from(&self, from: usize, n: usize) -> Option<usize> {
+        let after = |start: usize| {
+            let mut w = start / 64;
+            let mut bits = self.0.get(w)? & (u64::MAX << (start % 64));
+            loop {
+                if bits != 0 {
+                    let i = w * 64 + bits.trailing_zeros() as usize;
+                    return (i < n).then_some(i);
+                }
+                w += 1;
+                bits = *self.0.get(w)?;
+            }
+        };
+        after(from.min(n)).or_else(|| after(0).filter(|&i| i < from))
+    }
 }
 
 impl core::fmt::Debug for ChannelSet {
@@ -139,6 +333,8 @@ impl ChannelSet {
             entries: Vec::with_capacity(channels.len()),
             mask,
             next: 0,
+            watch: None,
+            pending: Pending::default(),
         };
         for ch in channels {
             set.add(ch)?;
@@ -161,12 +357,15 @@ impl ChannelSet {
             ch: ch.clone(),
             stuck: None,
         }));
+        self.watch = None;
         Ok(self.entries.len() - 1)
     }
 
     /// Removes the channel at `index`; returns it (`None` if there is none there).
     pub fn remove(&mut self, index: usize) -> Option<Channel> {
-        self.entries.get_mut(index)?.take().map(|e| e.ch)
+        let e = self.entries.get_mut(index)?.take()?;
+        self.watch = None;
+        Some(e.ch)
     }
 
     /// The channel at `index`, if it is in the set.
@@ -196,6 +395,8 @@ impl ChannelSet {
     pub fn set_event_mask(&mut self, mask: Poll) -> Result<(), Error> {
         check_mask(mask)?;
         self.mask = mask;
+        // Another mask may need other sides watched.
+        self.watch = None;
         Ok(())
     }
 
@@ -214,19 +415,26 @@ impl ChannelSet {
             )));
         }
         let deadline = timeout.deadline(Timeout::Block);
-        if let Some(ev) = self.check()? {
+        if self.watch.is_none() {
+            // Watch first, then look at everything: a change the look misses rings (see
+            // `bell.rs`).
+            self.watch = Some(Watch::new(&self.entries, self.mask));
+            self.pending.set_all(self.entries.len());
+        }
+        if let Some(ev) = self.look()? {
             return Ok(ev);
         }
-        // Spin, then yield, as a blocking receive does: polling each channel's readiness hint
-        // (one word the other side writes only when it completes), an exact look only at a
-        // channel whose hint says so, the clock every few polls while spinning (reading it
-        // costs about as much as a look at one channel).
+        // Spin, then yield, as a blocking receive does, reading one doorbell word per pool;
+        // a scan of every channel's readiness hint now and then (always for a pool whose
+        // doorbell could not be watched), the clock every few polls while spinning.
         let start = Instant::now();
         let spin_for = if mode == WaitMode::Idle {
             Duration::ZERO
         } else {
             wait::spin_budget()
         };
+        let scan_always = self.watch.as_ref().is_some_and(Watch::partial)
+            || (matches!(self.mask, Poll::In | Poll::Out) && self.entries.len() <= HINT_SPIN_MAX);
         let mut spun = Duration::ZERO;
         let mut polls = 0u32;
         let mut spinning = mode != WaitMode::Idle;
@@ -237,15 +445,17 @@ impl ChannelSet {
             } else {
                 std::thread::yield_now();
             }
-            if let Some(i) = self.hinted(polls.is_multiple_of(DESTROYED_EVERY)) {
-                self.next = i;
-                if let Some(ev) = self.check_one(i)? {
-                    wait::spin_outcome(spin_for, spun < spin_for);
-                    return Ok(ev);
+            let found = if scan_always {
+                self.scan(polls.is_multiple_of(SCAN_EVERY))?
+            } else {
+                match self.look()? {
+                    None if polls.is_multiple_of(SCAN_EVERY) => self.scan(true)?,
+                    found => found,
                 }
-                // A hint that did not hold: the next look starts after it, so one channel
-                // whose hint misleads cannot hide the others.
-                self.next = i + 1;
+            };
+            if let Some(ev) = found {
+                wait::spin_outcome(spin_for, spun < spin_for);
+                return Ok(ev);
             }
             if spun >= spin_for || polls.is_multiple_of(CLOCK_EVERY) {
                 let now = Instant::now();
@@ -267,23 +477,64 @@ impl ChannelSet {
         }
     }
 
-    /// The first channel (from where the next look starts) whose cheap readiness hint says
-    /// "look": for IN (OUT) one word of the head (tail) slot, which a sender (receiver) writes
-    /// only when it completes, so a spinning poller does not pull the lines the other side
-    /// works on (see `wait.rs`); with `destroyed`, also one that was destroyed (its state
-    /// word). Masks without a hint always look.
-    fn hinted(&self, destroyed: bool) -> Option<usize> {
-        let hint: fn(&Channel) -> bool = match self.mask {
-            Poll::In => |c| c.core.may_recv(),
-            Poll::Out => |c| c.core.may_send(),
-            _ => return Some(self.next % self.entries.len().max(1)),
-        };
+    /// Hears the doorbells, then looks at each pending channel, from where the next look
+    /// starts.
+    fn look(&mut self) -> Result<Option<SetEvent>, Error> {
+        if let Some(w) = self.watch.as_mut() {
+            w.hear(&mut self.pending);
+        }
+        // Once around, from where the next look starts (a channel that stays pending, stuck
+        // behind a sender that may have died, is looked at once).
         let n = self.entries.len();
-        (0..n).map(|k| (self.next + k) % n).find(|&i| {
-            self.entries[i].as_ref().is_some_and(|e| {
-                hint(&e.ch) || (destroyed && e.ch.core.try_poll(Poll::Capacity).is_err())
-            })
-        })
+        let mut from = self.next % n.max(1);
+        let mut left = n;
+        while let Some(i) = self.pending.first_from(from, n) {
+            let step = (i + n - from) % n + 1;
+            if step > left {
+                break;
+            }
+            left -= step;
+            if let Some(ev) = self.check_one(i)? {
+                return Ok(Some(ev));
+            }
+            from = (i + 1) % n;
+        }
+        Ok(None)
+    }
+
+    /// A scan of every channel's readiness hint (with `destroyed`, and of whether it was
+    /// destroyed), from where the next look starts; an exact look where one says so. How a
+    /// small set spins (a few hints cost less than the doorbell's extra cache line), the
+    /// doorbells' backstop (rings merged beyond the ring number's range), and the only watch
+    /// on a pool whose doorbell has no room for another watcher.
+    fn scan(&mut self, destroyed: bool) -> Result<Option<SetEvent>, Error> {
+        let n = self.entries.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if self.hint_says_look(i, destroyed)
+                && let Some(ev) = self.check_one(i)?
+            {
+                return Ok(Some(ev));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the cheap readiness hint of the channel at `i` says "look": for IN (OUT) one
+    /// word of the head (tail) slot, which a sender (receiver) writes only when it completes,
+    /// so a spinning poller does not pull the lines the other side works on (see `wait.rs`);
+    /// with `destroyed`, also whether it was destroyed (its state word). Masks without a hint
+    /// always look.
+    fn hint_says_look(&self, i: usize, destroyed: bool) -> bool {
+        let Some(e) = self.entries.get(i).and_then(Option::as_ref) else {
+            return false;
+        };
+        let hinted = match self.mask {
+            Poll::In => e.ch.core.may_recv(),
+            Poll::Out => e.ch.core.may_send(),
+            _ => true,
+        };
+        hinted || (destroyed && e.ch.core.try_poll(Poll::Capacity).is_err())
     }
 
     /// One look at every channel, starting after the one reported last.
@@ -298,18 +549,24 @@ impl ChannelSet {
         Ok(None)
     }
 
-    /// One exact look at the channel at `i` (for the spinning poller, whose hint named it: a
-    /// hint that does not hold costs one look, not one per channel).
+    /// One exact look at the channel at `i`; a channel found not ready (nor stuck behind a
+    /// sender that may have died) is no longer pending.
     fn check_one(&mut self, i: usize) -> Result<Option<SetEvent>, Error> {
         let Some(e) = self.entries.get_mut(i).and_then(Option::as_mut) else {
+            self.pending.clear(i);
             return Ok(None);
         };
         let Some(found) = readiness(e, self.mask)? else {
+            if e.stuck.is_none() {
+                self.pending.clear(i);
+            }
             return Ok(None);
         };
         if found == SetEventKind::Destroyed {
             self.entries[i] = None;
+            self.watch = None;
         }
+        // Still pending: the caller may leave it ready.
         self.next = i + 1;
         Ok(Some(SetEvent {
             index: i,
@@ -317,74 +574,48 @@ impl ChannelSet {
         }))
     }
 
-    /// Registers on every word, checks once more, sleeps until a word changes or a slice
-    /// passes, unregisters.
+    /// Arms every doorbell, looks at every channel once more, sleeps until a doorbell rings
+    /// or a slice passes, then looks where it rang.
     fn sleep(&mut self, deadline: wait::Deadline) -> Result<Option<SetEvent>, Error> {
-        let mask = self.mask;
-        let mut regs: Vec<(Event<'_>, u32)> = Vec::new();
-        // The entry of each registered word, to look there first after a wake-up.
-        let mut owners: Vec<usize> = Vec::new();
-        let mut stuck = false;
-        for (i, e) in self.entries.iter().enumerate() {
-            let Some(e) = e else { continue };
-            stuck |= e.stuck.is_some();
-            for ev in events(&e.ch, mask) {
-                let seen = ev.register(Waiter::All);
-                regs.push((ev, seen));
-                owners.push(i);
-            }
+        let armed: Vec<u32> = self.watch.as_ref().map_or_else(Vec::new, |w| {
+            w.bells
+                .iter()
+                .zip(&w.unwatched)
+                .map(|(b, &unwatched)| if unwatched { 0 } else { b.bell().arm() })
+                .collect()
+        });
+        // Re-check after arming: a change made before it is seen here, one made after it
+        // rings a doorbell, which finds the flag and wakes us (the `bell.rs` protocol). Every
+        // channel, not only the pending ones: the backstop before a long sleep.
+        if let Some(ev) = self.check()? {
+            return Ok(Some(ev));
         }
-        // Re-check after registering: a change made before it is seen here, one made after
-        // it bumps a word and wakes us (the `Event` protocol).
-        let ready = self.any_ready();
-        let mut woke = None;
-        if matches!(ready, Ok(false)) {
-            let now = Instant::now();
-            let mut slice = deadline.slice(now);
-            if stuck {
-                slice = slice.min(STALL_SLICE);
-            }
-            if !slice.is_zero() {
-                woke = sleep_on_all(&regs, slice);
-            }
+        let stuck = self.entries.iter().flatten().any(|e| e.stuck.is_some());
+        let mut slice = deadline.slice(Instant::now());
+        let Some(w) = self.watch.as_ref() else {
+            return Ok(None);
+        };
+        if stuck || w.partial() {
+            slice = slice.min(STALL_SLICE);
         }
-        for (ev, _) in &regs {
-            ev.unregister(Waiter::All);
+        if slice.is_zero() {
+            return Ok(None);
         }
-        drop(regs);
-        ready?;
-        // Start looking at the channel whose word woke us (futex_waitv says which).
-        if let Some(&i) = woke.and_then(|w| owners.get(w)) {
-            self.next = i;
+        let words: Vec<(&AtomicU32, u32)> = w
+            .bells
+            .iter()
+            .zip(&w.unwatched)
+            .zip(armed)
+            .filter(|&((_, &unwatched), _)| !unwatched)
+            .map(|((b, _), v)| (b.bell().word(), v))
+            .collect();
+        if words.is_empty() {
+            std::thread::sleep(slice);
+        } else {
+            sleep_on_all(&words, slice);
         }
-        self.check()
+        self.look()
     }
-
-    /// Whether some channel's condition holds (or it was destroyed), without changing the
-    /// set (the registrations borrow its channels).
-    fn any_ready(&self) -> Result<bool, Error> {
-        for e in self.entries.iter().flatten() {
-            match e.ch.core.try_poll(self.mask) {
-                Ok(_) | Err(CoreChannelError::Destroyed) => return Ok(true),
-                Err(CoreChannelError::NotReady(_)) => {}
-                Err(err) => return Err(from_core(err, Op::Poll(self.mask))),
-            }
-        }
-        Ok(false)
-    }
-}
-
-/// The event words whose change can make `mask` hold on `ch`.
-fn events(ch: &Channel, mask: Poll) -> impl Iterator<Item = Event<'_>> {
-    let core = &ch.core;
-    let (recv, send) = match mask {
-        Poll::In | Poll::Full => (true, false),
-        Poll::Out | Poll::Empty => (false, true),
-        _ => (true, true),
-    };
-    recv.then(|| core.recv_event())
-        .into_iter()
-        .chain(send.then(|| core.send_event()))
 }
 
 /// Whether `mask` holds on `e`'s channel now; recovers a channel whose head was claimed by a
@@ -408,8 +639,7 @@ fn readiness(e: &mut Entry, mask: Poll) -> Result<Option<SetEventKind>, Error> {
                 if owner != 0 && !e.ch.pool.inner.is_alive(owner) {
                     e.ch.recover()?;
                     // Sleepers of the channel re-check what recovery changed.
-                    wait::notify_all(e.ch.core.recv_event());
-                    wait::notify_all(e.ch.core.send_event());
+                    wait::notify_all_of(&e.ch.core);
                 }
                 e.stuck = Some(Instant::now());
             }
@@ -435,10 +665,9 @@ fn ready_kind(ch: &Channel, mask: Poll) -> Poll {
 /// Sleeps until one of the words no longer holds its registered value, or `slice` passes.
 /// Returns the index of the word that woke it, when one call waited on all of them and the
 /// kernel said.
-fn sleep_on_all(regs: &[(Event<'_>, u32)], slice: Duration) -> Option<usize> {
-    let words: Vec<(&AtomicU32, u32)> = regs.iter().map(|(ev, v)| (ev.word(), *v)).collect();
+fn sleep_on_all(words: &[(&AtomicU32, u32)], slice: Duration) -> Option<usize> {
     if words.len() <= FUTEX_WAITV_MAX {
-        return waitv(&words, slice);
+        return waitv(words, slice);
     }
     // More words than one call takes: helpers sleep on the other groups; the first to wake
     // rings the bell, which wakes everyone else.

@@ -48,7 +48,7 @@ use std::time::Instant;
 
 use dragon_channels_core::{
     Awaits, Channel as CoreChannel, ChannelError as CoreChannelError, Event,
-    PoolError as CorePoolError, Waiter, Wake,
+    PoolError as CorePoolError, Side, Waiter, Wake,
 };
 use rustix::thread::futex;
 use spin::relax::{RelaxStrategy, Spin};
@@ -283,17 +283,52 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
     futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32)).unwrap_or(0)
 }
 
-/// Tells sleepers on `ev` that its condition changed; wakes whom the event says (one
-/// sleeper, or all when a poller or set waits there).
-pub(crate) fn notify(ev: Event<'_>) {
-    woken(ev, ev.notify());
+/// Tells sleepers on `ch`'s event of `side` (the receive event for [`Side::Arrived`], the
+/// send event for [`Side::Freed`]) that its condition changed: wakes whom the event says (one
+/// sleeper, or all when a poller waits there), and rings the pool's doorbell for channel-set
+/// pollers that watch it.
+#[inline(always)]
+pub(crate) fn notify(ch: &CoreChannel, side: Side) {
+    let ev = match side {
+        Side::Arrived => ch.recv_event(),
+        Side::Freed => ch.send_event(),
+    };
+    let w = ev.notify();
+    let rung = ch.ring(side);
+    if w != Wake::None || rung {
+        notified(ev, w, rung.then(|| ch.bell().word()));
+    }
 }
 
-/// [`notify`] for a change every sleeper must see (a barrier release, a destroyed channel):
+/// The system calls a notify asked for (out of line: the common case makes none).
+#[cold]
+#[inline(never)]
+fn notified(ev: Event<'_>, w: Wake, bell: Option<&AtomicU32>) {
+    woken(ev, w);
+    if let Some(bell) = bell {
+        wake(bell, u32::MAX);
+    }
+}
+
+/// [`notify`] for a change every sleeper must see (a barrier release, a semaphore at 0):
 /// wakes all of them.
 pub(crate) fn notify_all(ev: Event<'_>) {
     if ev.notify() != Wake::None {
         wake(ev.word(), u32::MAX);
+    }
+}
+
+/// [`notify_all`] on both of `ch`'s events, and a ring of both sides of its doorbell: for a
+/// change anybody waiting on the channel must see (destroyed, recovered, a barrier round).
+pub(crate) fn notify_all_of(ch: &CoreChannel) {
+    for (ev, side) in [
+        (ch.recv_event(), Side::Arrived),
+        (ch.send_event(), Side::Freed),
+    ] {
+        notify_all(ev);
+        if ch.ring(side) {
+            wake(ch.bell().word(), u32::MAX);
+        }
     }
 }
 
@@ -314,9 +349,9 @@ pub const DRAIN_FOR: Duration = Duration::from_millis(20);
 pub(crate) fn drain_sleepers(ch: &CoreChannel) {
     let start = Instant::now();
     loop {
+        notify_all_of(ch);
         let mut left = 0;
         for ev in [ch.recv_event(), ch.send_event()] {
-            notify_all(ev);
             left += ev.waiters(Waiter::One) + ev.waiters(Waiter::All);
         }
         if left == 0 || start.elapsed() >= DRAIN_FOR {
@@ -655,10 +690,10 @@ impl Ctx<'_> {
     fn notify_peers(&self) {
         if let Some(ch) = self.ch {
             match self.op {
-                Op::Send => notify(ch.recv_event()),
+                Op::Send => notify(ch, Side::Arrived),
                 // A receive that freed a side allocation also wakes pool-space waiters
                 // (`Handle::freed_side`); an inline one frees nothing.
-                Op::Recv => notify(ch.send_event()),
+                Op::Recv => notify(ch, Side::Freed),
                 // A poll's notifications depend on its answer: the caller makes them.
                 Op::Other | Op::Poll(_) => {}
             }
