@@ -6,8 +6,8 @@
 //! `cargo run --release --example op_cost` runs itself under `valgrind --tool=callgrind` for
 //! every row, once with N and once with 2N pairs; the difference over N is the cost of one
 //! pair (start-up and teardown cancel out). `op_cost ROW N` runs one row without valgrind and
-//! prints its mean time per pair (rows: `handles`, `bytes`, `core`, `crossbeam`, `box`,
-//! `message`, `pool`).
+//! prints its mean time per pair (rows: `handles`, `bytes`, `core`, `crossbeam`,
+//! `crossbeam-vec`, `box`, `message`, `pool`).
 
 use core::hint::black_box;
 use std::process::Command;
@@ -18,7 +18,7 @@ use dragon_channels::{
 };
 
 /// Every row: name, what one iteration does.
-const ROWS: [(&str, &str); 7] = [
+const ROWS: [(&str, &str); 8] = [
     (
         "handles",
         "ChannelSendH::send + ChannelRecvH::recv_into, 64 B messages",
@@ -35,6 +35,10 @@ const ROWS: [(&str, &str); 7] = [
         "crossbeam",
         "crossbeam-channel bounded(16) try_send + try_recv of [u8; 64]",
     ),
+    (
+        "crossbeam-vec",
+        "crossbeam-channel bounded(16) try_send + try_recv of a new 64 B Vec<u8>, dropped",
+    ),
     ("box", "Box::new([u8; 64]) + drop (malloc + free)"),
     (
         "message",
@@ -44,7 +48,7 @@ const ROWS: [(&str, &str); 7] = [
 ];
 
 /// Rows compared with crossbeam's pair; the others with the `Box`.
-const CHANNEL_ROWS: usize = 4;
+const CHANNEL_ROWS: usize = 5;
 
 /// Pairs per callgrind run (and twice as many in the second run).
 const CALLGRIND_N: usize = 20_000;
@@ -79,13 +83,15 @@ fn run(row: &str, n: usize) -> Res<()> {
             _ => core_row(ch, n),
         }),
         "crossbeam" => crossbeam(n),
+        "crossbeam-vec" => crossbeam_vec(n),
         "box" => boxed(n),
         "message" | "pool" => with_channel(|pool, _| match row {
             "message" => message(pool, n),
             _ => pool_row(pool, n),
         }),
         other => Err(format!(
-            "unknown row {other:?}: one of handles, bytes, core, crossbeam, box, message, pool"
+            "unknown row {other:?}: one of handles, bytes, core, crossbeam, crossbeam-vec, box, \
+             message, pool"
         )
         .into()),
     }
@@ -104,6 +110,20 @@ fn crossbeam(n: usize) -> Res<()> {
     let (s, r) = crossbeam_channel::bounded::<[u8; 64]>(16);
     let mut msg = [0u8; 64];
     for i in 0..n {
+        msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        s.try_send(black_box(msg))?;
+        let back = r.try_recv()?;
+        check(&back, i)?;
+    }
+    Ok(())
+}
+
+/// What `send_bytes` + `recv_bytes` does with crossbeam: the receiver gets a `Vec` of its own.
+#[inline(never)]
+fn crossbeam_vec(n: usize) -> Res<()> {
+    let (s, r) = crossbeam_channel::bounded::<Vec<u8>>(16);
+    for i in 0..n {
+        let mut msg = vec![0u8; 64];
         msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
         s.try_send(black_box(msg))?;
         let back = r.try_recv()?;
@@ -246,7 +266,7 @@ fn callgrind_table() -> Res<()> {
             (instructions(exe, row, 2 * n)? as f64 - instructions(exe, row, n)? as f64) / n as f64;
         counts.push(per);
     }
-    let (cb, boxed) = (counts[3], counts[4]);
+    let (cb, boxed) = (counts[3], counts[5]);
     for (i, ((row, what), per)) in ROWS.iter().zip(&counts).enumerate() {
         let (base, name) = if i < CHANNEL_ROWS {
             (cb, "crossbeam")

@@ -739,6 +739,8 @@ impl Channel {
                 self.queue.commit_recv(&t)?;
                 // In bounds: `h.len <= block_size` was checked above.
                 msg.read_inline(d);
+                // SAFETY: `read_inline` wrote all `h.len` bytes.
+                unsafe { dest.filled(h.len) };
                 let got = msg.received(h.len);
                 self.queue.finish_recv(t)?;
                 return Ok(got);
@@ -830,12 +832,16 @@ impl Channel {
                     // Valid inline: `h.len <= block_size`.
                     if let Some(d) = dest.with_len(h.len) {
                         msg.read_inline(d);
+                        // SAFETY: `read_inline` wrote all `h.len` bytes.
+                        unsafe { dest.filled(h.len) };
                     }
                 }
                 (Sink::Into(dest), Some(a)) => {
                     if let (Some((off, _)), Some(d)) = (sp.span_unchecked(&a), dest.with_len(h.len))
+                        && sp.region().copy_out_uninit(off, d)
                     {
-                        sp.region().copy_out(off, d);
+                        // SAFETY: the copy wrote all `h.len` bytes.
+                        unsafe { dest.filled(h.len) };
                     }
                     match sp.free(a) {
                         Err(PoolError::Died) => return Err(ChannelError::Died),

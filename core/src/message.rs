@@ -16,7 +16,7 @@
 //! descriptor names; `F_TOMBSTONE`: a position a dead sender took, skipped by receivers;
 //! `F_FREE_PENDING`: a free slot whose last side allocation still has to be freed.
 
-use core::mem::{offset_of, size_of};
+use core::mem::{MaybeUninit, offset_of, size_of};
 
 use crate::pool::Alloc;
 use crate::queue::SLOT_HEAD;
@@ -133,7 +133,7 @@ impl MsgSlot {
     /// Copies the inline payload into `dest`, whose length the caller checked against the
     /// block size.
     #[inline(always)]
-    pub(crate) fn read_inline(&self, dest: &mut [u8]) {
+    pub(crate) fn read_inline(&self, dest: &mut [MaybeUninit<u8>]) {
         self.r.copy_out_validated(self.slot + DATA, dest);
     }
 
@@ -207,19 +207,34 @@ pub enum SendMode<'a> {
 }
 
 /// A receive destination that is sized once the message's length is known: a byte slice
-/// (the message must fit), or a growable buffer of the caller's (the std adapter's `Vec`).
+/// (the message must fit), or a growable buffer of the caller's (the std adapter's `Vec`,
+/// which is not zeroed first: the receive writes every byte it hands back).
 pub trait RecvBuf {
-    /// The first `len` bytes to copy the message into, or `None` when it cannot hold `len`
-    /// bytes (the message then stays queued).
-    fn with_len(&mut self, len: usize) -> Option<&mut [u8]>;
+    /// The first `len` bytes to copy the message into, which need not be initialized, or
+    /// `None` when it cannot hold `len` bytes (the message then stays queued). The receive
+    /// writes initialized bytes only.
+    fn with_len(&mut self, len: usize) -> Option<&mut [MaybeUninit<u8>]>;
+
+    /// Called after the receive wrote all `len` bytes of what `with_len(len)` returned.
+    ///
+    /// # Safety
+    /// The caller wrote every one of those `len` bytes.
+    unsafe fn filled(&mut self, len: usize) {
+        let _ = len;
+    }
+
     /// How many bytes it can hold (for [`crate::ChannelError::DestinationTooSmall`]).
     fn capacity(&self) -> usize;
 }
 
 impl RecvBuf for [u8] {
     #[inline]
-    fn with_len(&mut self, len: usize) -> Option<&mut [u8]> {
-        self.get_mut(..len)
+    fn with_len(&mut self, len: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        let d = self.get_mut(..len)?;
+        // SAFETY: same address, length and layout (`MaybeUninit<u8>` is `u8`'s layout); the
+        // receive writes only initialized bytes through it (the trait's contract), so the
+        // slice stays initialized.
+        Some(unsafe { core::slice::from_raw_parts_mut(d.as_mut_ptr().cast(), d.len()) })
     }
 
     #[inline]

@@ -896,7 +896,6 @@ impl Pool {
 
     // ----- internals -----
 
-    #[inline(always)]
     fn hdr_atomic(&self, off: usize) -> &AtomicU32 {
         // SAFETY: header atomics sit at fixed in-bounds offsets of a region that `init`
         // constructed (or that `attach` validated); the region outlives `self`.

@@ -11,6 +11,7 @@
 //! check where the offset came from the region, and with a `debug_assert!` where it was derived
 //! from validated geometry.
 
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 use crate::sync::AtomicU32;
@@ -294,13 +295,32 @@ impl Region {
         unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr(off), src.len()) };
     }
 
-    /// Copies region bytes at `off` into `dst`, a range derived from validated geometry:
-    /// checked by a `debug_assert!` only.
+    /// Copies region bytes at `off` into `dst` (which need not be initialized), a range
+    /// derived from validated geometry: checked by a `debug_assert!` only. Every byte of `dst`
+    /// is initialized afterwards.
     #[inline]
-    pub(crate) fn copy_out_validated(&self, off: usize, dst: &mut [u8]) {
+    pub(crate) fn copy_out_validated(&self, off: usize, dst: &mut [MaybeUninit<u8>]) {
         debug_assert!(self.contains(off, dst.len()));
-        // SAFETY: as in `copy_in_validated`; `dst` is exclusive.
-        unsafe { core::ptr::copy_nonoverlapping(self.ptr(off), dst.as_mut_ptr(), dst.len()) };
+        // SAFETY: as in `copy_in_validated`; `dst` is exclusive, and writing bytes into
+        // `MaybeUninit` memory is always allowed.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.ptr(off), dst.as_mut_ptr().cast(), dst.len());
+        }
+    }
+
+    /// [`Region::copy_out`] into memory that need not be initialized; every byte of `dst` is
+    /// initialized when it returns `true`.
+    #[inline]
+    pub(crate) fn copy_out_uninit(&self, off: usize, dst: &mut [MaybeUninit<u8>]) -> bool {
+        if !self.contains(off, dst.len()) {
+            return false;
+        }
+        // SAFETY: the source range is inside the region (checked); `dst` is exclusive, and
+        // writing bytes into `MaybeUninit` memory is always allowed.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.ptr(off), dst.as_mut_ptr().cast(), dst.len());
+        }
+        true
     }
 
     /// Copies region bytes at `off` into `dst` (a plain, non-volatile copy: validate the

@@ -23,6 +23,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 
 use dragon_channels_core::{RecvBuf, SendMode, Side};
 
@@ -31,18 +32,27 @@ use crate::error::{Error, Op, Reason};
 use crate::message::{Message, MsgMem};
 use crate::wait::{Attempt, Ctx, Timeout, WaitMode};
 
-/// A receive buffer that grows to the message's length.
+/// A receive buffer that grows to the message's length, without zeroing what the receive
+/// will write anyway.
 struct Grow(Vec<u8>);
 
 impl RecvBuf for Grow {
     #[inline]
-    fn with_len(&mut self, len: usize) -> Option<&mut [u8]> {
+    fn with_len(&mut self, len: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        self.0.clear();
         if self.0.capacity() < len {
             // One allocation of exactly the message's size (no growth policy, no realloc).
             self.0 = Vec::with_capacity(len);
         }
-        self.0.resize(len, 0);
-        Some(&mut self.0[..])
+        Some(&mut self.0.spare_capacity_mut()[..len])
+    }
+
+    #[inline]
+    unsafe fn filled(&mut self, len: usize) {
+        debug_assert!(len <= self.0.capacity());
+        // SAFETY: the caller wrote the first `len` bytes of the spare capacity (the trait's
+        // contract), and `with_len` made the capacity at least `len`.
+        unsafe { self.0.set_len(len) };
     }
 
     fn capacity(&self) -> usize {
