@@ -678,3 +678,58 @@ fn messages_and_pool_memory() {
     ch.destroy().unwrap();
     assert_eq!(p.stats().unwrap(), base);
 }
+
+/// `Message::create_from_mem` takes a live data allocation over (destroying the message frees
+/// it, and this process owns it), and refuses a payload longer than the block, a channel's
+/// own memory and a freed allocation, each with its own error.
+#[test]
+fn a_message_takes_over_an_existing_allocation() {
+    let (pool, _g) = pool("frommem", 1 << 20);
+    let core = pool.core_pool();
+    let a = core
+        .alloc(100, dragon_channels::AllocKind::Data)
+        .expect("allocate");
+    let mut m = Message::create_from_mem(&pool, a, 100).unwrap();
+    assert_eq!((m.len(), m.capacity()), (100, 128));
+    assert_eq!(core.owner_of(&a).unwrap(), core.owner());
+    m.bytes_memview().unwrap()[..3].copy_from_slice(b"abc");
+    // Handed back without freeing, then taken over again with a shorter payload.
+    let back = m
+        .destroy(false)
+        .unwrap()
+        .expect("the allocation comes back");
+    assert_eq!(back, a);
+    let m = Message::create_from_mem(&pool, a, 3).unwrap();
+    assert_eq!(m.bytes().unwrap(), b"abc");
+    let live = pool.allocations().unwrap().len();
+    m.destroy(true).unwrap();
+    assert_eq!(
+        pool.allocations().unwrap().len(),
+        live - 1,
+        "destroy freed it"
+    );
+    assert!(matches!(
+        Message::create_from_mem(&pool, a, 3),
+        Err(Error::MemoryPool(_))
+    ));
+    let b = core.alloc(64, dragon_channels::AllocKind::Data).unwrap();
+    assert!(matches!(
+        Message::create_from_mem(&pool, b, 65),
+        Err(Error::ChannelError(Reason::DestinationTooSmall {
+            needed: 65,
+            capacity: 64
+        }))
+    ));
+    core.free(b).unwrap();
+    let ch = Channel::create(&pool, 1, small()).unwrap();
+    let own = pool
+        .allocations()
+        .unwrap()
+        .into_iter()
+        .find(|i| i.kind == dragon_channels::AllocKind::Channel)
+        .expect("the channel's allocation");
+    let e = Message::create_from_mem(&pool, own.alloc, 8).unwrap_err();
+    assert!(e.to_string().contains("channel's own memory"), "{e}");
+    ch.destroy().unwrap();
+    pool.destroy().unwrap();
+}

@@ -749,6 +749,18 @@ impl Pool {
         Ok(self.rec_get(a.record, R_OWNER))
     }
 
+    /// What the live allocation `a` is for.
+    ///
+    /// # Errors
+    /// As [`Pool::resolve`].
+    pub fn kind_of(&self, a: &Alloc) -> Result<AllocKind, PoolError> {
+        let _g = self.lock()?;
+        self.check_live(a)?;
+        self.record_info(a.record)
+            .map(|i| i.kind)
+            .ok_or(PoolError::BadDescriptor)
+    }
+
     /// Byte offset (from the region start) and block size of `a`, without checking that it is
     /// live. Returns `None` when the descriptor cannot be inside this pool.
     pub fn span_unchecked(&self, a: &Alloc) -> Option<(usize, usize)> {

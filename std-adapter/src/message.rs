@@ -17,7 +17,7 @@ use dragon_channels_core::{
     Alloc, AllocKind, ChannelError as CoreChannelError, PoolError as CorePoolError,
 };
 
-use crate::error::{Error, Op, Reason, from_core};
+use crate::error::{Error, MemoryPoolError, Op, Reason, from_core};
 use crate::pool::MemoryPool;
 use crate::wait::{Ctx, Timeout, WaitMode};
 
@@ -216,6 +216,39 @@ impl Message {
                 )))
             }
         }
+    }
+
+    /// A message that takes over `alloc`, a live data allocation of `pool` (one that
+    /// [`Message::destroy`] without `free_mem` handed back, one of the core pool's
+    /// [`MemoryPool::core_pool`], or the descriptor of one another process made), with an
+    /// `n_bytes` payload (Dragon's `dragon_channel_message_init` on existing memory). The
+    /// message owns it from then on: dropping or destroying it frees it, and this process is
+    /// recorded as its owner (a recovery after its death frees it).
+    ///
+    /// # Errors
+    /// [`Error::MemoryPool`] for a descriptor that is not a live allocation of `pool`;
+    /// [`Error::ChannelError`] for an allocation that is not user data (a channel's own
+    /// memory) or a payload longer than the block.
+    pub fn create_from_mem(pool: &MemoryPool, alloc: Alloc, n_bytes: usize) -> Result<Self, Error> {
+        let core = &pool.inner.core;
+        let kind = core.kind_of(&alloc).map_err(MemoryPoolError::Pool)?;
+        if kind != AllocKind::Data {
+            return Err(Error::ChannelError(Reason::Core(
+                CoreChannelError::BadOperation(
+                    "the allocation is a channel's own memory, not user data: a message can only \
+                     take over a data allocation",
+                ),
+            )));
+        }
+        let mem = MsgMem::new(pool, alloc, n_bytes).ok_or(Error::ChannelError(
+            Reason::DestinationTooSmall {
+                needed: n_bytes,
+                capacity: core.span_unchecked(&alloc).map_or(0, |(_, cap)| cap),
+            },
+        ))?;
+        core.set_owner(&alloc, core.owner())
+            .map_err(MemoryPoolError::Pool)?;
+        Ok(Self::from_mem(mem, 0, 0))
     }
 
     pub(crate) fn from_mem(mem: MsgMem, hints: u64, clientid: u64) -> Self {

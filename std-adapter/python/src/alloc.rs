@@ -83,6 +83,12 @@ impl PyMemoryAlloc {
         })
     }
 
+    /// The pool, the allocation, and this window's offset and length, for a `Message` that
+    /// takes the memory over (`Message.create_from_mem`).
+    pub(crate) fn parts(&self, py: Python<'_>) -> PyResult<(&dc::MemoryPool, Alloc, usize, usize)> {
+        Ok((self.local(py)?, self.alloc, self.offset, self.len))
+    }
+
     /// The window's address, after checking that the allocation is live.
     fn ptr(&self, py: Python<'_>) -> PyResult<*mut u8> {
         let pool = self.local(py)?;

@@ -17,6 +17,7 @@ use pyo3::types::{PyBytes, PyMemoryView};
 
 use dragon_channels as dc;
 
+use crate::alloc::PyMemoryAlloc;
 use crate::errors::{channel_err, raise};
 use crate::pool::PyMemoryPool;
 
@@ -105,6 +106,47 @@ impl PyMessage {
         }
         let m =
             dc::Message::create_alloc(mpool.get(py)?, n_bytes).map_err(|e| channel_err(py, e))?;
+        Ok(Self::new(m))
+    }
+
+    /// A message over the memory of `mem` (a `MemoryAlloc` of a pool this process mapped),
+    /// with a payload of its whole size. The message takes the allocation over: `destroy()`
+    /// frees it (`destroy(free_mem=False)` leaves it allocated), and it is reclaimed with this
+    /// process if the process dies. Raises `ChannelError` for negative `hints` / `clientid`, a
+    /// window that does not start at the allocation (a `clone(offset > 0)`), or a channel's
+    /// own memory; `MemoryPoolError` for a freed allocation; `DragonMemoryError` for a
+    /// detached or remote one.
+    #[staticmethod]
+    #[pyo3(signature = (mem, hints = 0, clientid = 0))]
+    fn create_from_mem(
+        py: Python<'_>,
+        mem: PyRef<'_, PyMemoryAlloc>,
+        hints: i128,
+        clientid: i128,
+    ) -> PyResult<Self> {
+        let (Ok(hints), Ok(clientid)) = (u64::try_from(hints), u64::try_from(clientid)) else {
+            return Err(raise(
+                py,
+                "ChannelError",
+                "hints and clientid must be integers from 0 to 2**64 - 1".into(),
+            ));
+        };
+        let (pool, alloc, offset, len) = mem.parts(py)?;
+        if offset != 0 {
+            return Err(raise(
+                py,
+                "ChannelError",
+                format!(
+                    "the window starts {offset} bytes into its allocation: a message's payload \
+                     starts at the allocation's first byte (pass the allocation, or a clone at \
+                     offset 0)"
+                ),
+            ));
+        }
+        let mut m =
+            dc::Message::create_from_mem(pool, alloc, len).map_err(|e| channel_err(py, e))?;
+        m.set_hints(hints);
+        m.set_clientid(clientid);
         Ok(Self::new(m))
     }
 

@@ -391,3 +391,41 @@ def test_an_allocation_of_a_gigabyte_in_a_sparse_pool(pool_name):
 
 def test_unique_name_helper_is_short():
     assert len(unique_name()) <= 29
+
+
+def test_a_message_takes_over_an_allocation_with_create_from_mem(small_pool, pool_name):
+    from dragon_channels.channels import Channel, ChannelError, Message
+    from dragon_channels import MemoryPoolError
+
+    mem = small_pool.alloc(512)
+    mem.get_memview()[0:5] = b"hello"
+    msg = Message.create_from_mem(mem, hints=3, clientid=4)
+    assert (len(msg), msg.hints, msg.clientid) == (512, 3, 4)
+    assert msg.tobytes()[:5] == b"hello"
+    # The same memory, not a copy.
+    msg.bytes_memview()[0:1] = b"j"
+    assert bytes(mem.get_memview()[0:5]) == b"jello"
+    # Sent by transfer through a channel of its pool, and received whole.
+    ch = Channel(small_pool, 7, 256, 2)
+    with ch.sendh() as s, ch.recvh() as r:
+        s.send(msg, ownership=s.transfer_ownership_on_send)
+        got = r.recv(timeout=1.0)
+        assert got.tobytes()[:5] == b"jello" and len(got) == 512
+        # Destroying the message frees the allocation it took over.
+        got.destroy()
+    ch.destroy()
+    assert small_pool.get_allocations().num_allocs == 0
+    with pytest.raises(MemoryPoolError):
+        Message.create_from_mem(mem)
+
+    kept = small_pool.alloc(256)
+    with pytest.raises(ChannelError, match="starts 8 bytes into"):
+        Message.create_from_mem(kept.clone(8))
+    for bad in (-1, 2**64):
+        with pytest.raises(ChannelError, match="hints and clientid"):
+            Message.create_from_mem(kept, hints=bad)
+    m = Message.create_from_mem(kept.clone(0, 100))
+    assert len(m) == 100
+    m.destroy(free_mem=False)
+    assert small_pool.get_allocations().num_allocs == 1
+    kept.free()

@@ -50,6 +50,7 @@ def main() -> None:
     with ch.sendh(timeout=None, wait_mode=wm,
                   return_mode=dc.ChannelSendReturnWhen.WHEN_DEPOSITED) as s:
         msg = dc.Message.create_alloc(pool, 8)
+        dc.Message.create_from_mem(pool.alloc(64), 0, 0).destroy()
         msg.hints, msg.clientid = 1, 2
         msg.bytes_memview()[0:2] = b"ok"
         s.send(msg, None, dc.copy_on_send, True, dc.ChannelSendH.USE_CHANNEL_SENDH_DEFAULT)
