@@ -88,6 +88,7 @@
 
 mod channel;
 mod error;
+mod future;
 mod handle;
 mod inspect;
 mod message;
@@ -95,13 +96,16 @@ mod party;
 mod poll;
 mod pool;
 mod probe;
+mod reactor;
 mod set;
 mod shm;
+mod stream;
 mod sync;
 mod wait;
 
 pub use channel::Channel;
 pub use error::{Error, MemoryPoolError, Reason};
+pub use future::{AsyncWait, ChannelFuture, SetPollFuture, TransferFuture};
 pub use handle::{
     ChannelRecvH, ChannelSendH, Direction, Handle, Receiving, Sending, TransferError,
 };
@@ -109,8 +113,10 @@ pub use inspect::{ChannelInfo, CreatorInfo, PartyInfo, PoolFile, PoolState};
 pub use message::Message;
 pub use pool::{MemoryPool, PoolAttrs, Recovery, Reserve};
 pub use probe::{CREATE_LIMIT, EMPTY_LIMIT};
+pub use reactor::{AsyncWaiter, LINGER};
 pub use set::{ChannelSet, FUTEX_WAITV_MAX, SetEvent, SetEventKind};
 pub use shm::{MAX_NAME_LEN, MAX_PARTIES, SHM_DIR};
+pub use stream::{RecvStream, SendSink};
 pub use wait::{
     DRAIN_FOR, HOLDER_WAIT, SLEEP_SLICE, SPIN_FOR, STALL_SLICE, Timeout, WaitMode, YIELD_FOR,
 };

@@ -286,8 +286,13 @@ impl ChannelSet {
         })
     }
 
+    /// The channels in the set, in index order (the async poll registers on their words).
+    pub(crate) fn channels(&self) -> impl Iterator<Item = &Channel> {
+        self.entries.iter().flatten().map(|e| &e.ch)
+    }
+
     /// One look at every channel, starting after the one reported last.
-    fn check(&mut self) -> Result<Option<SetEvent>, Error> {
+    pub(crate) fn check(&mut self) -> Result<Option<SetEvent>, Error> {
         let n = self.entries.len();
         for k in 0..n {
             let i = (self.next + k) % n;
@@ -437,8 +442,14 @@ fn ready_kind(ch: &Channel, mask: Poll) -> Poll {
 /// kernel said.
 fn sleep_on_all(regs: &[(Event<'_>, u32)], slice: Duration) -> Option<usize> {
     let words: Vec<(&AtomicU32, u32)> = regs.iter().map(|(ev, v)| (ev.word(), *v)).collect();
+    sleep_on_words(&words, slice)
+}
+
+/// [`sleep_on_all`] over plain words, each with the value to sleep on (the async waiter's
+/// sleep, `crate::reactor`).
+pub(crate) fn sleep_on_words(words: &[(&AtomicU32, u32)], slice: Duration) -> Option<usize> {
     if words.len() <= FUTEX_WAITV_MAX {
-        return waitv(&words, slice);
+        return waitv(words, slice);
     }
     // More words than one call takes: helpers sleep on the other groups; the first to wake
     // rings the bell, which wakes everyone else.

@@ -1,0 +1,418 @@
+//! Async sends and receives: futures over the handles' try-once operations, woken by the
+//! process's async waiter ([`crate::AsyncWaiter`]), on any executor (they use nothing but
+//! [`core::task::Waker`]).
+//!
+//! What a future does while it waits, and what one that is dropped did or did not do: see
+//! [`ChannelFuture`].
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use dragon_channels_core::PoolError as CorePoolError;
+
+use crate::channel::Channel;
+use crate::error::{Error, Reason};
+use crate::handle::{ChannelRecvH, ChannelSendH, TransferError};
+use crate::message::Message;
+use crate::reactor::{self, Registration, Side};
+use crate::set::{ChannelSet, SetEvent};
+use crate::wait::Timeout;
+
+/// Tries a busy future makes in one poll, each after registering for what the last one
+/// waited for, before it lets the executor poll it again later: a try that is busy for
+/// another reason than the one before (a full channel, then an out-of-memory pool) registers
+/// again.
+const TRIES_PER_POLL: u32 = 4;
+
+/// One task's wait on a channel: the building block of the futures of this module, for
+/// code that writes its own (the Python binding's asyncio support does).
+///
+/// [`AsyncWait::poll_op`] runs a try-once operation and, while it is busy, keeps the task's
+/// waker registered with the process's async waiter. Dropping it (or [`AsyncWait::cancel`])
+/// takes the registration out.
+#[derive(Debug, Default)]
+pub struct AsyncWait {
+    reg: Option<Registration>,
+}
+
+/// What a busy try result waits for; `None` when the result is final.
+fn busy<T>(r: &Result<T, Error>) -> Option<Side> {
+    match r {
+        Err(Error::ChannelEmpty) => Some(Side::Message),
+        Err(Error::ChannelFull) => Some(Side::Slot),
+        Err(
+            Error::ChannelSendError(Reason::Pool(CorePoolError::OutOfSpace))
+            | Error::ChannelRecvError(Reason::Pool(CorePoolError::OutOfSpace)),
+        ) => Some(Side::PoolSpace),
+        _ => None,
+    }
+}
+
+impl AsyncWait {
+    /// A wait that is not registered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `op`, a try-once operation on `ch` (a handle call with [`Timeout::Try`]). When it
+    /// completes or fails for good, returns its result (and drops any registration); when it
+    /// reports the channel busy ([`Error::ChannelEmpty`], [`Error::ChannelFull`], or pool
+    /// memory exhausted), registers `cx`'s waker for the event that ends that, runs `op` once
+    /// more, and returns `Pending` if it is still busy.
+    ///
+    /// `op` must change nothing when it reports busy (every handle operation with
+    /// [`Timeout::Try`] is so).
+    pub fn poll_op<T>(
+        &mut self,
+        ch: &Channel,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut() -> Result<T, Error>,
+    ) -> Poll<Result<T, Error>> {
+        let mut r = op();
+        for _ in 0..TRIES_PER_POLL {
+            let Some(side) = busy(&r) else {
+                self.cancel();
+                return Poll::Ready(r);
+            };
+            match reactor::register(ch, side, cx.waker(), self.reg.take()) {
+                Ok(reg) => self.reg = Some(reg),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            // Re-check after registering: a change made before the registration is seen
+            // here, one made after it wakes us.
+            r = op();
+            if busy(&r) == Some(side) {
+                return Poll::Pending;
+            }
+        }
+        // Busy for another reason on every try: let the executor come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Whether a waker is registered.
+    pub fn is_registered(&self) -> bool {
+        self.reg.is_some()
+    }
+
+    /// Takes the registration out of the waiter's table (its waker is not called after
+    /// this returns).
+    pub fn cancel(&mut self) {
+        if let Some(reg) = self.reg.take() {
+            reactor::cancel(reg);
+        }
+    }
+}
+
+impl Drop for AsyncWait {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The future of an async send or receive: a try-once operation `op` on a channel, polled
+/// through an [`AsyncWait`]. Returned by the `*_async` methods of the handles.
+///
+/// # How a future waits
+/// Each poll runs the handle's operation with [`Timeout::Try`]. When it completes (a message
+/// was there, a slot was free) the future is ready and the waiter is never involved: that is
+/// the fast path. When it is busy (the channel is empty or full, or the pool has no memory
+/// for the payload) the future registers its waker with the process's one waiter thread on
+/// the event word that the other side notifies (see [`crate::AsyncWaiter`]), tries once more, and
+/// returns `Pending` only if that try is still busy. The waiter wakes it when the word
+/// changes; it then tries again.
+///
+/// A try meets a sender or receiver of another process in the middle of its step only
+/// rarely; then it behaves as a try-once call does ([`crate::HOLDER_WAIT`]): it checks that
+/// party's liveness, recovers the channel if the party is dead, and otherwise waits for it
+/// (yielding the thread, not the task) at most [`crate::HOLDER_WAIT`] before treating the
+/// channel as busy.
+///
+/// # Timeouts
+/// The futures have none: wrap them in the executor's timer, e.g.
+/// `tokio::time::timeout(d, recvh.recv_async())`. When the timer fires it drops the future,
+/// which is cancellation (below): nothing was received or sent.
+///
+/// # Cancellation
+/// Every poll either completes the whole operation and returns `Ready`, or changes nothing
+/// in the channel and returns `Pending`; the only state a pending future holds is its entry
+/// in the waiter's table. Dropping a future that has not returned `Ready` therefore:
+/// - for a receive: received nothing. Every message stays queued for the next receive; none
+///   is lost or taken half-way. With [`ChannelRecvH::recv_into_async`], the destination
+///   message is left as it was.
+/// - for a send: sent nothing and holds no slot. [`ChannelSendH::send_transfer_async`]'s
+///   message is dropped with the future (its memory goes back to the pool); the other forms
+///   leave the caller's message (and a destination message) as they were.
+/// - removes its waker from the waiter's table before the drop returns: the waker is never
+///   called afterwards, and the last future leaving an event word unregisters the process
+///   there (no stale registration is left for senders to wake).
+///
+/// A future that returned `Ready(Ok)` completed its operation exactly once; one that
+/// returned `Ready(Err)` did nothing (the error says why).
+#[must_use = "futures do nothing unless awaited"]
+pub struct ChannelFuture<'a, F> {
+    ch: &'a Channel,
+    op: F,
+    wait: AsyncWait,
+}
+
+impl<F> core::fmt::Debug for ChannelFuture<'_, F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ChannelFuture")
+            .field("ch", self.ch)
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+impl<T, F: FnMut() -> Result<T, Error> + Unpin> Future for ChannelFuture<'_, F> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.wait.poll_op(this.ch, cx, &mut this.op)
+    }
+}
+
+fn future<T, F: FnMut() -> Result<T, Error> + Unpin>(ch: &Channel, op: F) -> ChannelFuture<'_, F> {
+    ChannelFuture {
+        ch,
+        op,
+        wait: AsyncWait::new(),
+    }
+}
+
+impl ChannelSendH {
+    /// [`ChannelSendH::send`] as a future: sends a copy of `msg` (through `dest_msg` when
+    /// given) once a slot is free.
+    ///
+    /// Dropped before it completes, it sent nothing (see [`ChannelFuture`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use dragon_channels::{Channel, MemoryPool, Message};
+    /// # let name = format!("doc-async-{}", std::process::id());
+    /// let pool = MemoryPool::create(1 << 20, &name, 0)?;
+    /// let ch = Channel::create(&pool, 1, None)?;
+    /// let (mut sendh, mut recvh) = (ch.sendh()?, ch.recvh()?);
+    /// sendh.open()?;
+    /// recvh.open()?;
+    /// let mut msg = Message::create_alloc(&pool, 5)?;
+    /// msg.bytes_memview()?.copy_from_slice(b"hello");
+    /// futures::executor::block_on(async {
+    ///     sendh.send_async(&msg, None).await?;
+    ///     let got = recvh.recv_async().await?;
+    ///     assert_eq!(got.bytes()?, b"hello");
+    ///     Ok::<(), dragon_channels::Error>(())
+    /// })?;
+    /// # drop((msg, sendh, recvh)); ch.destroy()?; pool.destroy()?;
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`ChannelSendH::send`], less the timeouts.
+    pub fn send_async<'a>(
+        &'a self,
+        msg: &'a Message,
+        mut dest_msg: Option<&'a mut Message>,
+    ) -> ChannelFuture<'a, impl FnMut() -> Result<(), Error> + Unpin + 'a> {
+        future(self.channel(), move || {
+            self.send(msg, dest_msg.as_deref_mut(), Timeout::Try)
+        })
+    }
+
+    /// [`ChannelSendH::send_bytes`] as a future.
+    ///
+    /// # Errors
+    /// As [`ChannelSendH::send_bytes`], less the timeouts.
+    pub fn send_bytes_async<'a>(
+        &'a self,
+        msg_bytes: &'a [u8],
+        msg_len: usize,
+        mut dest_msg: Option<&'a mut Message>,
+    ) -> ChannelFuture<'a, impl FnMut() -> Result<(), Error> + Unpin + 'a> {
+        future(self.channel(), move || {
+            self.send_bytes(msg_bytes, msg_len, dest_msg.as_deref_mut(), Timeout::Try)
+        })
+    }
+
+    /// [`ChannelSendH::send_transfer`] as a future: moves `msg`'s allocation into the
+    /// channel. A failure hands the message back; a future dropped before it completes
+    /// drops the message (its memory goes back to the pool) and sent nothing.
+    ///
+    /// # Errors
+    /// As [`ChannelSendH::send_transfer`], less the timeouts.
+    pub fn send_transfer_async(&self, msg: Message) -> TransferFuture<'_> {
+        TransferFuture {
+            h: self,
+            msg: Some(msg),
+            wait: AsyncWait::new(),
+        }
+    }
+}
+
+/// The future of [`ChannelSendH::send_transfer_async`].
+#[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
+pub struct TransferFuture<'a> {
+    h: &'a ChannelSendH,
+    /// The message until it is sent (`None` after the future completed).
+    msg: Option<Message>,
+    wait: AsyncWait,
+}
+
+impl Future for TransferFuture<'_> {
+    type Output = Result<(), TransferError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let h = this.h;
+        let slot = &mut this.msg;
+        let r = this.wait.poll_op(h.channel(), cx, || {
+            let Some(m) = slot.take() else {
+                // Polled again after it completed.
+                return Err(Error::ChannelSendError(Reason::EmptyMessage));
+            };
+            h.send_transfer(m, Timeout::Try).map_err(|e| {
+                // Busy or not, the message stays with the future until it completes.
+                *slot = Some(e.message);
+                e.error
+            })
+        });
+        r.map(|r| {
+            r.map_err(|error| TransferError {
+                error,
+                message: this.msg.take().unwrap_or_else(Message::create_empty),
+            })
+        })
+    }
+}
+
+impl ChannelRecvH {
+    /// [`ChannelRecvH::recv`] as a future: the next message, once there is one.
+    ///
+    /// Dropped before it completes, it received nothing: the message stays queued (see the
+    /// [`ChannelFuture`]).
+    ///
+    /// # Errors
+    /// As [`ChannelRecvH::recv`], less the timeouts.
+    pub fn recv_async(&self) -> ChannelFuture<'_, impl FnMut() -> Result<Message, Error> + Unpin> {
+        future(self.channel(), move || self.recv(Timeout::Try))
+    }
+
+    /// [`ChannelRecvH::recv_into`] as a future. Dropped before it completes, it left
+    /// `dest_msg` as it was.
+    ///
+    /// # Errors
+    /// As [`ChannelRecvH::recv_into`], less the timeouts.
+    pub fn recv_into_async<'a>(
+        &'a self,
+        dest_msg: &'a mut Message,
+    ) -> ChannelFuture<'a, impl FnMut() -> Result<(), Error> + Unpin + 'a> {
+        future(self.channel(), move || {
+            self.recv_into(&mut *dest_msg, Timeout::Try)
+        })
+    }
+
+    /// [`ChannelRecvH::recv_bytes`] as a future.
+    ///
+    /// # Errors
+    /// As [`ChannelRecvH::recv_bytes`], less the timeouts.
+    pub fn recv_bytes_async(
+        &self,
+    ) -> ChannelFuture<'_, impl FnMut() -> Result<Vec<u8>, Error> + Unpin> {
+        future(self.channel(), move || self.recv_bytes(Timeout::Try))
+    }
+}
+
+impl ChannelSet {
+    /// [`ChannelSet::poll`] as a future: the next channel on which the set's condition holds
+    /// (or that was destroyed). While nothing holds, the task's waker is registered with the
+    /// process's async waiter on every event word the set's mask watches (as a blocking poll
+    /// sleeps on them: two per channel for INOUT, one otherwise), so one waiter thread serves
+    /// every set and future of the process.
+    ///
+    /// Reporting a channel consumes nothing, so a dropped poll future loses nothing: it
+    /// takes its registrations out of the waiter's table when dropped.
+    ///
+    /// A sender that died between claiming the head slot of a channel in the set and
+    /// publishing it keeps IN from holding there; the next send into that channel wakes the
+    /// future, and a poll that has seen the head stuck for [`crate::HOLDER_WAIT`] recovers it.
+    ///
+    /// # Errors
+    /// As [`ChannelSet::poll`], less the timeouts.
+    pub fn poll_async(&mut self) -> SetPollFuture<'_> {
+        SetPollFuture {
+            set: self,
+            regs: Vec::new(),
+        }
+    }
+}
+
+/// The future of [`ChannelSet::poll_async`].
+#[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
+pub struct SetPollFuture<'a> {
+    set: &'a mut ChannelSet,
+    /// One wait per watched word, in the order of [`set_sides`] over the set's channels.
+    regs: Vec<AsyncWait>,
+}
+
+/// The words whose change can make `mask` hold (as `set::events` picks them).
+fn set_sides(mask: dragon_channels_core::Poll) -> &'static [Side] {
+    use dragon_channels_core::Poll as P;
+    match mask {
+        P::In | P::Full => &[Side::Message],
+        P::Out | P::Empty => &[Side::Slot],
+        _ => &[Side::Message, Side::Slot],
+    }
+}
+
+impl Future for SetPollFuture<'_> {
+    type Output = Result<SetEvent, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.set.is_empty() {
+            // The blocking poll's answer for an empty set (an error, at once).
+            return Poll::Ready(this.set.poll(Timeout::Try, crate::WaitMode::Idle));
+        }
+        match this.set.check() {
+            Ok(None) => {}
+            Ok(Some(ev)) => {
+                this.regs.clear();
+                return Poll::Ready(Ok(ev));
+            }
+            Err(e) => {
+                this.regs.clear();
+                return Poll::Ready(Err(e));
+            }
+        }
+        let sides = set_sides(this.set.event_mask());
+        let n = this.set.len() * sides.len();
+        this.regs.resize_with(n, AsyncWait::new);
+        let mut regs = this.regs.iter_mut();
+        for ch in this.set.channels() {
+            for &side in sides {
+                let Some(w) = regs.next() else { break };
+                match reactor::register(ch, side, cx.waker(), w.reg.take()) {
+                    Ok(reg) => w.reg = Some(reg),
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
+        // Re-check after registering (see `AsyncWait::poll_op`).
+        match this.set.check() {
+            Ok(None) => Poll::Pending,
+            Ok(Some(ev)) => {
+                this.regs.clear();
+                Poll::Ready(Ok(ev))
+            }
+            Err(e) => {
+                this.regs.clear();
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
