@@ -8,6 +8,7 @@
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
+use std::time::Instant;
 
 use dragon_channels_core::PoolError as CorePoolError;
 
@@ -17,13 +18,16 @@ use crate::handle::{ChannelRecvH, ChannelSendH, TransferError};
 use crate::message::Message;
 use crate::reactor::{self, Registration, Side};
 use crate::set::{ChannelSet, SetEvent};
-use crate::wait::Timeout;
+use crate::wait::{self, Timeout, WaitMode};
 
 /// Tries a busy future makes in one poll, each after registering for what the last one
 /// waited for, before it lets the executor poll it again later: a try that is busy for
 /// another reason than the one before (a full channel, then an out-of-memory pool) registers
 /// again.
 const TRIES_PER_POLL: u32 = 4;
+
+/// Spin polls between two reads of the clock (as the wait layer's spin).
+const SPIN_CLOCK_EVERY: u32 = 16;
 
 /// One task's wait on a channel: the building block of the futures of this module, for
 /// code that writes its own (the Python binding's asyncio support does).
@@ -34,6 +38,8 @@ const TRIES_PER_POLL: u32 = 4;
 #[derive(Debug, Default)]
 pub struct AsyncWait {
     reg: Option<Registration>,
+    /// Whether a busy first try is followed by a short spin (see [`AsyncWait::set_spin`]).
+    no_spin: bool,
 }
 
 /// What a busy try result waits for; `None` when the result is final.
@@ -55,6 +61,26 @@ impl AsyncWait {
         Self::default()
     }
 
+    /// A wait for an operation of a handle in wait mode `mode`: [`WaitMode::Idle`] never
+    /// spins (see [`AsyncWait::set_spin`]).
+    pub fn for_mode(mode: WaitMode) -> Self {
+        let mut w = Self::new();
+        w.set_spin(mode != WaitMode::Idle);
+        w
+    }
+
+    /// Whether a poll whose first try finds the channel empty or full spins briefly (at
+    /// most [`crate::SPIN_FOR`], polling the channel's readiness hint, one word of the awaited
+    /// slot) before it registers and returns `Pending`: a peer that answers within that
+    /// time (a ping-pong partner on another core) then costs no wake-up through the waiter
+    /// thread and the executor. Only while spinning pays: the process-wide score that
+    /// blocking calls keep (each wait that ended while spinning counts up, each that did
+    /// not counts down) turns the spin off when waits are long, so a server whose futures
+    /// mostly wait spends nothing on it. On by default.
+    pub fn set_spin(&mut self, spin: bool) {
+        self.no_spin = !spin;
+    }
+
     /// Runs `op`, a try-once operation on `ch` (a handle call with [`Timeout::Try`]). When it
     /// completes or fails for good, returns its result (and drops any registration); when it
     /// reports the channel busy ([`Error::ChannelEmpty`], [`Error::ChannelFull`], or pool
@@ -70,6 +96,11 @@ impl AsyncWait {
         mut op: impl FnMut() -> Result<T, Error>,
     ) -> Poll<Result<T, Error>> {
         let mut r = op();
+        if !self.no_spin
+            && let Some(side @ (Side::Message | Side::Slot)) = busy(&r)
+        {
+            r = spin(ch, side, r, &mut op);
+        }
         for _ in 0..TRIES_PER_POLL {
             let Some(side) = busy(&r) else {
                 self.cancel();
@@ -101,6 +132,43 @@ impl AsyncWait {
     pub fn cancel(&mut self) {
         if let Some(reg) = self.reg.take() {
             reactor::cancel(reg);
+        }
+    }
+}
+
+/// Spins at most the wait layer's spin budget (nothing while spinning has not been paying),
+/// polling `ch`'s readiness hint for `side` and trying `op` when it says so; returns the
+/// last try's result (`busy`, the first try's, if there was none).
+fn spin<T>(
+    ch: &Channel,
+    side: Side,
+    busy_first: Result<T, Error>,
+    op: &mut impl FnMut() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let spin_for = wait::spin_budget();
+    if spin_for.is_zero() {
+        return busy_first;
+    }
+    let hint = || match side {
+        Side::Message => ch.core.may_recv(),
+        _ => ch.core.may_send(),
+    };
+    let start = Instant::now();
+    let mut r = busy_first;
+    let mut polls = 0u32;
+    loop {
+        core::hint::spin_loop();
+        polls = polls.wrapping_add(1);
+        if hint() {
+            r = op();
+            if busy(&r) != Some(side) {
+                wait::spin_outcome(spin_for, true);
+                return r;
+            }
+        }
+        if polls.is_multiple_of(SPIN_CLOCK_EVERY) && start.elapsed() >= spin_for {
+            wait::spin_outcome(spin_for, false);
+            return r;
         }
     }
 }
@@ -175,11 +243,15 @@ impl<T, F: FnMut() -> Result<T, Error> + Unpin> Future for ChannelFuture<'_, F> 
     }
 }
 
-fn future<T, F: FnMut() -> Result<T, Error> + Unpin>(ch: &Channel, op: F) -> ChannelFuture<'_, F> {
+fn future<T, F: FnMut() -> Result<T, Error> + Unpin>(
+    ch: &Channel,
+    mode: WaitMode,
+    op: F,
+) -> ChannelFuture<'_, F> {
     ChannelFuture {
         ch,
         op,
-        wait: AsyncWait::new(),
+        wait: AsyncWait::for_mode(mode),
     }
 }
 
@@ -217,7 +289,7 @@ impl ChannelSendH {
         msg: &'a Message,
         mut dest_msg: Option<&'a mut Message>,
     ) -> ChannelFuture<'a, impl FnMut() -> Result<(), Error> + Unpin + 'a> {
-        future(self.channel(), move || {
+        future(self.channel(), self.wait_mode(), move || {
             self.send(msg, dest_msg.as_deref_mut(), Timeout::Try)
         })
     }
@@ -232,7 +304,7 @@ impl ChannelSendH {
         msg_len: usize,
         mut dest_msg: Option<&'a mut Message>,
     ) -> ChannelFuture<'a, impl FnMut() -> Result<(), Error> + Unpin + 'a> {
-        future(self.channel(), move || {
+        future(self.channel(), self.wait_mode(), move || {
             self.send_bytes(msg_bytes, msg_len, dest_msg.as_deref_mut(), Timeout::Try)
         })
     }
@@ -247,7 +319,7 @@ impl ChannelSendH {
         TransferFuture {
             h: self,
             msg: Some(msg),
-            wait: AsyncWait::new(),
+            wait: AsyncWait::for_mode(self.wait_mode()),
         }
     }
 }
@@ -298,7 +370,9 @@ impl ChannelRecvH {
     /// # Errors
     /// As [`ChannelRecvH::recv`], less the timeouts.
     pub fn recv_async(&self) -> ChannelFuture<'_, impl FnMut() -> Result<Message, Error> + Unpin> {
-        future(self.channel(), move || self.recv(Timeout::Try))
+        future(self.channel(), self.wait_mode(), move || {
+            self.recv(Timeout::Try)
+        })
     }
 
     /// [`ChannelRecvH::recv_into`] as a future. Dropped before it completes, it left
@@ -310,7 +384,7 @@ impl ChannelRecvH {
         &'a self,
         dest_msg: &'a mut Message,
     ) -> ChannelFuture<'a, impl FnMut() -> Result<(), Error> + Unpin + 'a> {
-        future(self.channel(), move || {
+        future(self.channel(), self.wait_mode(), move || {
             self.recv_into(&mut *dest_msg, Timeout::Try)
         })
     }
@@ -322,7 +396,9 @@ impl ChannelRecvH {
     pub fn recv_bytes_async(
         &self,
     ) -> ChannelFuture<'_, impl FnMut() -> Result<Vec<u8>, Error> + Unpin> {
-        future(self.channel(), move || self.recv_bytes(Timeout::Try))
+        future(self.channel(), self.wait_mode(), move || {
+            self.recv_bytes(Timeout::Try)
+        })
     }
 }
 

@@ -300,7 +300,9 @@ fn run() {
             .iter()
             .filter_map(|k| t.watches.remove(k).map(|w| w.ch))
             .collect();
-        if t.watches.is_empty() {
+        // Idle only in a pass that wakes nobody: a pass that took the last entries out must
+        // call their wakers (below) before the thread may end.
+        if t.watches.is_empty() && wakers.is_empty() {
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= LINGER {
                 t.running = false;

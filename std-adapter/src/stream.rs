@@ -57,8 +57,8 @@ impl ChannelRecvH {
     /// This handle as a [`RecvStream`] of byte messages.
     pub fn into_stream(self) -> RecvStream {
         RecvStream {
+            wait: AsyncWait::for_mode(self.wait_mode()),
             h: self,
-            wait: AsyncWait::new(),
             ended: false,
         }
     }
@@ -138,8 +138,8 @@ impl ChannelSendH {
     /// This handle as a [`SendSink`] of byte messages.
     pub fn into_sink(self) -> SendSink {
         SendSink {
+            wait: AsyncWait::for_mode(self.wait_mode()),
             h: self,
-            wait: AsyncWait::new(),
             buffered: None,
         }
     }
