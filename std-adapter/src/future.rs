@@ -8,6 +8,7 @@
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
+use core::time::Duration;
 use std::time::Instant;
 
 use dragon_channels_core::PoolError as CorePoolError;
@@ -18,6 +19,7 @@ use crate::handle::{ChannelRecvH, ChannelSendH, TransferError};
 use crate::message::Message;
 use crate::reactor::{self, Registration, Side};
 use crate::set::{ChannelSet, SetEvent};
+use crate::sync::{AtomicI32, AtomicU32, Ordering};
 use crate::wait::{self, Timeout, WaitMode};
 
 /// Tries a busy future makes in one poll, each after registering for what the last one
@@ -25,6 +27,13 @@ use crate::wait::{self, Timeout, WaitMode};
 /// another reason than the one before (a full channel, then an out-of-memory pool) registers
 /// again.
 const TRIES_PER_POLL: u32 = 4;
+
+/// Longest spin of a future whose first try found its channel empty or full, before it
+/// registers with the waiter ([`AsyncWait::set_spin`]): long enough to cover a peer that is
+/// itself woken through its waiter thread and executor (measured 4-5 us a hop on this
+/// project's 2-vCPU machine), so that two processes that answer each other quickly keep
+/// spinning rather than make each other slow; short beside a timeslice.
+pub const ASYNC_SPIN_FOR: Duration = Duration::from_micros(20);
 
 /// Spin polls between two reads of the clock (as the wait layer's spin).
 const SPIN_CLOCK_EVERY: u32 = 16;
@@ -38,6 +47,9 @@ const SPIN_CLOCK_EVERY: u32 = 16;
 #[derive(Debug, Default)]
 pub struct AsyncWait {
     reg: Option<Registration>,
+    /// What the operation usually waits for (a receive: a message; a send: a slot): a poll
+    /// whose readiness hint says "not yet" goes straight to its spin, without a first try.
+    expect: Option<Side>,
     /// Whether a busy first try is followed by a short spin (see [`AsyncWait::set_spin`]).
     no_spin: bool,
 }
@@ -69,8 +81,27 @@ impl AsyncWait {
         w
     }
 
+    /// A wait for a receive of a handle in wait mode `mode`: as [`AsyncWait::for_mode`],
+    /// and a poll whose spin may run starts with it when the channel's readiness hint (one
+    /// word of the head slot) says no message is there, rather than with a full try (which
+    /// would read the line the sender writes; the try before registering is exact).
+    pub fn receiving(mode: WaitMode) -> Self {
+        let mut w = Self::for_mode(mode);
+        w.expect = Some(Side::Message);
+        w
+    }
+
+    /// A wait for a send of a handle in wait mode `mode`: as [`AsyncWait::receiving`], for a
+    /// free slot.
+    pub fn sending(mode: WaitMode) -> Self {
+        let mut w = Self::for_mode(mode);
+        w.expect = Some(Side::Slot);
+        w
+    }
+
     /// Whether a poll whose first try finds the channel empty or full spins briefly (at
-    /// most [`crate::SPIN_FOR`], polling the channel's readiness hint, one word of the awaited
+    /// most [`ASYNC_SPIN_FOR`]: CPU spin hints for [`crate::SPIN_FOR`], then yielding the
+    /// thread between polls; it polls the channel's readiness hint, one word of the awaited
     /// slot) before it registers and returns `Pending`: a peer that answers within that
     /// time (a ping-pong partner on another core) then costs no wake-up through the waiter
     /// thread and the executor. Only while spinning pays: the process-wide score that
@@ -95,7 +126,14 @@ impl AsyncWait {
         cx: &mut Context<'_>,
         mut op: impl FnMut() -> Result<T, Error>,
     ) -> Poll<Result<T, Error>> {
-        let mut r = op();
+        let mut r = match self.expect {
+            // The hint says "not yet": the spin (or the exact try after registering) tries.
+            Some(side) if !self.no_spin && !hint(ch, side) => Err(match side {
+                Side::Message => Error::ChannelEmpty,
+                _ => Error::ChannelFull,
+            }),
+            _ => op(),
+        };
         if !self.no_spin
             && let Some(side @ (Side::Message | Side::Slot)) = busy(&r)
         {
@@ -136,39 +174,92 @@ impl AsyncWait {
     }
 }
 
-/// Spins at most the wait layer's spin budget (nothing while spinning has not been paying),
-/// polling `ch`'s readiness hint for `side` and trying `op` when it says so; returns the
-/// last try's result (`busy`, the first try's, if there was none).
+/// The core's cheap readiness hint for `side` of `ch` (`true`: worth a try).
+fn hint(ch: &Channel, side: Side) -> bool {
+    match side {
+        Side::Message => ch.core.may_recv(),
+        Side::Slot => ch.core.may_send(),
+        Side::PoolSpace => true,
+    }
+}
+
+/// Whether the async spin has been paying off in this process: each spin that ended with
+/// the channel ready counts up, each that ran out counts down (within `-SCORE_BOUND..=
+/// SCORE_BOUND`; a probe that pays while it is negative sets it back to zero). While it is
+/// negative futures register at once, except every [`PROBE_EVERY`]th, which spins anyway.
+/// A process-wide hint, as the wait layer's spin score (which decides, inside this spin,
+/// how long to spin before yielding).
+static ASYNC_SPIN_SCORE: AtomicI32 = AtomicI32::new(0);
+/// How far [`ASYNC_SPIN_SCORE`] goes either way.
+const SCORE_BOUND: i32 = 8;
+/// Async spins between two that run whatever the score says.
+const PROBE_EVERY: u32 = 32;
+/// Counts async spins, for [`PROBE_EVERY`].
+static ASYNC_SPINS: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the spin starting now runs (see [`ASYNC_SPIN_SCORE`]).
+fn async_spin_pays() -> bool {
+    // Plain loads and stores: a lost update among racing threads only blurs a hint.
+    let n = ASYNC_SPINS.load(Ordering::Relaxed);
+    ASYNC_SPINS.store(n.wrapping_add(1), Ordering::Relaxed);
+    n.is_multiple_of(PROBE_EVERY) || ASYNC_SPIN_SCORE.load(Ordering::Relaxed) >= 0
+}
+
+/// Records how an async spin ended.
+fn async_spin_outcome(paid: bool) {
+    let s = ASYNC_SPIN_SCORE.load(Ordering::Relaxed);
+    let next = match (paid, s < 0) {
+        (true, true) => 0,
+        (true, false) => (s + 1).min(SCORE_BOUND),
+        (false, _) => (s - 1).max(-SCORE_BOUND),
+    };
+    if next != s {
+        ASYNC_SPIN_SCORE.store(next, Ordering::Relaxed);
+    }
+}
+
+/// Spins (CPU spin hints for the wait layer's [`crate::SPIN_FOR`], then `yield_now` between
+/// polls) at most [`ASYNC_SPIN_FOR`], and not at all while spinning has not been paying (the
+/// wait layer's process-wide score), polling `ch`'s readiness hint for `side` and trying `op`
+/// when it says so; returns the last try's result (`busy_first` if there was none). Not at
+/// all while the async spin has not been paying ([`ASYNC_SPIN_SCORE`]).
 fn spin<T>(
     ch: &Channel,
     side: Side,
     busy_first: Result<T, Error>,
     op: &mut impl FnMut() -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let spin_for = wait::spin_budget();
-    if spin_for.is_zero() {
+    if !async_spin_pays() {
         return busy_first;
     }
-    let hint = || match side {
-        Side::Message => ch.core.may_recv(),
-        _ => ch.core.may_send(),
-    };
+    let spin_for = wait::spin_budget();
+    let hint = || hint(ch, side);
     let start = Instant::now();
     let mut r = busy_first;
     let mut polls = 0u32;
+    let mut spun = Duration::ZERO;
     loop {
-        core::hint::spin_loop();
+        if spun < spin_for {
+            core::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
         polls = polls.wrapping_add(1);
         if hint() {
             r = op();
             if busy(&r) != Some(side) {
-                wait::spin_outcome(spin_for, true);
+                wait::spin_outcome(spin_for, spun < spin_for);
+                async_spin_outcome(true);
                 return r;
             }
         }
-        if polls.is_multiple_of(SPIN_CLOCK_EVERY) && start.elapsed() >= spin_for {
-            wait::spin_outcome(spin_for, false);
-            return r;
+        if spun >= spin_for || polls.is_multiple_of(SPIN_CLOCK_EVERY) {
+            spun = start.elapsed();
+            if spun >= ASYNC_SPIN_FOR {
+                wait::spin_outcome(spin_for, false);
+                async_spin_outcome(false);
+                return r;
+            }
         }
     }
 }
@@ -245,14 +336,10 @@ impl<T, F: FnMut() -> Result<T, Error> + Unpin> Future for ChannelFuture<'_, F> 
 
 fn future<T, F: FnMut() -> Result<T, Error> + Unpin>(
     ch: &Channel,
-    mode: WaitMode,
+    wait: AsyncWait,
     op: F,
 ) -> ChannelFuture<'_, F> {
-    ChannelFuture {
-        ch,
-        op,
-        wait: AsyncWait::for_mode(mode),
-    }
+    ChannelFuture { ch, op, wait }
 }
 
 impl ChannelSendH {
@@ -289,9 +376,11 @@ impl ChannelSendH {
         msg: &'a Message,
         mut dest_msg: Option<&'a mut Message>,
     ) -> ChannelFuture<'a, impl FnMut() -> Result<(), Error> + Unpin + 'a> {
-        future(self.channel(), self.wait_mode(), move || {
-            self.send(msg, dest_msg.as_deref_mut(), Timeout::Try)
-        })
+        future(
+            self.channel(),
+            AsyncWait::sending(self.wait_mode()),
+            move || self.send(msg, dest_msg.as_deref_mut(), Timeout::Try),
+        )
     }
 
     /// [`ChannelSendH::send_bytes`] as a future.
@@ -304,9 +393,11 @@ impl ChannelSendH {
         msg_len: usize,
         mut dest_msg: Option<&'a mut Message>,
     ) -> ChannelFuture<'a, impl FnMut() -> Result<(), Error> + Unpin + 'a> {
-        future(self.channel(), self.wait_mode(), move || {
-            self.send_bytes(msg_bytes, msg_len, dest_msg.as_deref_mut(), Timeout::Try)
-        })
+        future(
+            self.channel(),
+            AsyncWait::sending(self.wait_mode()),
+            move || self.send_bytes(msg_bytes, msg_len, dest_msg.as_deref_mut(), Timeout::Try),
+        )
     }
 
     /// [`ChannelSendH::send_transfer`] as a future: moves `msg`'s allocation into the
@@ -319,7 +410,7 @@ impl ChannelSendH {
         TransferFuture {
             h: self,
             msg: Some(msg),
-            wait: AsyncWait::for_mode(self.wait_mode()),
+            wait: AsyncWait::sending(self.wait_mode()),
         }
     }
 }
@@ -370,9 +461,11 @@ impl ChannelRecvH {
     /// # Errors
     /// As [`ChannelRecvH::recv`], less the timeouts.
     pub fn recv_async(&self) -> ChannelFuture<'_, impl FnMut() -> Result<Message, Error> + Unpin> {
-        future(self.channel(), self.wait_mode(), move || {
-            self.recv(Timeout::Try)
-        })
+        future(
+            self.channel(),
+            AsyncWait::receiving(self.wait_mode()),
+            move || self.recv(Timeout::Try),
+        )
     }
 
     /// [`ChannelRecvH::recv_into`] as a future. Dropped before it completes, it left
@@ -384,9 +477,11 @@ impl ChannelRecvH {
         &'a self,
         dest_msg: &'a mut Message,
     ) -> ChannelFuture<'a, impl FnMut() -> Result<(), Error> + Unpin + 'a> {
-        future(self.channel(), self.wait_mode(), move || {
-            self.recv_into(&mut *dest_msg, Timeout::Try)
-        })
+        future(
+            self.channel(),
+            AsyncWait::receiving(self.wait_mode()),
+            move || self.recv_into(&mut *dest_msg, Timeout::Try),
+        )
     }
 
     /// [`ChannelRecvH::recv_bytes`] as a future.
@@ -396,9 +491,11 @@ impl ChannelRecvH {
     pub fn recv_bytes_async(
         &self,
     ) -> ChannelFuture<'_, impl FnMut() -> Result<Vec<u8>, Error> + Unpin> {
-        future(self.channel(), self.wait_mode(), move || {
-            self.recv_bytes(Timeout::Try)
-        })
+        future(
+            self.channel(),
+            AsyncWait::receiving(self.wait_mode()),
+            move || self.recv_bytes(Timeout::Try),
+        )
     }
 }
 

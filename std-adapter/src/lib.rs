@@ -105,7 +105,7 @@ mod wait;
 
 pub use channel::Channel;
 pub use error::{Error, MemoryPoolError, Reason};
-pub use future::{AsyncWait, ChannelFuture, SetPollFuture, TransferFuture};
+pub use future::{ASYNC_SPIN_FOR, AsyncWait, ChannelFuture, SetPollFuture, TransferFuture};
 pub use handle::{
     ChannelRecvH, ChannelSendH, Direction, Handle, Receiving, Sending, TransferError,
 };

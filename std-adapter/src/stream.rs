@@ -57,7 +57,7 @@ impl ChannelRecvH {
     /// This handle as a [`RecvStream`] of byte messages.
     pub fn into_stream(self) -> RecvStream {
         RecvStream {
-            wait: AsyncWait::for_mode(self.wait_mode()),
+            wait: AsyncWait::receiving(self.wait_mode()),
             h: self,
             ended: false,
         }
@@ -138,7 +138,7 @@ impl ChannelSendH {
     /// This handle as a [`SendSink`] of byte messages.
     pub fn into_sink(self) -> SendSink {
         SendSink {
-            wait: AsyncWait::for_mode(self.wait_mode()),
+            wait: AsyncWait::sending(self.wait_mode()),
             h: self,
             buffered: None,
         }

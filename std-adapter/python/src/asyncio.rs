@@ -194,6 +194,15 @@ fn start(py: Python<'_>, kind: Kind) -> PyResult<Py<PyAny>> {
         .call_method0("get_running_loop")?
         .unbind();
     let fut = event_loop.call_method0(py, "create_future")?;
+    // A handle in the idle wait mode never spins (`AsyncWait::set_spin`).
+    let wait = match &kind {
+        Kind::Recv(h) | Kind::RecvBytes(h) => {
+            dc::AsyncWait::receiving(h.bind(py).try_borrow()?.h.wait_mode())
+        }
+        Kind::Send(h, _) | Kind::SendBytes(h, ..) => {
+            dc::AsyncWait::sending(h.bind(py).try_borrow()?.h.wait_mode())
+        }
+    };
     let op = Bound::new(
         py,
         AsyncOp {
@@ -201,7 +210,7 @@ fn start(py: Python<'_>, kind: Kind) -> PyResult<Py<PyAny>> {
                 kind,
                 event_loop,
                 fut: fut.clone_ref(py),
-                wait: dc::AsyncWait::new(),
+                wait,
             })),
         },
     )?;
