@@ -82,8 +82,15 @@
 //! Linux: `/dev/shm`, `posix_fallocate`, futexes and `/proc` are used directly. Pool names are
 //! 1 to 29 bytes of ASCII letters, digits, `_`, `-` and `.` (see [`MAX_NAME_LEN`]).
 //!
+//! # Async
+//! Every send and receive form has an `*_async` twin returning a future
+//! ([`ChannelSendH::send_async`], [`ChannelRecvH::recv_async`], ...; [`ChannelSet::poll_async`])
+//! that works on any executor; one background thread per process ([`AsyncWaiter`]) sleeps on
+//! every event word the process's futures wait on. Timeouts come from the executor's timers;
+//! a dropped future did nothing (see [`ChannelFuture`]).
+//!
 //! # Feature flags
-//! None.
+//! - `futures`: `futures::Stream` for [`RecvStream`] and `futures::Sink` for [`SendSink`].
 #![warn(missing_docs)]
 
 mod channel;

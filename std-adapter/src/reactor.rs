@@ -267,8 +267,21 @@ fn ring() {
     wait::wake(&BELL, 1);
 }
 
+/// Marks the waiter thread gone if it unwinds (so that the next registration starts
+/// another one instead of waiting for a thread that is not there).
+struct Running;
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            table().running = false;
+        }
+    }
+}
+
 /// The waiter thread.
 fn run() {
+    let _running = Running;
     let mut idle_since: Option<Instant> = None;
     let mut wakers: Vec<Waker> = Vec::new();
     let mut words: Vec<(usize, u32)> = Vec::new();
@@ -318,7 +331,10 @@ fn run() {
         // mapped while we sleep on them.
         drop(t);
         for w in wakers.drain(..) {
-            w.wake();
+            // A waker is the executor's code: one that panics (an interpreter shutting down
+            // under a Python waker, say) must not take the waiter of every other future
+            // with it.
+            let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| w.wake()));
         }
         drop(retired);
         gone.clear();

@@ -69,13 +69,15 @@ def main() -> None:
         data: bytes = r.recv_bytes(blocking=True, timeout=dc.USE_DEFAULT)
         print(data, r.is_open, dc.Message.create_empty().has_memory)
     async def exchange() -> bytes:
+        got_bytes = b""
         with ch.sendh() as s, ch.recvh() as r:
             m = dc.Message.create_alloc(pool, 2)
             await s.send_async(m)
             await s.send_bytes_async(b"as", msg_len=2)
             got_async: dc.Message = await r.recv_async()
             got_async.destroy()
-            return await r.recv_bytes_async()
+            got_bytes = await r.recv_bytes_async()
+        return got_bytes
 
     print(asyncio.run(exchange()))
     res = dc.PollResult()
