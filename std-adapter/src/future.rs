@@ -104,10 +104,12 @@ impl AsyncWait {
     /// thread between polls; it polls the channel's readiness hint, one word of the awaited
     /// slot) before it registers and returns `Pending`: a peer that answers within that
     /// time (a ping-pong partner on another core) then costs no wake-up through the waiter
-    /// thread and the executor. Only while spinning pays: the process-wide score that
-    /// blocking calls keep (each wait that ended while spinning counts up, each that did
-    /// not counts down) turns the spin off when waits are long, so a server whose futures
-    /// mostly wait spends nothing on it. On by default.
+    /// thread and the executor. Only while spinning pays: a process-wide score (each spin
+    /// that ended with the channel ready counts up, each that ran out counts down; every
+    /// 32nd spins anyway) turns it off when waits are long, so a server whose futures
+    /// mostly wait spends at most one spin in 32 on it; inside the spin, the wait layer's own
+    /// score decides whether it starts with spin hints or yields at once (two processes
+    /// sharing a CPU). On by default.
     pub fn set_spin(&mut self, spin: bool) {
         self.no_spin = !spin;
     }
@@ -165,8 +167,9 @@ impl AsyncWait {
         self.reg.is_some()
     }
 
-    /// Takes the registration out of the waiter's table (its waker is not called after
-    /// this returns).
+    /// Takes the registration out of the waiter's table. The waiter calls the waker at most
+    /// once more, and only if it had already taken the entry out (the word moved) when this
+    /// ran: a spurious wake-up, which executors ignore.
     pub fn cancel(&mut self) {
         if let Some(reg) = self.reg.take() {
             reactor::cancel(reg);
@@ -303,9 +306,10 @@ impl Drop for AsyncWait {
 /// - for a send: sent nothing and holds no slot. [`ChannelSendH::send_transfer_async`]'s
 ///   message is dropped with the future (its memory goes back to the pool); the other forms
 ///   leave the caller's message (and a destination message) as they were.
-/// - removes its waker from the waiter's table before the drop returns: the waker is never
-///   called afterwards, and the last future leaving an event word unregisters the process
-///   there (no stale registration is left for senders to wake).
+/// - removes its waker from the waiter's table before the drop returns, and the last future
+///   leaving an event word unregisters the process there (no stale registration is left for
+///   senders to wake). The waker may be called once more, spuriously, if the waiter had
+///   already taken it out because the word moved.
 ///
 /// A future that returned `Ready(Ok)` completed its operation exactly once; one that
 /// returned `Ready(Err)` did nothing (the error says why).

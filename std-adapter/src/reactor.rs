@@ -144,7 +144,8 @@ fn table() -> MutexGuard<'static, Table> {
 /// Nothing outlives the process: the registration counts of a process killed while its
 /// futures wait stay one too high on each watched word, which costs notifiers a wake call
 /// they did not need, never a lost one (as for a killed blocking receiver). A future dropped
-/// while pending removes its entry at once (`cancel`); its waker is never called after that.
+/// while pending removes its entry at once (`cancel`); its waker is called after that only if
+/// the waiter had already taken it out (once, spuriously).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AsyncWaiter {
     /// Futures waiting now (each pending send or receive future, stream or sink).
@@ -240,8 +241,9 @@ pub(crate) fn register(
     Ok(Registration { id, key })
 }
 
-/// Takes `reg` out of the table (a future that completed or was dropped); its waker is not
-/// called after this returns. A registration the waiter already woke is gone: nothing to do.
+/// Takes `reg` out of the table (a future that completed or was dropped). A registration the
+/// waiter already took out (its word moved) is gone: nothing to do, and the waiter may still
+/// call that waker once (a spurious wake-up).
 pub(crate) fn cancel(reg: Registration) {
     let mut t = table();
     remove(&mut t, &reg);
