@@ -16,7 +16,10 @@
 //! - a sender process SIGKILLed in the middle of a send while futures wait, and the futures
 //!   completing with a second sender's messages (the dead one's slot recovered);
 //! - the forms of one process: every `*_async` method, the stream and the sink, the set's
-//!   `poll_async`, the fast path that never registers, and a timeout through tokio's timer.
+//!   `poll_async`, the fast path that never registers, and a timeout through tokio's timer;
+//! - a channel destroyed while futures, a stream and a set's poll wait on it: each ends
+//!   (`ChannelDestroyed`, the stream's end, `SetEventKind::Destroyed`), promptly, and nothing
+//!   stays registered.
 //!
 //! The waiter is one per process, so the tests of this binary take turns (`SERIAL`) to see
 //! its counts.
@@ -776,5 +779,52 @@ fn every_async_form_in_one_process() {
         c.destroy().unwrap();
     }
     ch.destroy().unwrap();
+    pool.destroy().unwrap();
+}
+
+/// A channel destroyed while a receive future, a send future (on a full channel), a stream
+/// and a set's poll wait on it: the destroy wakes them through the waiter, each ends (the
+/// futures with `ChannelDestroyed`, the stream with `None`, the set's poll with
+/// `Destroyed`), and the waiter's entries and registrations are gone.
+#[test]
+fn a_channel_destroyed_under_waiting_futures_ends_them() {
+    let _serial = serial();
+    let _watchdog = watchdog(120, "a_channel_destroyed_under_waiting_futures_ends_them");
+    let (pool, _g) = new_pool("destroyed", 1 << 20);
+    let empty = Channel::create(&pool, 1, attrs(2, 64)).unwrap();
+    let full = Channel::create(&pool, 2, attrs(1, 64)).unwrap();
+    let (r, s) = (receiver(&empty), sender(&full));
+    s.send_bytes(b"x", 1, None, Timeout::Try).unwrap();
+    let mut stream = receiver(&empty).into_stream();
+    let mut set = ChannelSet::new(core::slice::from_ref(&empty), Poll::In).unwrap();
+    let rt = current_thread();
+    let (a, b, c, d) = rt.block_on(async {
+        let destroyer = tokio::task::spawn_blocking({
+            let (empty, full) = (empty.clone(), full.clone());
+            move || {
+                wait_until("four waiting", || AsyncWaiter::now().waiting >= 4);
+                empty.destroy().unwrap();
+                full.destroy().unwrap();
+            }
+        });
+        let out = tokio::time::timeout(HANG, async {
+            futures::join!(
+                r.recv_bytes_async(),
+                s.send_bytes_async(b"y", 1, None),
+                stream.next(),
+                set.poll_async(),
+            )
+        })
+        .await
+        .expect("the destroy ends every wait");
+        destroyer.await.unwrap();
+        out
+    });
+    assert!(matches!(a, Err(Error::ChannelDestroyed)), "{a:?}");
+    assert!(matches!(b, Err(Error::ChannelDestroyed)), "{b:?}");
+    assert!(c.is_none(), "the stream ends: {c:?}");
+    assert_eq!(d.unwrap().kind, SetEventKind::Destroyed);
+    assert_nothing_registered("after the destroy");
+    drop((r, s, stream, set));
     pool.destroy().unwrap();
 }
