@@ -3,7 +3,8 @@
 //! beside the blocking ping-pong of the same handles and beside tokio's in-process `mpsc`
 //! between two tasks; 1->1 throughput with futures beside the blocking one; and the CPU a
 //! process uses while 100 futures wait on 100 idle channels (getrusage over a few seconds)
-//! beside a blocked receiver's.
+//! beside a blocked receiver's; and the wake-up of a receiver that sleeps (a future through
+//! the waiter thread, beside a blocked receiver on its futex).
 
 use std::time::{Duration, Instant};
 
@@ -146,6 +147,65 @@ pub fn tokio_mpsc(n: usize) -> Res<Lat> {
         echo.await.map_err(|e| e.to_string())?;
         Ok(r?)
     })
+}
+
+/// Wake-up of a receiver that sleeps: a child sends `n` messages 1 ms apart, each stamped
+/// with `CLOCK_MONOTONIC`; this process receives them with `recv_bytes_async` (tokio
+/// current-thread: the future goes through the waiter thread) or, with `blocking`, with
+/// `recv_bytes(Timeout::Block)` (a futex sleeper), and records send-to-return times (ns).
+pub fn asleep(n: usize, blocking: bool) -> Res<Lat> {
+    let attrs = ChannelAttrs {
+        capacity: 2,
+        block_size: 64,
+    };
+    let pool = MemoryPool::create(1 << 20, &pool_name("as"), 1)?;
+    let ch = Channel::create(&pool, 1, Some(attrs))?;
+    let child = spawn("async-gap", &format!("{}:{n}", hex(&ch.serialize())))?;
+    let run = || -> Res<Lat> {
+        let mut r = ch.recvh()?;
+        r.open()?;
+        let mut h = hist();
+        let mut take = |b: Vec<u8>| -> Res<()> {
+            let stamp = u64::from_le_bytes(b.get(..8).ok_or("short")?.try_into()?);
+            h.saturating_record(mono_ns().saturating_sub(stamp).max(1));
+            Ok(())
+        };
+        if blocking {
+            for _ in 0..n {
+                take(r.recv_bytes(dragon_channels::Timeout::Block)?)?;
+            }
+        } else {
+            runtime()?.block_on(async {
+                for _ in 0..n {
+                    take(r.recv_bytes_async().await?)?;
+                }
+                Ok::<(), Box<dyn std::error::Error>>(())
+            })?;
+        }
+        Ok(lat(&h))
+    };
+    let r = run();
+    let reaped = reap(child, "asleep sender");
+    ch.destroy()?;
+    pool.destroy()?;
+    let r = r?;
+    reaped?;
+    Ok(r)
+}
+
+/// The sender of [`asleep`]: one stamped message every millisecond.
+pub fn asleep_peer(arg: &str) -> Res<()> {
+    let (d, n) = arg.split_once(':').ok_or("bad argument")?;
+    let ch = Channel::attach(&unhex(d))?;
+    let n: usize = n.parse()?;
+    let mut s = ch.sendh()?;
+    s.open()?;
+    for _ in 0..n {
+        std::thread::sleep(Duration::from_millis(1));
+        let stamp = mono_ns().to_le_bytes();
+        s.send_bytes(&stamp, 8, None, dragon_channels::Timeout::Block)?;
+    }
+    Ok(())
 }
 
 /// 1->1 throughput with futures: a child sends `total` 64-byte messages with `send_async`,
@@ -308,6 +368,8 @@ pub fn report(quick: bool, runs: Option<usize>) -> Res<()> {
     let mut rows: Vec<[f64; 6]> = Vec::new();
     let mut tp: Vec<[f64; 2]> = Vec::new();
     let mut cpu: Vec<[f64; 2]> = Vec::new();
+    let mut woke: Vec<[f64; 4]> = Vec::new();
+    let gaps = if quick { 500 } else { 2_000 };
     for run in 0..runs {
         eprintln!("async run {}/{runs}:", run + 1);
         let b = crate::ours::pingpong(64, n, crate::ours::Mode::Copy, false)?;
@@ -318,6 +380,13 @@ pub fn report(quick: bool, runs: Option<usize>) -> Res<()> {
             b.p50, a.p50, t.p50
         );
         rows.push([b.p50, b.p99, a.p50, a.p99, t.p50, t.p99]);
+        let sb = asleep(gaps, true)?;
+        let sa = asleep(gaps, false)?;
+        eprintln!(
+            "  asleep wake-up p50 blocking {} async {} ns",
+            sb.p50, sa.p50
+        );
+        woke.push([sb.p50, sb.p99, sa.p50, sa.p99]);
         let bt = crate::ours::throughput(1, total)?;
         let at = throughput(total)?;
         eprintln!("  1->1 msg/s blocking {} async {}", num(bt), num(at));
@@ -379,6 +448,39 @@ pub fn report(quick: bool, runs: Option<usize>) -> Res<()> {
          processes; blocking: `send` + `recv_into` with `Timeout::Block`; tokio mpsc: two \
          tasks on a 2-worker runtime, one process. Target: async p50 <= 1.5x blocking p50.\n"
     );
+    println!("## Async: wake-up of a sleeping receiver (send to return, ns; one message a ms)\n");
+    let mut t = Vec::new();
+    for (i, r) in woke.iter().enumerate() {
+        t.push(vec![
+            format!("{}", i + 1),
+            num(r[0]),
+            num(r[1]),
+            num(r[2]),
+            num(r[3]),
+            ratio(r[2], r[0]),
+        ]);
+    }
+    let wcol = |k: usize| median(&mut woke.iter().map(|r| r[k]).collect::<Vec<_>>());
+    t.push(vec![
+        "median".into(),
+        num(wcol(0)),
+        num(wcol(1)),
+        num(wcol(2)),
+        num(wcol(3)),
+        ratio(wcol(2), wcol(0)),
+    ]);
+    table(
+        &[
+            "run",
+            "blocked receiver p50",
+            "p99",
+            "async (waiter thread + tokio) p50",
+            "p99",
+            "async / blocking p50",
+        ],
+        &t,
+    );
+    println!();
     println!("## Async: 1->1 throughput, 64 B (messages/s)\n");
     let mut t = Vec::new();
     for (i, r) in tp.iter().enumerate() {

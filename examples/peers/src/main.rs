@@ -78,6 +78,7 @@ fn child_role() -> Option<Res<()>> {
         "async-pp" => awaiting::pingpong_peer(&arg),
         "async-tx" => awaiting::throughput_peer(&arg),
         "async-idle" => awaiting::idle_peer(&arg),
+        "async-gap" => awaiting::asleep_peer(&arg),
         r => Err(format!("unknown role {r}").into()),
     })
 }
