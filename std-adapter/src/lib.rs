@@ -82,12 +82,20 @@
 //! Linux: `/dev/shm`, `posix_fallocate`, futexes and `/proc` are used directly. Pool names are
 //! 1 to 29 bytes of ASCII letters, digits, `_`, `-` and `.` (see [`MAX_NAME_LEN`]).
 //!
+//! # Async
+//! Every send and receive form has an `*_async` twin returning a future
+//! ([`ChannelSendH::send_async`], [`ChannelRecvH::recv_async`], ...; [`ChannelSet::poll_async`])
+//! that works on any executor; one background thread per process ([`AsyncWaiter`]) sleeps on
+//! every event word the process's futures wait on. Timeouts come from the executor's timers;
+//! a dropped future did nothing (see [`ChannelFuture`]).
+//!
 //! # Feature flags
-//! None.
+//! - `futures`: `futures::Stream` for [`RecvStream`] and `futures::Sink` for [`SendSink`].
 #![warn(missing_docs)]
 
 mod channel;
 mod error;
+mod future;
 mod handle;
 mod inspect;
 mod message;
@@ -95,13 +103,16 @@ mod party;
 mod poll;
 mod pool;
 mod probe;
+mod reactor;
 mod set;
 mod shm;
+mod stream;
 mod sync;
 mod wait;
 
 pub use channel::Channel;
 pub use error::{Error, MemoryPoolError, Reason};
+pub use future::{ASYNC_SPIN_FOR, AsyncWait, ChannelFuture, SetPollFuture, TransferFuture};
 pub use handle::{
     ChannelRecvH, ChannelSendH, Direction, Handle, Receiving, Sending, TransferError,
 };
@@ -109,8 +120,10 @@ pub use inspect::{ChannelInfo, CreatorInfo, PartyInfo, PoolFile, PoolState};
 pub use message::Message;
 pub use pool::{MemoryPool, PoolAttrs, Recovery, Reserve};
 pub use probe::{CREATE_LIMIT, EMPTY_LIMIT};
+pub use reactor::{AsyncWaiter, LINGER};
 pub use set::{ChannelSet, FUTEX_WAITV_MAX, SetEvent, SetEventKind};
 pub use shm::{MAX_NAME_LEN, MAX_PARTIES, SHM_DIR};
+pub use stream::{RecvStream, SendSink};
 pub use wait::{
     DRAIN_FOR, HOLDER_WAIT, SLEEP_SLICE, SPIN_FOR, STALL_SLICE, Timeout, WaitMode, YIELD_FOR,
 };

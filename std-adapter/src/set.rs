@@ -537,8 +537,13 @@ impl ChannelSet {
         hinted || (destroyed && e.ch.core.try_poll(Poll::Capacity).is_err())
     }
 
+    /// The channels in the set, in index order (the async poll registers on their words).
+    pub(crate) fn channels(&self) -> impl Iterator<Item = &Channel> {
+        self.entries.iter().flatten().map(|e| &e.ch)
+    }
+
     /// One look at every channel, starting after the one reported last.
-    fn check(&mut self) -> Result<Option<SetEvent>, Error> {
+    pub(crate) fn check(&mut self) -> Result<Option<SetEvent>, Error> {
         let n = self.entries.len();
         for k in 0..n {
             let i = (self.next + k) % n;
@@ -612,7 +617,7 @@ impl ChannelSet {
         if words.is_empty() {
             std::thread::sleep(slice);
         } else {
-            sleep_on_all(&words, slice);
+            sleep_on_words(&words, slice);
         }
         self.look()
     }
@@ -662,10 +667,10 @@ fn ready_kind(ch: &Channel, mask: Poll) -> Poll {
     }
 }
 
-/// Sleeps until one of the words no longer holds its registered value, or `slice` passes.
-/// Returns the index of the word that woke it, when one call waited on all of them and the
-/// kernel said.
-fn sleep_on_all(words: &[(&AtomicU32, u32)], slice: Duration) -> Option<usize> {
+/// Sleeps until one of the words no longer holds its value, or `slice` passes (a set's
+/// doorbells; the async waiter's event words, `crate::reactor`). Returns the index of the word
+/// that woke it, when one call waited on all of them and the kernel said.
+pub(crate) fn sleep_on_words(words: &[(&AtomicU32, u32)], slice: Duration) -> Option<usize> {
     if words.len() <= FUTEX_WAITV_MAX {
         return waitv(words, slice);
     }

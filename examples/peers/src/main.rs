@@ -10,9 +10,12 @@
 //! `--barrier P ROUNDS [recv|adaptive|spin|idle|yield]` run one waiting scenario once (for
 //! profiling).
 //!
+//! `--async [--quick] [--runs K]` runs only the async scenarios (`awaiting.rs`).
+//!
 //! `--scaling N [--total M]` runs only the N->N throughput scenario and prints one
 //! tab-separated line (used by `scaling.sh`).
 
+mod awaiting;
 mod floor;
 mod ours;
 mod peers;
@@ -72,6 +75,10 @@ fn child_role() -> Option<Res<()>> {
         "iox" => peers::iceoryx2_peer(&arg),
         "wait-pp" => waiting::wake_peer(&arg),
         "wait-bar" => waiting::barrier_peer(&arg),
+        "async-pp" => awaiting::pingpong_peer(&arg),
+        "async-tx" => awaiting::throughput_peer(&arg),
+        "async-idle" => awaiting::idle_peer(&arg),
+        "async-gap" => awaiting::asleep_peer(&arg),
         r => Err(format!("unknown role {r}").into()),
     })
 }
@@ -190,6 +197,16 @@ fn main() -> Res<()> {
     }
     if let Some(i) = args.iter().position(|a| a == "--wake" || a == "--barrier") {
         let r = waiting::single(&args[i..]);
+        cleanup();
+        return r;
+    }
+    if args.iter().any(|a| a == "--async") {
+        let runs = args
+            .iter()
+            .position(|a| a == "--runs")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok());
+        let r = awaiting::report(args.iter().any(|a| a == "--quick"), runs);
         cleanup();
         return r;
     }

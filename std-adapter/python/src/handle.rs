@@ -160,6 +160,25 @@ impl PyChannelSendH {
         r.map_err(|e| send_err(py, e))
     }
 
+    /// `await sendh.send_async(msg)`: sends a copy of `msg` once a slot is free (an
+    /// `asyncio.Future` of the running loop; see `asyncio.rs`).
+    fn send_async(slf: &Bound<'_, Self>, msg: &Bound<'_, PyMessage>) -> PyResult<Py<PyAny>> {
+        crate::asyncio::send_async(slf.py(), slf.clone().unbind(), msg.clone().unbind())
+    }
+
+    /// `await sendh.send_bytes_async(msg_bytes, msg_len=None)`: the bytes (copied now) as a
+    /// message, once a slot is free.
+    #[pyo3(signature = (msg_bytes, msg_len = None))]
+    fn send_bytes_async(
+        slf: &Bound<'_, Self>,
+        msg_bytes: &Bound<'_, PyAny>,
+        msg_len: Option<usize>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let bytes = PyBuffer::<u8>::get(msg_bytes)?.to_vec(py)?;
+        crate::asyncio::send_bytes_async(py, slf.clone().unbind(), bytes, msg_len)
+    }
+
     /// `copy_on_send` (as a class attribute, as Dragon's).
     #[classattr]
     fn copy_on_send() -> OwnershipOnSend {
@@ -278,6 +297,17 @@ impl PyChannelRecvH {
         let h = &self.h;
         let v = wait_sliced(py, t, |to| h.recv_bytes(to))?.map_err(|e| recv_err(py, e))?;
         Ok(PyBytes::new(py, &v))
+    }
+
+    /// `await recvh.recv_async()`: the next message, once there is one (an
+    /// `asyncio.Future` of the running loop; see `asyncio.rs`).
+    fn recv_async(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        crate::asyncio::recv_async(slf.py(), slf.clone().unbind())
+    }
+
+    /// `await recvh.recv_bytes_async()`: the next message as `bytes`.
+    fn recv_bytes_async(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        crate::asyncio::recv_bytes_async(slf.py(), slf.clone().unbind())
     }
 
     /// How blocked receives of this handle wait (a `WaitMode`).

@@ -11,9 +11,10 @@
 //! One file per concept: [`errors`] (exceptions), [`timeout`] (timeout arguments and sliced
 //! waiting), [`pool`], [`alloc`] (`MemoryAlloc`, `MemoryAllocations`), [`channel`],
 //! [`message`], [`handle`], [`poll`] (`Channel.poll`, `EventType`, wait modes), [`set`]
-//! (`ChannelSet`).
+//! (`ChannelSet`), [`asyncio`] (`await recvh.recv_async()` and friends).
 
 mod alloc;
+mod asyncio;
 mod channel;
 mod errors;
 mod handle;

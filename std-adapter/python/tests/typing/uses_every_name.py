@@ -1,6 +1,7 @@
 """A program that uses every public name of dragon_channels, for `mypy --strict` (run by
 tests/test_packaging.py); it also runs."""
 
+import asyncio
 import os
 import threading
 from typing import List, Tuple
@@ -68,6 +69,18 @@ def main() -> None:
         dest.destroy(free_mem=True)
         data: bytes = r.recv_bytes(blocking=True, timeout=dc.USE_DEFAULT)
         print(data, r.is_open, dc.Message.create_empty().has_memory)
+    async def exchange() -> bytes:
+        got_bytes = b""
+        with ch.sendh() as s, ch.recvh() as r:
+            m = dc.Message.create_alloc(pool, 2)
+            await s.send_async(m)
+            await s.send_bytes_async(b"as", msg_len=2)
+            got_async: dc.Message = await r.recv_async()
+            got_async.destroy()
+            got_bytes = await r.recv_bytes_async()
+        return got_bytes
+
+    print(asyncio.run(exchange()))
     res = dc.PollResult()
     print(ch.poll(timeout=0, wait_mode=dc.IDLE_WAIT, event_mask=dc.EventType.POLLSIZE,
                   poll_result=res), res.value, res.rc, dc.POLLIN, dc.DEFAULT_WAIT_MODE,
