@@ -10,7 +10,8 @@
 //! # Memory layout (offsets from the region start, identical on 32- and 64-bit targets)
 //! ```text
 //! [PoolHeader 384 B][order table: 1 B per minimum block][records: 12 B each]
-//! [backing bitmap: 1 bit per 256 KiB of data][data, 64-aligned]
+//! [backing bitmap: 1 bit per 256 KiB of data][magazines: 192 B each, 64-aligned]
+//! [data, 64-aligned]
 //! ```
 //! - The **order table** is the allocator's ground truth. The entry of the first minimum block
 //!   of every block ("head") says `FREE|k` or `USED|k`; the heads tile the data area. Entries
@@ -23,8 +24,9 @@
 //!   and never touches the allocator. There are `max_allocations` records (default: one per 16
 //!   minimum blocks).
 //!
-//! Metadata overhead: 384 B + 1 B per minimum block + 12 B per record. For a 1 MiB region with
-//! 64-byte minimum blocks that is 26.6 KiB, 2.6 % (`metadata_overhead` test).
+//! Metadata overhead: 384 B + 1 B per minimum block + 12 B per record + 192 B per magazine
+//! (one per 2,048 minimum blocks, at most 32; `magazine.rs`). For a 1 MiB region with
+//! 64-byte minimum blocks that is 28.6 KiB, 2.8 % (`metadata_overhead` test).
 //!
 //! # Backing: sparse pools that never fault
 //! A pool over a file (the std adapter's `/dev/shm` pools) need not have storage behind all of
@@ -81,12 +83,12 @@ use crate::event::{Event, EventWords};
 use crate::fault::{self, Step};
 use crate::liveness::Memo;
 use crate::region::Region;
-use crate::sync::{AtomicU32, Ordering, spin_hint};
+use crate::sync::{AtomicU32, Ordering, fence, spin_hint};
 
 /// `"DRPL"`: marks a pool header.
 pub const POOL_MAGIC: u32 = 0x4C50_5244;
 /// Version of the pool layout; attach refuses any other.
-pub const POOL_LAYOUT_VERSION: u32 = 2;
+pub const POOL_LAYOUT_VERSION: u32 = 3;
 /// Smallest allowed minimum block (the free-list links need 8 bytes).
 pub const MIN_BLOCK_MIN: u32 = 16;
 /// Default minimum block size.
@@ -200,9 +202,11 @@ mod records;
 mod recovery;
 
 pub use alloc::{Alloc, AllocInfo, AllocKind};
-pub use magazine::{MAG_ENTRIES, MAG_MAX_ORDER, MAX_MAGAZINES};
+pub use magazine::{
+    BLOCKS_PER_MAGAZINE, MAG_BUDGET, MAG_MAX_ORDER, MAG_SLOTS, MAX_MAGAZINES, PoolCache,
+};
 pub use records::Allocations;
-use records::{KIND_CACHED, Meta, R_BLOCK, R_META, R_OWNER, RECORD_SIZE};
+use records::{KIND_CACHED, Meta, R_BLOCK, R_META, R_OWNER, RECORD_SIZE, Record};
 pub use recovery::PoolRecovery;
 
 const HEADER_SIZE: usize =
@@ -673,16 +677,11 @@ impl Pool {
     /// lock holder does not let go, [`PoolError::Corrupt`] if the metadata is damaged.
     pub fn alloc(&self, size: usize, kind: AllocKind) -> Result<Alloc, PoolError> {
         let order = self.order_for(size)?;
-        // The fast path: this party's magazine, without the pool lock (`magazine.rs`).
-        if let Some(a) = self.mag_alloc(order, kind) {
-            return Ok(a);
-        }
         let g = self.lock()?;
-        self.claim_magazine();
-        let r = match self.alloc_locked(order, kind, self.owner) {
+        let r = match self.alloc_in(order, kind, self.owner, None) {
             // Magazines hold free memory too: give it back and try once more.
             Err(PoolError::OutOfSpace) if self.drain_magazines().is_ok_and(|n| n > 0) => {
-                self.alloc_locked(order, kind, self.owner)
+                self.alloc_in(order, kind, self.owner, None)
             }
             r => r,
         };
@@ -696,13 +695,8 @@ impl Pool {
     /// [`PoolError::Stale`] for one whose allocation was already freed (double or stale
     /// free). Neither changes the pool.
     pub fn free(&self, a: Alloc) -> Result<(), PoolError> {
-        // The fast path: into this party's magazine (`magazine.rs`).
-        if self.mag_free(&a)? {
-            return Ok(());
-        }
         let g = self.lock()?;
         self.check_live(&a)?;
-        self.claim_magazine();
         g.finish(self.free_locked(&a, Some(false)))
     }
 
@@ -836,7 +830,7 @@ impl Pool {
     // ----- crate-internal API for the channel -----
 
     fn scan<T>(&self, kind: AllocKind, f: &mut impl FnMut(&AllocInfo) -> Option<T>) -> Option<T> {
-        (0..self.records_used())
+        self.records_in_use()
             .filter_map(|rec| self.record_info(rec))
             .filter(|i| i.kind == kind)
             .find_map(|i| f(&i))
@@ -858,7 +852,7 @@ impl Pool {
         if self.scan(kind, &mut |i| exists(i).then_some(())).is_some() {
             return Ok(None);
         }
-        let a = g.finish(self.alloc_locked(order, kind, owner))?;
+        let a = g.finish(self.alloc_in(order, kind, owner, None))?;
         init(&a, self.span(&a).0);
         Ok(Some(a))
     }
@@ -941,9 +935,16 @@ impl Pool {
         self.region.write_u8(self.geo.table_off + block as usize, v);
     }
 
+    /// Offset of record `rec`: one of the pool's records, or a magazine's slot record
+    /// (`magazine.rs`).
+    #[inline]
     fn rec_off(&self, rec: u32) -> usize {
-        debug_assert!(rec < self.geo.max_records);
-        self.geo.records_off + rec as usize * RECORD_SIZE
+        debug_assert!(rec < self.rec_end());
+        if rec < self.geo.max_records {
+            self.geo.records_off + rec as usize * RECORD_SIZE
+        } else {
+            self.slot_off(rec)
+        }
     }
 
     /// A metadata word at `off`: a header field, a record field or a free block's links,

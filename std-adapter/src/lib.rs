@@ -86,6 +86,7 @@
 //! None.
 #![warn(missing_docs)]
 
+mod cache;
 mod channel;
 mod error;
 mod handle;

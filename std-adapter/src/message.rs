@@ -165,7 +165,7 @@ impl Message {
     pub fn create_alloc(pool: &MemoryPool, n_bytes: usize) -> Result<Self, Error> {
         // The fast path: one try. A lock held too long goes to the blocking path, which
         // waits for a live holder and recovers a dead one; every other answer is final.
-        match pool.inner.core.alloc(n_bytes, AllocKind::Data) {
+        match pool.inner.alloc(n_bytes, AllocKind::Data) {
             Ok(alloc) => Self::with_alloc(pool, alloc, n_bytes),
             Err(CorePoolError::Stalled { .. }) => {
                 Self::create_alloc_blocking(pool, n_bytes, Timeout::Try)
@@ -193,7 +193,6 @@ impl Message {
         };
         let alloc = ctx.block(timeout, Timeout::Block, |_| {
             pool.inner
-                .core
                 .alloc(n_bytes, AllocKind::Data)
                 .map_err(CoreChannelError::from)
         })?;
