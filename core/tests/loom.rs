@@ -694,8 +694,23 @@ fn cache_alloc_against_a_drain() {
 #[test]
 fn cache_free_wakes_or_is_found_by_a_blocked_allocator() {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
-    model_long(|| {
-        RUNS.fetch_add(1, Ordering::Relaxed);
+    blocked_allocator_against_cache_free(&RUNS, false);
+    explored(&RUNS, "cache_free_wakes_or_is_found_by_a_blocked_allocator");
+}
+
+/// Planted bug: the same, with a re-check that only reads the statistics (which scan the
+/// magazines' slots with no fence) instead of allocating (whose drain starts with one).
+/// loom must find the lost wake-up: a waiter's re-check must go through the drain.
+#[test]
+#[should_panic(expected = "would sleep")]
+fn planted_bug_recheck_without_the_drain_fence_loses_a_wake_up() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    blocked_allocator_against_cache_free(&RUNS, true);
+}
+
+fn blocked_allocator_against_cache_free(runs: &'static AtomicUsize, stats_recheck: bool) {
+    model_long(move || {
+        runs.fetch_add(1, Ordering::Relaxed);
         let (mem, p) = magazine_pool_in_new_region(32);
         let mut cache = p.claim_cache().unwrap();
         let a = cache.alloc(64, AllocKind::Data).unwrap();
@@ -721,9 +736,16 @@ fn cache_free_wakes_or_is_found_by_a_blocked_allocator() {
             let ev = other.free_event();
             let seen = ev.register(Waiter::All);
             let got = loop {
+                if stats_recheck {
+                    match other.free_space() {
+                        Ok(n) => break (n > 0).then_some(None),
+                        Err(PoolError::Stalled { .. }) => loom::thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                    continue;
+                }
                 match other.alloc(64, AllocKind::Data) {
-                    Ok(b) => break Some(b),
-                    // The freer's drain-free path never holds the lock; recovery's absent.
+                    Ok(b) => break Some(Some(b)),
                     Err(PoolError::Stalled { .. }) => loom::thread::yield_now(),
                     Err(PoolError::OutOfSpace) => break None,
                     Err(e) => panic!("{e:?}"),
@@ -741,7 +763,7 @@ fn cache_free_wakes_or_is_found_by_a_blocked_allocator() {
             "the allocator found no memory and would sleep on a word nobody changed"
         );
         ev.unregister(Waiter::All);
-        if let Some(b) = got {
+        if let Some(Some(b)) = got {
             p.free(b).unwrap();
         }
         for h in held {
@@ -749,5 +771,4 @@ fn cache_free_wakes_or_is_found_by_a_blocked_allocator() {
         }
         cache.release().unwrap();
     });
-    explored(&RUNS, "cache_free_wakes_or_is_found_by_a_blocked_allocator");
 }
