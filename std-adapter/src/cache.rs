@@ -3,6 +3,13 @@
 //! thread-local list keyed by the mapping's id. Allocations and frees through it take no
 //! lock and touch no line another thread writes.
 //!
+//! Each thread also keeps one **spare reference** to the mapping it last allocated from: a
+//! message takes it instead of cloning its pool handle (an atomic increment) and its drop
+//! puts it back instead of dropping it (an atomic decrement), so a thread that creates and
+//! drops messages pays neither. The spare keeps that one mapping of this thread's until the
+//! thread exits, allocates from another pool, or destroys or detaches the pool itself
+//! ([`forget_spare`]).
+//!
 //! A cache lives as long as its thread and its mapping: a thread that exits gives its
 //! magazines back to the pools it still maps; a mapping that goes (its last handle and
 //! message dropped) gives back every magazine its party's threads hold
@@ -11,10 +18,10 @@
 //! pool. A process that dies leaves its magazines to the next recovery, like its other
 //! allocations.
 
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use dragon_channels_core::{Alloc, AllocKind, PoolCache, PoolError as CorePoolError, Wake};
 
-use crate::pool::{PoolInner, mapped_by_id};
+use crate::pool::{MemoryPool, PoolInner, mapped_by_id};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Entries past which a thread prunes those of mappings that are gone.
@@ -49,6 +56,51 @@ fn give_back(id: u64, cache: Option<PoolCache>) {
 
 thread_local! {
     static CACHES: ThreadCaches = const { ThreadCaches(RefCell::new(Vec::new())) };
+    /// This thread's spare reference (see the module docs).
+    static SPARE: Cell<Option<MemoryPool>> = const { Cell::new(None) };
+}
+
+/// A reference to `pool` for a message: this thread's spare if it is one to the same
+/// mapping, a clone otherwise.
+#[inline]
+pub(crate) fn pool_ref(pool: &MemoryPool) -> MemoryPool {
+    SPARE
+        .try_with(|s| match s.take() {
+            Some(p) if p.same_pool(pool) => Some(p),
+            other => {
+                s.set(other);
+                None
+            }
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| pool.clone())
+}
+
+/// Takes back a message's pool reference as this thread's spare (the one it replaces, if
+/// any, is dropped).
+#[inline]
+pub(crate) fn keep_spare(pool: MemoryPool) {
+    if pool.inner.observer {
+        return;
+    }
+    // Dropped outside the thread-local access: the last reference's drop may run the
+    // mapping's own drop.
+    let old = SPARE.try_with(|s| s.replace(Some(pool)));
+    drop(old);
+}
+
+/// Drops this thread's spare if it refers to `pool`'s mapping (the pool is being destroyed
+/// or detached by this thread: its mapping should go with its last handle).
+pub(crate) fn forget_spare(pool: &MemoryPool) {
+    let old = SPARE.try_with(|s| match s.take() {
+        Some(p) if p.same_pool(pool) => Some(p),
+        other => {
+            s.set(other);
+            None
+        }
+    });
+    drop(old);
 }
 
 /// Runs `f` with this thread's cache of `pool` (claimed on first use), or `slow` without one

@@ -17,6 +17,7 @@ use dragon_channels_core::{
     Alloc, AllocKind, ChannelError as CoreChannelError, PoolError as CorePoolError,
 };
 
+use crate::cache;
 use crate::error::{Error, Op, Reason, from_core};
 use crate::pool::MemoryPool;
 use crate::wait::{Ctx, Timeout, WaitMode};
@@ -52,7 +53,7 @@ impl MsgMem {
         // area, which lies inside the mapping that `pool` (cloned into `Self`) keeps alive.
         let ptr = NonNull::new(unsafe { region.base().add(off) })?;
         (len <= cap).then(|| Self {
-            pool: pool.clone(),
+            pool: cache::pool_ref(pool),
             alloc,
             ptr,
             cap,
@@ -114,6 +115,7 @@ impl Drop for Message {
     fn drop(&mut self) {
         if let Some(mem) = self.mem.take() {
             let _ = mem.pool.inner.free(mem.alloc);
+            cache::keep_spare(mem.pool);
         }
     }
 }

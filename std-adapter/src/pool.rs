@@ -608,6 +608,7 @@ impl MemoryPool {
     /// [`MemoryPoolError::Destroyed`] when it was already destroyed, [`MemoryPoolError::Io`]
     /// when unlinking fails.
     pub fn destroy(self) -> Result<(), MemoryPoolError> {
+        cache::forget_spare(&self);
         let name = &self.inner.name;
         // SYNC: destroy (AcqRel CAS, Acquire on failure) <-> attach's state load (Acquire)
         // and the creator's publish (Release).
@@ -634,8 +635,11 @@ impl MemoryPool {
     }
 
     /// Detaches: drops this handle (the mapping goes when the process's last handle, channel
-    /// or message of this pool goes). Same as `drop`.
-    pub fn detach(self) {}
+    /// or message of this pool goes, and the spare reference a thread that allocated from it
+    /// keeps: see [`Message`](crate::Message)). Also drops this thread's spare reference.
+    pub fn detach(self) {
+        cache::forget_spare(&self);
+    }
 
     /// The pool name.
     pub fn name(&self) -> &str {
