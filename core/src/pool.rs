@@ -794,10 +794,13 @@ impl Pool {
         let g = self.lock()?;
         // The merged picture: magazines emptied, lazy frees merged.
         let r = self.drain_magazines().and_then(|_| self.coalesce_lazy());
-        g.finish(r)?;
-        for (k, o) in out.iter_mut().enumerate() {
-            *o = self.rd(off!(free_counts) + 4 * k);
+        if r.is_ok() {
+            // Read under the lock: the counts are plain words its holders write.
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = self.rd(off!(free_counts) + 4 * k);
+            }
         }
+        g.finish(r)?;
         Ok(self.geo.max_order as usize + 1)
     }
 
