@@ -19,6 +19,7 @@
 //! allocations.
 
 use core::cell::{Cell, RefCell};
+
 use dragon_channels_core::{Alloc, AllocKind, PoolCache, PoolError as CorePoolError, Wake};
 
 use crate::pool::{MemoryPool, PoolInner, mapped_by_id};
@@ -33,12 +34,16 @@ pub(crate) fn new_mapping_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// One thread's caches: `(mapping id, its magazine)`; `None` when the pool had none to give.
-struct ThreadCaches(RefCell<Vec<(u64, Option<PoolCache>)>>);
+/// One thread's state: its caches, `(mapping id, its magazine)` (`None` when the pool had none
+/// to give), and its spare pool reference.
+struct ThreadState {
+    caches: RefCell<Vec<(u64, Option<PoolCache>)>>,
+    spare: Cell<Option<MemoryPool>>,
+}
 
-impl Drop for ThreadCaches {
+impl Drop for ThreadState {
     fn drop(&mut self) {
-        for (id, cache) in core::mem::take(self.0.get_mut()) {
+        for (id, cache) in core::mem::take(self.caches.get_mut()) {
             give_back(id, cache);
         }
     }
@@ -55,80 +60,41 @@ fn give_back(id: u64, cache: Option<PoolCache>) {
 }
 
 thread_local! {
-    static CACHES: ThreadCaches = const { ThreadCaches(RefCell::new(Vec::new())) };
-    /// This thread's spare reference (see the module docs).
-    static SPARE: Cell<Option<MemoryPool>> = const { Cell::new(None) };
-}
-
-/// A reference to `pool` for a message: this thread's spare if it is one to the same
-/// mapping, a clone otherwise.
-#[inline]
-pub(crate) fn pool_ref(pool: &MemoryPool) -> MemoryPool {
-    SPARE
-        .try_with(|s| match s.take() {
-            Some(p) if p.same_pool(pool) => Some(p),
-            other => {
-                s.set(other);
-                None
-            }
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| pool.clone())
-}
-
-/// Takes back a message's pool reference as this thread's spare (the one it replaces, if
-/// any, is dropped).
-#[inline]
-pub(crate) fn keep_spare(pool: MemoryPool) {
-    if pool.inner.observer {
-        return;
-    }
-    // Dropped outside the thread-local access: the last reference's drop may run the
-    // mapping's own drop.
-    let old = SPARE.try_with(|s| s.replace(Some(pool)));
-    drop(old);
-}
-
-/// Drops this thread's spare if it refers to `pool`'s mapping (the pool is being destroyed
-/// or detached by this thread: its mapping should go with its last handle).
-pub(crate) fn forget_spare(pool: &MemoryPool) {
-    let old = SPARE.try_with(|s| match s.take() {
-        Some(p) if p.same_pool(pool) => Some(p),
-        other => {
-            s.set(other);
-            None
+    static THREAD: ThreadState = const {
+        ThreadState {
+            caches: RefCell::new(Vec::new()),
+            spare: Cell::new(None),
         }
-    });
-    drop(old);
+    };
 }
 
-/// Runs `f` with this thread's cache of `pool` (claimed on first use), or `slow` without one
-/// (an observer, a pool without magazines or with all of them held by live processes, a
-/// thread being torn down, or a reentrant call): the pool lock's path.
-#[inline]
-fn with_cache<T>(
-    pool: &PoolInner,
-    f: impl FnOnce(&mut PoolCache) -> T,
-    slow: impl FnOnce() -> T,
-) -> T {
-    if pool.observer {
-        return slow();
-    }
-    let mut f = Some(f);
-    let r = CACHES.try_with(|c| {
-        let Ok(mut list) = c.0.try_borrow_mut() else {
+impl ThreadState {
+    /// Runs `f` with this thread's cache of `pool` (claimed on first use). `None` without
+    /// one: an observer, a pool without magazines or with all of them held by live
+    /// processes, or a reentrant call.
+    #[inline]
+    fn with_cache<T>(&self, pool: &PoolInner, f: impl FnOnce(&mut PoolCache) -> T) -> Option<T> {
+        if pool.observer {
             return None;
-        };
+        }
+        let mut list = self.caches.try_borrow_mut().ok()?;
         let cache = match list.iter_mut().position(|(id, _)| *id == pool.id) {
             Some(at) => list[at].1.as_mut(),
             None => claim(&mut list, pool),
         }?;
-        f.take().map(|f| f(cache))
-    });
-    match r {
-        Ok(Some(v)) => v,
-        _ => slow(),
+        Some(f(cache))
+    }
+
+    /// This thread's spare if it refers to `pool`'s mapping.
+    #[inline]
+    fn take_spare(&self, pool: &MemoryPool) -> Option<MemoryPool> {
+        match self.spare.take() {
+            Some(p) if p.same_pool(pool) => Some(p),
+            other => {
+                self.spare.set(other);
+                None
+            }
+        }
     }
 }
 
@@ -157,16 +123,84 @@ pub(crate) fn alloc(
     size: usize,
     kind: AllocKind,
 ) -> Result<Alloc, CorePoolError> {
-    with_cache(
-        pool,
-        |c| c.alloc(size, kind),
-        || pool.core.alloc(size, kind),
-    )
+    THREAD
+        .try_with(|t| t.with_cache(pool, |c| c.alloc(size, kind)))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| pool.core.alloc(size, kind))
 }
 
 /// Frees through this thread's cache of `pool`. `None`: no cache; the caller frees through
 /// the pool lock.
 #[inline]
 pub(crate) fn free(pool: &PoolInner, a: Alloc) -> Option<Result<Wake, CorePoolError>> {
-    with_cache(pool, |c| Some(c.free(a)), || None)
+    THREAD
+        .try_with(|t| t.with_cache(pool, |c| c.free(a)))
+        .ok()
+        .flatten()
+}
+
+/// A message's allocation of `size` bytes from `pool` and its reference to the pool (this
+/// thread's spare when it is one to `pool`, a clone otherwise), with one look at the
+/// thread's state.
+#[inline]
+pub(crate) fn alloc_message(
+    pool: &MemoryPool,
+    size: usize,
+) -> (Result<Alloc, CorePoolError>, MemoryPool) {
+    let kind = AllocKind::Data;
+    let got = THREAD.try_with(|t| {
+        (
+            t.with_cache(&pool.inner, |c| c.alloc(size, kind)),
+            t.take_spare(pool),
+        )
+    });
+    let (r, spare) = got.unwrap_or((None, None));
+    (
+        r.unwrap_or_else(|| pool.inner.core.alloc(size, kind)),
+        spare.unwrap_or_else(|| pool.clone()),
+    )
+}
+
+/// Frees a message's allocation `a` through this thread's cache of its pool and keeps the
+/// message's pool reference as this thread's spare (the one it replaces, if any, is
+/// dropped); returns whom to wake. `Err`: not freed through a cache, with the reference back
+/// and what the cache's free said (`None`: no cache); the caller frees through the pool lock.
+#[inline]
+pub(crate) fn free_message(
+    pool: MemoryPool,
+    a: Alloc,
+) -> Result<Wake, (MemoryPool, Option<CorePoolError>)> {
+    let r = THREAD.try_with(|t| t.with_cache(&pool.inner, |c| c.free(a)));
+    match r {
+        Ok(Some(Ok(w))) => {
+            if !pool.inner.observer {
+                // Dropped outside the access: the last reference's drop may run the
+                // mapping's own drop.
+                let old = THREAD.try_with(|t| t.spare.replace(Some(pool)));
+                drop(old);
+            }
+            Ok(w)
+        }
+        Ok(Some(Err(e))) => Err((pool, Some(e))),
+        _ => Err((pool, None)),
+    }
+}
+
+/// A reference to `pool` for a message: this thread's spare if it is one to the same
+/// mapping, a clone otherwise.
+#[inline]
+pub(crate) fn pool_ref(pool: &MemoryPool) -> MemoryPool {
+    THREAD
+        .try_with(|t| t.take_spare(pool))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| pool.clone())
+}
+
+/// Drops this thread's spare if it refers to `pool`'s mapping (the pool is being destroyed
+/// or detached by this thread: its mapping should go with its last handle).
+pub(crate) fn forget_spare(pool: &MemoryPool) {
+    let old = THREAD.try_with(|t| t.take_spare(pool));
+    drop(old);
 }

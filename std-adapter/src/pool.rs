@@ -745,6 +745,21 @@ impl MemoryPool {
         self.inner.recover(None)
     }
 
+    /// Frees a message's allocation `a` and keeps this reference as the thread's spare
+    /// (`cache.rs`).
+    #[inline]
+    pub(crate) fn free_message(self, a: Alloc) -> Result<(), MemoryPoolError> {
+        // A copy of the core handle: the mapping stays alive in the spare.
+        let core = self.inner.core;
+        match cache::free_message(self, a) {
+            Ok(w) => {
+                wait::notify_freed(core.free_event(), w);
+                Ok(())
+            }
+            Err((pool, e)) => pool.inner.free_slow(a, e),
+        }
+    }
+
     /// The core pool handle (for diagnostics and tests; its owner id is this process's).
     pub fn core_pool(&self) -> &CorePool {
         &self.inner.core
@@ -811,11 +826,25 @@ impl PoolInner {
         match cache::free(self, a) {
             Some(Ok(w)) => {
                 wait::notify_freed(self.core.free_event(), w);
-                return Ok(());
+                Ok(())
             }
-            Some(Err(CorePoolError::Stalled { .. })) => self.free_stalled(a)?,
-            Some(Err(e)) => return Err(MemoryPoolError::Pool(e)),
+            Some(Err(e)) => self.free_slow(a, Some(e)),
+            None => self.free_slow(a, None),
+        }
+    }
+
+    /// [`PoolInner::free`] after the thread's cache did not free `a`: `cache_err` is what its
+    /// free said (`None`: no cache, so the pool lock's path).
+    #[cold]
+    pub(crate) fn free_slow(
+        &self,
+        a: Alloc,
+        cache_err: Option<CorePoolError>,
+    ) -> Result<(), MemoryPoolError> {
+        match cache_err {
             None => self.free_locked(a)?,
+            Some(CorePoolError::Stalled { .. }) => self.free_stalled(a)?,
+            Some(e) => return Err(MemoryPoolError::Pool(e)),
         }
         self.wake_free_waiters();
         Ok(())
