@@ -177,7 +177,7 @@ struct PoolHeader {
     unmerged: u32,
     /// Records ever handed out: records from here on were never used (a new pool hands
     /// them out in order before reusing freed ones, so creating it writes no records).
-    /// Written under the lock; read by magazines without it.
+    /// Written under the lock.
     rec_fresh: AtomicU32,
     _reserved2: u32,
     /// Head block index of each order's free list (`NIL` when empty).
@@ -246,7 +246,7 @@ struct Geometry {
     /// The backing bitmap: one bit per chunk, in 32-bit words.
     bitmap_off: usize,
     n_chunks: u32,
-    /// The party magazines (`magazine.rs`), 64-aligned.
+    /// The thread magazines (`magazine.rs`), 64-aligned.
     mags_off: usize,
     n_mags: u32,
     data_off: usize,
@@ -669,7 +669,8 @@ impl Pool {
 
     /// Try-once allocation of at least `size` bytes, rounded up to a power of two no smaller
     /// than the minimum block. A zero-byte request gets a minimum block (a unique, freeable
-    /// allocation, like `malloc(0)`).
+    /// allocation, like `malloc(0)`). Takes the pool lock; a thread that allocates often
+    /// holds a cache instead ([`Pool::claim_cache`]), whose fast path takes no lock.
     ///
     /// # Errors
     /// [`PoolError::TooLarge`] if the request can never fit, [`PoolError::OutOfSpace`] if it
@@ -969,7 +970,7 @@ impl Pool {
     /// Records ever used: the free-record list and the rebuild cover these; the ones above
     /// were never written (zero in a new sparse file, anything in other memory).
     fn records_used(&self) -> u32 {
-        // Relaxed: magazines read it without the pool lock, only to bound record indices.
+        // Relaxed: read without the pool lock only to bound record indices.
         self.hdr_atomic(off!(rec_fresh))
             .load(Ordering::Relaxed)
             .min(self.geo.max_records)
