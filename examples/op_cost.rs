@@ -44,7 +44,10 @@ const ROWS: [(&str, &str); 8] = [
         "message",
         "Message::create_alloc(&pool, 64) + drop (pool allocation + free)",
     ),
-    ("pool", "core Pool::alloc(64) + Pool::free (no adapter)"),
+    (
+        "pool",
+        "core PoolCache::alloc(64) + free (a thread cache, no adapter)",
+    ),
 ];
 
 /// Rows compared with crossbeam's pair; the others with the `Box`.
@@ -193,11 +196,15 @@ fn message(pool: &MemoryPool, n: usize) -> Res<()> {
 
 #[inline(never)]
 fn pool_row(pool: &MemoryPool, n: usize) -> Res<()> {
-    let core = pool.core_pool();
+    let mut cache = pool
+        .core_pool()
+        .claim_cache()
+        .ok_or("the pool has no free magazine")?;
     for _ in 0..n {
-        let a = core.alloc(64, AllocKind::Data)?;
-        core.free(black_box(a))?;
+        let a = cache.alloc(64, AllocKind::Data)?;
+        let _ = cache.free(black_box(a))?;
     }
+    cache.release()?;
     Ok(())
 }
 

@@ -733,3 +733,58 @@ fn a_message_takes_over_an_existing_allocation() {
     ch.destroy().unwrap();
     pool.destroy().unwrap();
 }
+
+/// Whether this process maps `/dev/shm/<name>` (from /proc/self/maps).
+fn mapped(name: &str) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+    let path = format!("/dev/shm/{name}");
+    maps.lines().any(|l| l.contains(&path))
+}
+
+/// A thread that allocates messages keeps one spare reference to the pool it last used (so
+/// that a message costs no reference-count atomics): destroying or detaching the pool on
+/// that thread lets the mapping go with its last handle, as without the spare; on another
+/// thread, the spare goes when its thread ends or allocates from another pool.
+#[test]
+fn a_threads_spare_pool_reference_does_not_keep_a_dropped_pool_mapped() {
+    let _watchdog = watchdog(
+        60,
+        "a_threads_spare_pool_reference_does_not_keep_a_dropped_pool_mapped",
+    );
+    // Destroyed on the thread that allocated.
+    let (p, _g) = pool("spare-d", 1 << 20);
+    let name = p.name().to_owned();
+    drop(Message::create_alloc(&p, 64).unwrap());
+    assert!(mapped(&name));
+    p.destroy().unwrap();
+    assert!(!mapped(&name), "destroy dropped this thread's spare");
+    // Detached on the thread that allocated.
+    let (p, _g2) = pool("spare-x", 1 << 20);
+    let name = p.name().to_owned();
+    drop(Message::create_alloc(&p, 64).unwrap());
+    p.detach();
+    assert!(!mapped(&name), "detach dropped this thread's spare");
+    // Allocated on another thread that then moves on to another pool, and one that ends.
+    let (p, _g3) = pool("spare-t", 1 << 20);
+    let (q, _g4) = pool("spare-u", 1 << 20);
+    let name = p.name().to_owned();
+    // Joined (not scoped) threads: their thread-local destructors have run when `join`
+    // returns.
+    let (p1, q1) = (p.clone(), q.clone());
+    std::thread::spawn(move || {
+        drop(Message::create_alloc(&p1, 64).unwrap());
+        drop(Message::create_alloc(&q1, 64).unwrap());
+    })
+    .join()
+    .unwrap();
+    let p2 = p.clone();
+    std::thread::spawn(move || drop(Message::create_alloc(&p2, 64).unwrap()))
+        .join()
+        .unwrap();
+    p.destroy().unwrap();
+    assert!(
+        !mapped(&name),
+        "the spares went with their threads or the next pool"
+    );
+    q.destroy().unwrap();
+}

@@ -179,6 +179,33 @@ impl<'a> Event<'a> {
         if w >= ALL_UNIT { Wake::All } else { Wake::One }
     }
 
+    /// [`Event::notify`] for a caller whose change was published by a `SeqCst`
+    /// read-modify-write, for waiters whose re-check issues a `SeqCst` fence before it reads
+    /// the changed word: no fence needed here. If this load misses a waiter's registration,
+    /// it precedes the waiter's fence in the single total order `S` of `SeqCst` operations
+    /// (C++20 [atomics.order]), and so does the change (sequenced before this load); a load
+    /// after that fence cannot read a value older than the change. (The pool's magazines
+    /// use it: `pool/magazine.rs`.)
+    ///
+    /// loom treats `SeqCst` loads and read-modify-writes as acquire/release (it cannot check
+    /// this argument), so loom builds issue the `SeqCst` fence here, and the models check the
+    /// rest of the protocol.
+    #[inline]
+    pub fn notify_after_seqcst(&self) -> Wake {
+        #[cfg(loom)]
+        fence(Ordering::SeqCst);
+        // SYNC: SeqCst load <-> the waiter's register (RMW) and the SeqCst fence its re-check
+        // issues before reading the caller's word; ordered after the caller's SeqCst
+        // publishing RMW (see the doc comment).
+        let w = self.waiters.load(Ordering::SeqCst);
+        if w == 0 {
+            return Wake::None;
+        }
+        // SYNC: bump (Release) <-> register's SeqCst load of `seq` and the futex's re-read.
+        self.seq.fetch_add(1, Ordering::Release);
+        if w >= ALL_UNIT { Wake::All } else { Wake::One }
+    }
+
     /// The word sleepers wait on.
     pub fn word(&self) -> &'a AtomicU32 {
         self.seq

@@ -16,8 +16,8 @@ pub enum Step {
     /// Pool `alloc`: record written, block not yet marked used.
     PoolAllocRecorded,
     /// Pool `free`: block marked free, record not yet released, not merged; or, for a free
-    /// into the party's magazine, the record swapped to cached and not yet listed in the
-    /// magazine (whose lock is held).
+    /// into a thread's cache (`PoolCache::free`), the slot record swapped to cached and the
+    /// cache's budget not yet counted.
     PoolFreeCommitted,
     /// Send: `tail` and its slot's sequence read, claim not tried (a party stopped here holds
     /// nothing; a paused one may find the slot moved on when it resumes).

@@ -67,5 +67,5 @@ pub use error::{ChannelError, PoolError};
 pub use event::{Event, Waiter, Wake};
 pub use message::{Received, RecvBuf, SendMode};
 pub use poll::{Awaits, Poll, Polled};
-pub use pool::{Alloc, AllocInfo, AllocKind, Pool, PoolConfig, PoolStats};
+pub use pool::{Alloc, AllocInfo, AllocKind, Pool, PoolCache, PoolConfig, PoolStats};
 pub use region::{Region, RegionError};

@@ -10,7 +10,8 @@
 //! # Memory layout (offsets from the region start, identical on 32- and 64-bit targets)
 //! ```text
 //! [PoolHeader 384 B][order table: 1 B per minimum block][records: 12 B each]
-//! [backing bitmap: 1 bit per 256 KiB of data][data, 64-aligned]
+//! [backing bitmap: 1 bit per 256 KiB of data][magazines: 192 B each, 64-aligned]
+//! [data, 64-aligned]
 //! ```
 //! - The **order table** is the allocator's ground truth. The entry of the first minimum block
 //!   of every block ("head") says `FREE|k` or `USED|k`; the heads tile the data area. Entries
@@ -23,8 +24,9 @@
 //!   and never touches the allocator. There are `max_allocations` records (default: one per 16
 //!   minimum blocks).
 //!
-//! Metadata overhead: 384 B + 1 B per minimum block + 12 B per record. For a 1 MiB region with
-//! 64-byte minimum blocks that is 26.6 KiB, 2.6 % (`metadata_overhead` test).
+//! Metadata overhead: 384 B + 1 B per minimum block + 12 B per record + 192 B per magazine
+//! (one per 2,048 minimum blocks, at most 32; `magazine.rs`). For a 1 MiB region with
+//! 64-byte minimum blocks that is 28.6 KiB, 2.8 % (`metadata_overhead` test).
 //!
 //! # Backing: sparse pools that never fault
 //! A pool over a file (the std adapter's `/dev/shm` pools) need not have storage behind all of
@@ -82,12 +84,12 @@ use crate::event::{Event, EventWords};
 use crate::fault::{self, Step};
 use crate::liveness::Memo;
 use crate::region::Region;
-use crate::sync::{AtomicU32, Ordering, spin_hint};
+use crate::sync::{AtomicU32, Ordering, fence, spin_hint};
 
 /// `"DRPL"`: marks a pool header.
 pub const POOL_MAGIC: u32 = 0x4C50_5244;
 /// Version of the pool layout; attach refuses any other.
-pub const POOL_LAYOUT_VERSION: u32 = 3;
+pub const POOL_LAYOUT_VERSION: u32 = 4;
 /// Smallest allowed minimum block (the free-list links need 8 bytes).
 pub const MIN_BLOCK_MIN: u32 = 16;
 /// Default minimum block size.
@@ -181,7 +183,7 @@ struct PoolHeader {
     unmerged: u32,
     /// Records ever handed out: records from here on were never used (a new pool hands
     /// them out in order before reusing freed ones, so creating it writes no records).
-    /// Written under the lock; read by magazines without it.
+    /// Written under the lock.
     rec_fresh: AtomicU32,
     _reserved2: u32,
     /// Head block index of each order's free list (`NIL` when empty).
@@ -206,9 +208,11 @@ mod records;
 mod recovery;
 
 pub use alloc::{Alloc, AllocInfo, AllocKind};
-pub use magazine::{MAG_ENTRIES, MAG_MAX_ORDER, MAX_MAGAZINES};
+pub use magazine::{
+    BLOCKS_PER_MAGAZINE, MAG_BUDGET, MAG_MAX_ORDER, MAG_SLOTS, MAX_MAGAZINES, PoolCache,
+};
 pub use records::Allocations;
-use records::{KIND_CACHED, Meta, R_BLOCK, R_META, R_OWNER, RECORD_SIZE};
+use records::{KIND_CACHED, Meta, R_BLOCK, R_META, R_OWNER, RECORD_SIZE, Record};
 pub use recovery::PoolRecovery;
 
 const HEADER_SIZE: usize =
@@ -248,7 +252,7 @@ struct Geometry {
     /// The backing bitmap: one bit per chunk, in 32-bit words.
     bitmap_off: usize,
     n_chunks: u32,
-    /// The party magazines (`magazine.rs`), 64-aligned.
+    /// The thread magazines (`magazine.rs`), 64-aligned.
     mags_off: usize,
     n_mags: u32,
     data_off: usize,
@@ -673,7 +677,8 @@ impl Pool {
 
     /// Try-once allocation of at least `size` bytes, rounded up to a power of two no smaller
     /// than the minimum block. A zero-byte request gets a minimum block (a unique, freeable
-    /// allocation, like `malloc(0)`).
+    /// allocation, like `malloc(0)`). Takes the pool lock; a thread that allocates often
+    /// holds a cache instead ([`Pool::claim_cache`]), whose fast path takes no lock.
     ///
     /// # Errors
     /// [`PoolError::TooLarge`] if the request can never fit, [`PoolError::OutOfSpace`] if it
@@ -681,16 +686,11 @@ impl Pool {
     /// lock holder does not let go, [`PoolError::Corrupt`] if the metadata is damaged.
     pub fn alloc(&self, size: usize, kind: AllocKind) -> Result<Alloc, PoolError> {
         let order = self.order_for(size)?;
-        // The fast path: this party's magazine, without the pool lock (`magazine.rs`).
-        if let Some(a) = self.mag_alloc(order, kind) {
-            return Ok(a);
-        }
         let g = self.lock()?;
-        self.claim_magazine();
-        let r = match self.alloc_locked(order, kind, self.owner) {
+        let r = match self.alloc_in(order, kind, self.owner, None) {
             // Magazines hold free memory too: give it back and try once more.
             Err(PoolError::OutOfSpace) if self.drain_magazines().is_ok_and(|n| n > 0) => {
-                self.alloc_locked(order, kind, self.owner)
+                self.alloc_in(order, kind, self.owner, None)
             }
             r => r,
         };
@@ -704,13 +704,8 @@ impl Pool {
     /// [`PoolError::Stale`] for one whose allocation was already freed (double or stale
     /// free). Neither changes the pool.
     pub fn free(&self, a: Alloc) -> Result<(), PoolError> {
-        // The fast path: into this party's magazine (`magazine.rs`).
-        if self.mag_free(&a)? {
-            return Ok(());
-        }
         let g = self.lock()?;
         self.check_live(&a)?;
-        self.claim_magazine();
         g.finish(self.free_locked(&a, Some(false)))
     }
 
@@ -820,10 +815,13 @@ impl Pool {
         let g = self.lock()?;
         // The merged picture: magazines emptied, lazy frees merged.
         let r = self.drain_magazines().and_then(|_| self.coalesce_lazy());
-        g.finish(r)?;
-        for (k, o) in out.iter_mut().enumerate() {
-            *o = self.rd(off!(free_counts) + 4 * k);
+        if r.is_ok() {
+            // Read under the lock: the counts are plain words its holders write.
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = self.rd(off!(free_counts) + 4 * k);
+            }
         }
+        g.finish(r)?;
         Ok(self.geo.max_order as usize + 1)
     }
 
@@ -879,7 +877,7 @@ impl Pool {
     // ----- crate-internal API for the channel -----
 
     fn scan<T>(&self, kind: AllocKind, f: &mut impl FnMut(&AllocInfo) -> Option<T>) -> Option<T> {
-        (0..self.records_used())
+        self.records_in_use()
             .filter_map(|rec| self.record_info(rec))
             .filter(|i| i.kind == kind)
             .find_map(|i| f(&i))
@@ -901,7 +899,7 @@ impl Pool {
         if self.scan(kind, &mut |i| exists(i).then_some(())).is_some() {
             return Ok(None);
         }
-        let a = g.finish(self.alloc_locked(order, kind, owner))?;
+        let a = g.finish(self.alloc_in(order, kind, owner, None))?;
         init(&a, self.span(&a).0);
         Ok(Some(a))
     }
@@ -984,9 +982,16 @@ impl Pool {
         self.region.write_u8(self.geo.table_off + block as usize, v);
     }
 
+    /// Offset of record `rec`: one of the pool's records, or a magazine's slot record
+    /// (`magazine.rs`).
+    #[inline]
     fn rec_off(&self, rec: u32) -> usize {
-        debug_assert!(rec < self.geo.max_records);
-        self.geo.records_off + rec as usize * RECORD_SIZE
+        debug_assert!(rec < self.rec_end());
+        if rec < self.geo.max_records {
+            self.geo.records_off + rec as usize * RECORD_SIZE
+        } else {
+            self.slot_off(rec)
+        }
     }
 
     /// A metadata word at `off`: a header field, a record field or a free block's links,
@@ -1008,7 +1013,7 @@ impl Pool {
     /// Records ever used: the free-record list and the rebuild cover these; the ones above
     /// were never written (zero in a new sparse file, anything in other memory).
     fn records_used(&self) -> u32 {
-        // Relaxed: magazines read it without the pool lock, only to bound record indices.
+        // Relaxed: read without the pool lock only to bound record indices.
         self.hdr_atomic(off!(rec_fresh))
             .load(Ordering::Relaxed)
             .min(self.geo.max_records)

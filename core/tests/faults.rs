@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{Mem, pool};
 use dragon_channels_core::fault::{self, Step};
-use dragon_channels_core::{AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolError};
+use dragon_channels_core::{AllocKind, Channel, ChannelAttrs, ChannelError, Pool, PoolError, Wake};
 
 /// Victim owner id -> the step where it dies.
 static VICTIMS: Mutex<Option<HashMap<u32, Step>>> = Mutex::new(None);
@@ -459,9 +459,10 @@ fn free_blocked_by_a_dead_lock_holder_is_finished_by_the_next_sender() {
     assert_eq!(after, baseline);
 }
 
-/// A party that dies inside a free into its magazine (the record swapped to cached, not yet
-/// listed, the magazine locked): recovery frees the cached allocation and releases the
-/// magazine; the survivor's allocations are untouched and the pool is back at its baseline.
+/// A party that dies inside a free into its thread's cache (the slot record swapped to
+/// cached, the budget not yet counted): recovery frees the cached allocations and releases
+/// the magazine; the survivor's allocations are untouched and the pool is back at its
+/// baseline.
 #[test]
 fn magazine_holder_dies_mid_free() {
     let mut m = Mem::new(256 * 1024);
@@ -469,32 +470,36 @@ fn magazine_holder_dies_mid_free() {
     let baseline = p.stats().unwrap();
     let victim = 700;
     let v = Pool::attach(m.region(), victim).unwrap();
-    // Its first locked operation claims its magazine; two frees are cached.
-    let cached: Vec<_> = (0..3)
-        .map(|_| v.alloc(64, AllocKind::Data).unwrap())
+    let mut cache = v.claim_cache().expect("the pool has a magazine");
+    let held: Vec<_> = (0..3)
+        .map(|_| cache.alloc(64, AllocKind::Data).unwrap())
         .collect();
-    let [a, b, c] = cached.as_slice() else {
+    let [a, b, c] = held.as_slice() else {
         unreachable!()
     };
-    v.free(*a).unwrap();
-    v.free(*b).unwrap();
+    assert_eq!(cache.free(*a), Ok(Wake::None));
+    assert_eq!(cache.free(*b), Ok(Wake::None));
     let keep = p.alloc(64, AllocKind::Data).unwrap();
     doom(victim, Step::PoolFreeCommitted);
-    // The magazine holds two allocations of this order already: the third free would take
-    // the pool lock; free one of another order instead, into the magazine.
-    let d = v.alloc(128, AllocKind::Data).unwrap();
-    assert_eq!(v.free(d), Err(PoolError::Died));
-    assert_eq!(p.lock_holder(), None, "a magazine free holds no pool lock");
+    let d = cache.alloc(128, AllocKind::Data).unwrap();
+    assert_eq!(cache.free(d), Err(PoolError::Died));
+    assert_eq!(p.lock_holder(), None, "a cache free holds no pool lock");
+    assert!(
+        p.claim_cache().is_none(),
+        "the dead party still holds the magazine"
+    );
     // The others carry on meanwhile.
     let x = p.alloc(64, AllocKind::Data).unwrap();
     p.free(x).unwrap();
     let rep = p.recover(&|o| o != victim).unwrap();
     assert!(!rep.lock_taken_over);
-    // Two listed, one cached but unlisted, one live (`c`).
+    // Three cached (one of them by the free that died), one live (`c`).
     assert_eq!(rep.freed, 4, "{rep:?}");
     assert_eq!(p.free(*c), Err(PoolError::Stale), "freed by recovery");
     p.free(keep).unwrap();
     assert_eq!(p.stats().unwrap(), baseline);
+    let mine = p.claim_cache().expect("recovery released the magazine");
+    mine.release().unwrap();
     let big = p.alloc(p.max_alloc(), AllocKind::Data).unwrap();
     p.free(big).unwrap();
 }

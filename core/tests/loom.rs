@@ -99,6 +99,14 @@ fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+/// [`model`] for a model whose set-up takes many atomic steps (filling a pool).
+fn model_long(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.max_branches = 100_000;
+    b.check(f);
+}
+
 /// Capacity 1: the sender sends twice without waiting (the second may find the slot full),
 /// the receiver tries twice (each may find it empty). Whatever interleaving, what was sent
 /// arrives exactly once and in order, through the wrap-around of the single slot.
@@ -660,43 +668,47 @@ fn doorbell(runs: &'static AtomicUsize, ring_first: bool) {
     });
 }
 
+/// A pool of 2,048 minimum blocks of 64 bytes (one magazine) in a new region, created by
+/// owner 1.
+fn magazine_pool_in_new_region(max_allocations: u32) -> (Arc<Mem>, Pool) {
+    let mem = Mem::new(160 * 1024);
+    let cfg = PoolConfig {
+        min_block: 64,
+        max_allocations: Some(max_allocations),
+        uid: 1,
+    };
+    let p = Pool::init(mem.region(), &cfg, 1).unwrap();
+    (mem, p)
+}
+
 /// Two frees of one allocation racing (a buggy double free from two parties): one into the
-/// owner's magazine without the pool lock, one through the pool lock. Whatever the
-/// interleaving, exactly one succeeds, the other is refused as stale, and the pool is back at
-/// its baseline (the block counts as free once, cached or not). This model found the pool
-/// free swapping a record the magazine had already taken: its validation had read the meta
-/// word before the magazine's swap, and the swap did not check the kind again.
+/// owner's cache without any lock, one through the pool lock. Whatever the interleaving,
+/// exactly one succeeds, the other is refused as stale, and the pool is back at its baseline
+/// (the block counts as free once, cached or not). (With per-party magazines behind a lock,
+/// this model found the pool free swapping a record the magazine had already taken: its
+/// validation had read the meta word before the magazine's swap.)
 #[test]
 fn magazine_free_against_pool_free_of_one_allocation() {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     model(|| {
         RUNS.fetch_add(1, Ordering::Relaxed);
-        // 512 minimum blocks: the pool has one magazine.
-        let mem = Mem::new(48 * 1024);
-        let cfg = PoolConfig {
-            min_block: 64,
-            max_allocations: Some(16),
-            uid: 1,
-        };
-        let p = Pool::init(mem.region(), &cfg, 1).unwrap();
+        let (mem, p) = magazine_pool_in_new_region(16);
         let base = p.stats().unwrap();
-        // Owner 1's first locked allocation claims its magazine; the next comes from it.
-        let warm = p.alloc(64, AllocKind::Data).unwrap();
-        p.free(warm).unwrap();
-        let a = p.alloc(64, AllocKind::Data).unwrap();
+        let mut cache = p.claim_cache().unwrap();
+        let a = cache.alloc(64, AllocKind::Data).unwrap();
         let other = p.with_owner(2).unwrap();
         let (m1, m2) = (mem.clone(), mem.clone());
         let t1 = loom::thread::spawn(move || {
-            let r = p.free(a);
+            let r = cache.free(a).map(|w| assert_eq!(w, Wake::None));
             drop(m1);
-            r
+            (r, cache)
         });
         let t2 = loom::thread::spawn(move || {
             let r = other.free(a);
             drop(m2);
             r
         });
-        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+        let ((r1, cache), r2) = (t1.join().unwrap(), t2.join().unwrap());
         assert!(
             matches!(
                 (r1, r2),
@@ -705,6 +717,133 @@ fn magazine_free_against_pool_free_of_one_allocation() {
             "{r1:?} {r2:?}"
         );
         assert_eq!(p.stats().unwrap(), base);
+        cache.release().unwrap();
+        assert_eq!(p.stats().unwrap(), base);
     });
     explored(&RUNS, "magazine_free_against_pool_free_of_one_allocation");
+}
+
+/// A cache's holder takes its cached allocation back while another party drains every
+/// magazine (its free-block query): exactly one gets the block. If the drain had freed a
+/// block the holder took, the pool would count it free while the holder has it.
+#[test]
+fn cache_alloc_against_a_drain() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    model(|| {
+        RUNS.fetch_add(1, Ordering::Relaxed);
+        let (mem, p) = magazine_pool_in_new_region(16);
+        let base = p.stats().unwrap();
+        let mut cache = p.claim_cache().unwrap();
+        let a = cache.alloc(64, AllocKind::Data).unwrap();
+        assert_eq!(cache.free(a), Ok(Wake::None));
+        let other = p.with_owner(2).unwrap();
+        let (m1, m2) = (mem.clone(), mem.clone());
+        let t1 = loom::thread::spawn(move || {
+            let r = cache.alloc(64, AllocKind::Data);
+            drop(m1);
+            (r, cache)
+        });
+        let t2 = loom::thread::spawn(move || {
+            let mut fb = [0u32; dragon_channels_core::pool::SIZE_CLASSES];
+            let r = other.free_blocks(&mut fb);
+            drop(m2);
+            r
+        });
+        let ((got, mut cache), drained) = (t1.join().unwrap(), t2.join().unwrap());
+        drained.unwrap();
+        let got = got.unwrap();
+        let st = p.stats().unwrap();
+        assert_eq!(st.live, 1, "the holder's allocation is live");
+        assert_eq!(st.free, base.free - 64, "and its block is not free: {st:?}");
+        assert_eq!(cache.free(got), Ok(Wake::None));
+        cache.release().unwrap();
+        assert_eq!(p.stats().unwrap(), base);
+    });
+    explored(&RUNS, "cache_alloc_against_a_drain");
+}
+
+/// The free event without a fence on the fast path: a blocked allocator registers and
+/// retries (its retry drains magazines) while a cache frees the only memory left into its
+/// magazine and notifies with `notify_after_seqcst`. Either the retry gets the block, or the
+/// free saw the waiter and bumped the word the allocator would sleep on.
+#[test]
+fn cache_free_wakes_or_is_found_by_a_blocked_allocator() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    blocked_allocator_against_cache_free(&RUNS, false);
+    explored(&RUNS, "cache_free_wakes_or_is_found_by_a_blocked_allocator");
+}
+
+/// Planted bug: the same, with a re-check that only reads the statistics (which scan the
+/// magazines' slots with no fence) instead of allocating (whose drain starts with one).
+/// loom must find the lost wake-up: a waiter's re-check must go through the drain.
+#[test]
+#[should_panic(expected = "would sleep")]
+fn planted_bug_recheck_without_the_drain_fence_loses_a_wake_up() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    blocked_allocator_against_cache_free(&RUNS, true);
+}
+
+fn blocked_allocator_against_cache_free(runs: &'static AtomicUsize, stats_recheck: bool) {
+    model_long(move || {
+        runs.fetch_add(1, Ordering::Relaxed);
+        let (mem, p) = magazine_pool_in_new_region(32);
+        let mut cache = p.claim_cache().unwrap();
+        let a = cache.alloc(64, AllocKind::Data).unwrap();
+        // Party 2 takes everything else.
+        let other = p.with_owner(2).unwrap();
+        let mut held = Vec::new();
+        let mut size = other.max_alloc();
+        while size >= 64 {
+            match other.alloc(size, AllocKind::Data) {
+                Ok(h) => held.push(h),
+                Err(PoolError::OutOfSpace) => size /= 2,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(p.free_space().unwrap(), 0);
+        let (m1, m2) = (mem.clone(), mem.clone());
+        let t1 = loom::thread::spawn(move || {
+            let w = cache.free(a).unwrap();
+            drop(m1);
+            (w, cache)
+        });
+        let t2 = loom::thread::spawn(move || {
+            let ev = other.free_event();
+            let seen = ev.register(Waiter::All);
+            let got = loop {
+                if stats_recheck {
+                    match other.free_space() {
+                        Ok(n) => break (n > 0).then_some(None),
+                        Err(PoolError::Stalled { .. }) => loom::thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                    continue;
+                }
+                match other.alloc(64, AllocKind::Data) {
+                    Ok(b) => break Some(Some(b)),
+                    Err(PoolError::Stalled { .. }) => loom::thread::yield_now(),
+                    Err(PoolError::OutOfSpace) => break None,
+                    Err(e) => panic!("{e:?}"),
+                }
+            };
+            drop(m2);
+            (got, seen)
+        });
+        let (w, cache) = t1.join().unwrap();
+        let (got, seen) = t2.join().unwrap();
+        let ev = p.free_event();
+        let now = ev.word().load(core::sync::atomic::Ordering::SeqCst);
+        assert!(
+            got.is_some() || (now != seen && w == Wake::All),
+            "the allocator found no memory and would sleep on a word nobody changed"
+        );
+        ev.unregister(Waiter::All);
+        if let Some(Some(b)) = got {
+            p.free(b).unwrap();
+        }
+        for h in held {
+            p.free(h).unwrap();
+        }
+        cache.release().unwrap();
+    });
 }

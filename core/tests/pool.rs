@@ -585,7 +585,15 @@ fn plain_pools_are_fully_backed() {
     p.free(a).unwrap();
 }
 
-/// A pool with magazines (one per 512 minimum blocks, so 1 MiB of 64-byte blocks has 32).
+/// A pool with magazines (one per 2,048 minimum blocks, so 1 MiB of 64-byte blocks has 8).
+/// Frees `a` through `cache`, or through `p`'s lock without one.
+fn free(p: &Pool, cache: &mut Option<dragon_channels_core::PoolCache>, a: Alloc) {
+    match cache.as_mut() {
+        Some(c) => assert_eq!(waited(|| c.free(a)), Ok(Wake::None), "nobody waits"),
+        None => waited(|| p.free(a)).unwrap(),
+    }
+}
+
 fn magazine_pool(m: &mut Mem) -> Pool {
     let cfg = PoolConfig {
         min_block: 64,
@@ -598,22 +606,22 @@ fn magazine_pool(m: &mut Mem) -> Pool {
     p
 }
 
-/// Freed small allocations go to the freeing party's magazine and come back from it; to
+/// Freed small allocations stay in the freeing thread's cache and come back from it; to
 /// everyone else they are free memory: statistics, the free-block query and allocations of
 /// other parties (which drain magazines when the pool is otherwise full) all see them.
 #[test]
-fn magazines_cache_per_party_and_stay_free_memory_for_everyone() {
+fn magazines_cache_per_thread_and_stay_free_memory_for_everyone() {
     let mut m = Mem::new(MIB);
     let a_pool = magazine_pool(&mut m);
     let b_pool = a_pool.with_owner(2).unwrap();
     let before = a_pool.stats().unwrap();
     let mut fresh = [0u32; SIZE_CLASSES];
     a_pool.free_blocks(&mut fresh).unwrap();
-    // The first locked operation claims the magazine; then frees are cached.
-    let x = a_pool.alloc(64, AllocKind::Data).unwrap();
-    let y = a_pool.alloc(128, AllocKind::Data).unwrap();
-    a_pool.free(x).unwrap();
-    a_pool.free(y).unwrap();
+    let mut a = a_pool.claim_cache().expect("a magazine");
+    let x = a.alloc(64, AllocKind::Data).unwrap();
+    let y = a.alloc(128, AllocKind::Data).unwrap();
+    assert_eq!(a.free(x), Ok(Wake::None));
+    assert_eq!(a.free(y), Ok(Wake::None));
     assert_eq!(
         a_pool.stats().unwrap(),
         before,
@@ -627,16 +635,22 @@ fn magazines_cache_per_party_and_stay_free_memory_for_everyone() {
     // A stale descriptor of a cached allocation is refused, and changes nothing.
     assert_eq!(a_pool.free(x), Err(PoolError::Stale));
     assert_eq!(b_pool.free(x), Err(PoolError::Stale));
+    assert_eq!(a.free(x), Err(PoolError::Stale));
     assert_eq!(a_pool.resolve(&y), Err(PoolError::Stale));
-    // The same party gets its cached block back, with a new generation.
-    let x2 = a_pool.alloc(64, AllocKind::Data).unwrap();
+    // The same thread gets its cached block back, with a new generation.
+    let x2 = a.alloc(64, AllocKind::Data).unwrap();
     assert_eq!(
         a_pool.resolve(&x2).unwrap(),
         a_pool.span_unchecked(&x).unwrap()
     );
     assert_ne!(x2, x);
     assert_eq!(a_pool.owner_of(&x2), Ok(1));
-    a_pool.free(x2).unwrap();
+    assert_eq!(a_pool.allocations().count(), 1, "a slot record is listed");
+    // Freed through the pool lock by another party (ownership moved): freed for good.
+    b_pool.free(x2).unwrap();
+    assert_eq!(a_pool.stats().unwrap(), before);
+    let x3 = a.alloc(64, AllocKind::Data).unwrap();
+    assert_eq!(a.free(x3), Ok(Wake::None));
     // Party 2 fills the pool: it gets every byte, party 1's cached blocks included.
     let mut held = Vec::new();
     while let Ok(h) = b_pool.alloc(64, AllocKind::Data) {
@@ -652,10 +666,62 @@ fn magazines_cache_per_party_and_stay_free_memory_for_everyone() {
     }
     let big = b_pool.alloc(b_pool.max_alloc(), AllocKind::Data).unwrap();
     b_pool.free(big).unwrap();
+    // The drained cache still works, and its release gives back what it cached.
+    let z = a.alloc(256, AllocKind::Data).unwrap();
+    assert_eq!(a.free(z), Ok(Wake::None));
+    assert_eq!(a_pool.stats().unwrap(), before);
+    a.release().unwrap();
     let mut now = [0u32; SIZE_CLASSES];
     a_pool.free_blocks(&mut now).unwrap();
     assert_eq!(now, fresh, "the query drains magazines and merges");
     assert_eq!(a_pool.stats().unwrap(), before);
+}
+
+/// Every magazine can be claimed once, a released one again; a thread without one allocates
+/// a cache that frees more than its budget allows frees the rest for good, and everything
+/// comes back.
+#[test]
+fn caches_are_claimed_once_and_keep_at_most_their_budget() {
+    let mut m = Mem::new(MIB);
+    let p = magazine_pool(&mut m);
+    let before = p.stats().unwrap();
+    let caches: Vec<_> = std::iter::from_fn(|| p.claim_cache()).collect();
+    assert!(
+        caches.len() >= 4,
+        "1 MiB of 64-byte blocks: {}",
+        caches.len()
+    );
+    assert!(p.claim_cache().is_none(), "every magazine is held");
+    let mut it = caches.into_iter();
+    let mut c = it.next().unwrap();
+    for other in it {
+        other.release().unwrap();
+    }
+    // Fill every slot with 1 KiB allocations (16 minimum blocks each), then free them all:
+    // what the budget does not allow goes back to the pool, and the query that drains
+    // magazines gets back exactly what stayed.
+    let n = dragon_channels_core::pool::MAG_SLOTS;
+    let held: Vec<_> = (0..n)
+        .map(|_| c.alloc(1024, AllocKind::Data).unwrap())
+        .collect();
+    for h in held {
+        assert_eq!(c.free(h), Ok(Wake::None));
+    }
+    assert_eq!(p.stats().unwrap(), before, "cached blocks count as free");
+    let again: Vec<_> = (0..n)
+        .map(|_| c.alloc(1024, AllocKind::Data).unwrap())
+        .collect();
+    for h in again {
+        p.free(h).unwrap();
+    }
+    let mut fb = [0u32; SIZE_CLASSES];
+    p.free_blocks(&mut fb).unwrap();
+    let mut other = p.claim_cache().expect("released magazines are claimable");
+    let a = other.alloc(64, AllocKind::Data).unwrap();
+    assert_eq!(other.free(a), Ok(Wake::None));
+    other.release().unwrap();
+    c.release().unwrap();
+    assert_eq!(p.stats().unwrap(), before);
 }
 
 /// A party that dies with allocations in its magazine: recovery frees them and releases the
@@ -666,31 +732,43 @@ fn recovery_empties_a_dead_partys_magazine() {
     let p = magazine_pool(&mut m);
     let dead = p.with_owner(5).unwrap();
     let before = p.stats().unwrap();
+    let mut c = dead.claim_cache().unwrap();
     let held: Vec<_> = (0..4)
-        .map(|i| dead.alloc(64 << (i % 2), AllocKind::Data).unwrap())
+        .map(|i| c.alloc(64 << (i % 2), AllocKind::Data).unwrap())
         .collect();
-    let live_one = dead.alloc(256, AllocKind::Data).unwrap();
+    let live_one = c.alloc(256, AllocKind::Data).unwrap();
+    let live_pool_rec = dead.alloc(64, AllocKind::Data).unwrap();
     for h in held {
-        dead.free(h).unwrap();
+        assert_eq!(c.free(h), Ok(Wake::None));
     }
-    let _ = live_one;
+    let _ = (live_one, live_pool_rec);
+    // Every magazine but the dead party's is claimed by someone else.
+    let others: Vec<_> = std::iter::from_fn(|| p.claim_cache()).collect();
+    assert!(!others.is_empty());
     let rep = p.recover(&|o| o != 5).unwrap();
-    assert_eq!(rep.freed, 5, "four cached and one live allocation: {rep:?}");
+    assert_eq!(
+        rep.freed, 6,
+        "four cached and two live allocations: {rep:?}"
+    );
     assert_eq!(p.stats().unwrap(), before);
-    let mut fb = [0u32; SIZE_CLASSES];
-    p.free_blocks(&mut fb).unwrap();
-    // A new party with the dead one's id gets a fresh magazine and works.
-    let again = p.with_owner(5).unwrap();
-    let z = again.alloc(64, AllocKind::Data).unwrap();
-    again.free(z).unwrap();
-    let z = again.alloc(64, AllocKind::Data).unwrap();
-    again.free(z).unwrap();
+    // The dead party's magazine is free again: a new party claims it and works.
+    let again = p.with_owner(6).unwrap();
+    let mut c = again.claim_cache().expect("the dead party's magazine");
+    let z = c.alloc(64, AllocKind::Data).unwrap();
+    assert_eq!(c.free(z), Ok(Wake::None));
+    let z = c.alloc(64, AllocKind::Data).unwrap();
+    assert_eq!(c.free(z), Ok(Wake::None));
+    assert_eq!(p.stats().unwrap(), before);
+    c.release().unwrap();
+    for o in others {
+        o.release().unwrap();
+    }
     assert_eq!(p.stats().unwrap(), before);
 }
 
-/// Threads of four parties allocate and free at once (magazines and the locked path mixed,
-/// with a query running): no block is ever handed out twice, and the pool ends at its
-/// baseline.
+/// Threads of three parties allocate and free at once (caches, the locked path and frees of
+/// one thread's allocations by another mixed, with queries and drains running): no block is
+/// ever handed out twice, and the pool ends at its baseline.
 #[test]
 fn magazines_under_concurrency_never_hand_a_block_out_twice() {
     let _w = watchdog(
@@ -701,11 +779,17 @@ fn magazines_under_concurrency_never_hand_a_block_out_twice() {
     let p = magazine_pool(&mut m);
     let before = p.stats().unwrap();
     let rounds = scaled(20_000);
+    let (tx, rx) = std::sync::mpsc::channel::<Alloc>();
+    let rx = std::sync::Mutex::new(rx);
     std::thread::scope(|s| {
         for t in 0..4u32 {
-            // Two threads share owner 2: its magazine is locked against itself too.
+            // Two threads share owner 2, each with a cache of its own; owner 5's second
+            // thread has none (it uses the pool lock).
             let q = p.with_owner(2 + t / 2 * 3).unwrap();
+            let tx = tx.clone();
+            let rx = &rx;
             s.spawn(move || {
+                let mut cache = if t == 3 { None } else { q.claim_cache() };
                 let mut rng = 0x9E37_79B9u32 ^ t;
                 let mut held: Vec<(Alloc, u8)> = Vec::new();
                 for i in 0..rounds {
@@ -714,7 +798,11 @@ fn magazines_under_concurrency_never_hand_a_block_out_twice() {
                     rng ^= rng << 5;
                     if held.len() < 8 && !rng.is_multiple_of(3) {
                         let size = 64 << (rng % 4);
-                        if let Ok(a) = waited(|| q.alloc(size as usize, AllocKind::Data)) {
+                        let got = match cache.as_mut() {
+                            Some(c) => waited(|| c.alloc(size as usize, AllocKind::Data)),
+                            None => waited(|| q.alloc(size as usize, AllocKind::Data)),
+                        };
+                        if let Ok(a) = got {
                             let (off, len) = waited(|| q.resolve(&a)).unwrap();
                             let tag = (i as u8) ^ (t as u8);
                             q.region().copy_in(off, &vec![tag; len]);
@@ -725,21 +813,47 @@ fn magazines_under_concurrency_never_hand_a_block_out_twice() {
                         let mut back = vec![0u8; len];
                         q.region().copy_out(off, &mut back);
                         assert!(back.iter().all(|&b| b == tag), "block shared with another");
-                        waited(|| q.free(a)).unwrap();
+                        if i % 7 == 0 {
+                            // Handed to another thread, which frees it.
+                            let _ = tx.send(a);
+                        } else {
+                            free(&q, &mut cache, a);
+                        }
+                    }
+                    if let Ok(a) = rx.lock().unwrap().try_recv() {
+                        free(&q, &mut cache, a);
                     }
                 }
                 for (a, _) in held {
-                    waited(|| q.free(a)).unwrap();
+                    free(&q, &mut cache, a);
+                }
+                // Whatever others handed over and nobody took yet.
+                while let Ok(a) = rx.lock().unwrap().try_recv() {
+                    free(&q, &mut cache, a);
+                }
+                if let Some(c) = cache {
+                    c.release().unwrap();
                 }
             });
         }
+        drop(tx);
         s.spawn(|| {
-            for _ in 0..scaled(200) {
+            let mut fb = [0u32; SIZE_CLASSES];
+            for i in 0..scaled(200) {
                 let st = waited(|| p.stats()).unwrap();
                 assert!(st.free <= st.total);
+                if i % 10 == 0 {
+                    // Drains every magazine while their threads use them.
+                    waited(|| p.free_blocks(&mut fb)).unwrap();
+                }
                 std::thread::yield_now();
             }
         });
     });
+    // Whatever handed-over allocations no thread took.
+    let rx = rx.into_inner().unwrap();
+    while let Ok(a) = rx.try_recv() {
+        p.free(a).unwrap();
+    }
     assert_eq!(p.stats().unwrap(), before);
 }

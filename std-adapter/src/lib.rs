@@ -93,6 +93,7 @@
 //! - `futures`: `futures::Stream` for [`RecvStream`] and `futures::Sink` for [`SendSink`].
 #![warn(missing_docs)]
 
+mod cache;
 mod channel;
 mod error;
 mod future;

@@ -17,6 +17,7 @@ use dragon_channels_core::{
     Alloc, AllocKind, ChannelError as CoreChannelError, PoolError as CorePoolError,
 };
 
+use crate::cache;
 use crate::error::{Error, MemoryPoolError, Op, Reason, from_core};
 use crate::pool::MemoryPool;
 use crate::wait::{Ctx, Timeout, WaitMode};
@@ -45,6 +46,12 @@ unsafe impl Sync for MsgMem {}
 impl MsgMem {
     /// Wraps an allocation this process owns; `None` if its descriptor does not fit the pool.
     pub(crate) fn new(pool: &MemoryPool, alloc: Alloc, len: usize) -> Option<Self> {
+        Self::with_ref(cache::pool_ref(pool), alloc, len)
+    }
+
+    /// [`MsgMem::new`] with the reference to the pool the message keeps.
+    #[inline]
+    fn with_ref(pool: MemoryPool, alloc: Alloc, len: usize) -> Option<Self> {
         let (off, cap) = pool.inner.core.span_unchecked(&alloc)?;
         let region = pool.inner.core.region();
         debug_assert!(off + cap <= region.len());
@@ -52,7 +59,7 @@ impl MsgMem {
         // area, which lies inside the mapping that `pool` (cloned into `Self`) keeps alive.
         let ptr = NonNull::new(unsafe { region.base().add(off) })?;
         (len <= cap).then(|| Self {
-            pool: pool.clone(),
+            pool,
             alloc,
             ptr,
             cap,
@@ -113,7 +120,7 @@ impl MsgMem {
 impl Drop for Message {
     fn drop(&mut self) {
         if let Some(mem) = self.mem.take() {
-            let _ = mem.pool.inner.free(mem.alloc);
+            let _ = mem.pool.free_message(mem.alloc);
         }
     }
 }
@@ -165,8 +172,9 @@ impl Message {
     pub fn create_alloc(pool: &MemoryPool, n_bytes: usize) -> Result<Self, Error> {
         // The fast path: one try. A lock held too long goes to the blocking path, which
         // waits for a live holder and recovers a dead one; every other answer is final.
-        match pool.inner.core.alloc(n_bytes, AllocKind::Data) {
-            Ok(alloc) => Self::with_alloc(pool, alloc, n_bytes),
+        let (r, pool_ref) = cache::alloc_message(pool, n_bytes);
+        match r {
+            Ok(alloc) => Self::with_mem(pool, MsgMem::with_ref(pool_ref, alloc, n_bytes), alloc),
             Err(CorePoolError::Stalled { .. }) => {
                 Self::create_alloc_blocking(pool, n_bytes, Timeout::Try)
             }
@@ -193,7 +201,6 @@ impl Message {
         };
         let alloc = ctx.block(timeout, Timeout::Block, |_| {
             pool.inner
-                .core
                 .alloc(n_bytes, AllocKind::Data)
                 .map_err(CoreChannelError::from)
         })?;
@@ -203,7 +210,13 @@ impl Message {
     /// A message owning `alloc` of `pool`, with an `n_bytes` payload.
     #[inline]
     fn with_alloc(pool: &MemoryPool, alloc: Alloc, n_bytes: usize) -> Result<Self, Error> {
-        match MsgMem::new(pool, alloc, n_bytes) {
+        Self::with_mem(pool, MsgMem::new(pool, alloc, n_bytes), alloc)
+    }
+
+    /// A message owning `mem` (`None`: `alloc` did not fit its pool, and is freed).
+    #[inline]
+    fn with_mem(pool: &MemoryPool, mem: Option<MsgMem>, alloc: Alloc) -> Result<Self, Error> {
+        match mem {
             Some(mem) => Ok(Self {
                 mem: Some(mem),
                 hints: 0,

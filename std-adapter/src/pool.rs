@@ -17,8 +17,8 @@ use dragon_channels_core::channel::ChannelRecovery;
 use dragon_channels_core::descriptor::{DescriptorError, Reader, Writer};
 use dragon_channels_core::pool::{DEFAULT_MIN_BLOCK, PoolRecovery, SIZE_CLASSES};
 use dragon_channels_core::{
-    Alloc, AllocInfo, Channel as CoreChannel, ChannelError as CoreChannelError, Pool as CorePool,
-    PoolConfig, PoolError as CorePoolError, PoolStats, Region, RegionError,
+    Alloc, AllocInfo, AllocKind, Channel as CoreChannel, ChannelError as CoreChannelError,
+    Pool as CorePool, PoolConfig, PoolError as CorePoolError, PoolStats, Region, RegionError,
 };
 
 use crate::error::MemoryPoolError;
@@ -30,7 +30,7 @@ use crate::shm::{
     STATE_READY,
 };
 use crate::sync::{AtomicU32, Ordering, fence};
-use crate::wait;
+use crate::{cache, wait};
 
 /// `"DRMP"`: marks a serialized pool descriptor.
 const SER_MAGIC: u32 = 0x504D_5244;
@@ -150,6 +150,8 @@ pub(crate) struct PoolInner {
     /// Registered as an observer (see `party`): queries never run recovery, and the party
     /// entry is freed when the mapping goes.
     pub(crate) observer: bool,
+    /// This mapping's id in this process (keys the thread caches, `cache.rs`).
+    pub(crate) id: u64,
     /// Keeps the file mapped; declared last so it is unmapped after everything else.
     map: Mapped,
 }
@@ -157,6 +159,14 @@ pub(crate) struct PoolInner {
 /// Pools this process has mapped, so that attaching twice reuses the mapping (and the party
 /// id). Holding this lock also serializes party registration within the process.
 static REGISTRY: Mutex<Vec<Weak<PoolInner>>> = Mutex::new(Vec::new());
+
+/// This process's live mapping with id `id` (see `cache.rs`).
+pub(crate) fn mapped_by_id(id: u64) -> Option<Arc<PoolInner>> {
+    registry()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|p| p.id == id)
+}
 
 fn registry() -> std::sync::MutexGuard<'static, Vec<Weak<PoolInner>>> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
@@ -282,6 +292,7 @@ impl MemoryPool {
                 nonce,
                 pid,
                 observer: false,
+                id: cache::new_mapping_id(),
                 map,
             })
         })();
@@ -584,6 +595,7 @@ impl MemoryPool {
             nonce,
             pid,
             observer,
+            id: cache::new_mapping_id(),
             map,
         })
     }
@@ -596,6 +608,7 @@ impl MemoryPool {
     /// [`MemoryPoolError::Destroyed`] when it was already destroyed, [`MemoryPoolError::Io`]
     /// when unlinking fails.
     pub fn destroy(self) -> Result<(), MemoryPoolError> {
+        cache::forget_spare(&self);
         let name = &self.inner.name;
         // SYNC: destroy (AcqRel CAS, Acquire on failure) <-> attach's state load (Acquire)
         // and the creator's publish (Release).
@@ -622,8 +635,11 @@ impl MemoryPool {
     }
 
     /// Detaches: drops this handle (the mapping goes when the process's last handle, channel
-    /// or message of this pool goes). Same as `drop`.
-    pub fn detach(self) {}
+    /// or message of this pool goes, and the spare reference a thread that allocated from it
+    /// keeps: see [`Message`](crate::Message)). Also drops this thread's spare reference.
+    pub fn detach(self) {
+        cache::forget_spare(&self);
+    }
 
     /// The pool name.
     pub fn name(&self) -> &str {
@@ -729,6 +745,21 @@ impl MemoryPool {
         self.inner.recover(None)
     }
 
+    /// Frees a message's allocation `a` and keeps this reference as the thread's spare
+    /// (`cache.rs`).
+    #[inline]
+    pub(crate) fn free_message(self, a: Alloc) -> Result<(), MemoryPoolError> {
+        // A copy of the core handle: the mapping stays alive in the spare.
+        let core = self.inner.core;
+        match cache::free_message(self, a) {
+            Ok(w) => {
+                wait::notify_freed(core.free_event(), w);
+                Ok(())
+            }
+            Err((pool, e)) => pool.inner.free_slow(a, e),
+        }
+    }
+
     /// The core pool handle (for diagnostics and tests; its owner id is this process's).
     pub fn core_pool(&self) -> &CorePool {
         &self.inner.core
@@ -781,15 +812,51 @@ impl PoolInner {
         }
     }
 
+    /// Allocates `size` bytes of `kind`, through this thread's cache when it has one
+    /// (`cache.rs`), try-once.
+    #[inline]
+    pub(crate) fn alloc(&self, size: usize, kind: AllocKind) -> Result<Alloc, CorePoolError> {
+        cache::alloc(self, size, kind)
+    }
+
     /// Frees `a` and wakes parties waiting for pool space.
+    #[inline]
     pub(crate) fn free(&self, a: Alloc) -> Result<(), MemoryPoolError> {
-        match self.core.free(a) {
-            Ok(()) => {}
-            Err(CorePoolError::Stalled { .. }) => self.free_stalled(a)?,
-            Err(e) => return Err(MemoryPoolError::Pool(e)),
+        // The fast path: this thread's cache (no lock, no fence: `Wake` says whom to wake).
+        match cache::free(self, a) {
+            Some(Ok(w)) => {
+                wait::notify_freed(self.core.free_event(), w);
+                Ok(())
+            }
+            Some(Err(e)) => self.free_slow(a, Some(e)),
+            None => self.free_slow(a, None),
+        }
+    }
+
+    /// [`PoolInner::free`] after the thread's cache did not free `a`: `cache_err` is what its
+    /// free said (`None`: no cache, so the pool lock's path).
+    #[cold]
+    pub(crate) fn free_slow(
+        &self,
+        a: Alloc,
+        cache_err: Option<CorePoolError>,
+    ) -> Result<(), MemoryPoolError> {
+        match cache_err {
+            None => self.free_locked(a)?,
+            Some(CorePoolError::Stalled { .. }) => self.free_stalled(a)?,
+            Some(e) => return Err(MemoryPoolError::Pool(e)),
         }
         self.wake_free_waiters();
         Ok(())
+    }
+
+    /// [`PoolInner::free`] through the pool lock.
+    fn free_locked(&self, a: Alloc) -> Result<(), MemoryPoolError> {
+        match self.core.free(a) {
+            Ok(()) => Ok(()),
+            Err(CorePoolError::Stalled { .. }) => self.free_stalled(a),
+            Err(e) => Err(MemoryPoolError::Pool(e)),
+        }
     }
 
     /// [`PoolInner::free`] after the lock was held too long: waits for a live holder,
@@ -861,6 +928,12 @@ impl PoolInner {
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        // This party's threads can no longer use their caches of this mapping: their
+        // magazines go back to the pool (`cache.rs`). One try: a lock that stays held leaves
+        // them to recovery once this process is gone.
+        if !self.observer && self.pid == std::process::id() {
+            let _ = self.core.release_caches_of_party();
+        }
         // An observer holds nothing once its last handle goes: its entry is freed so that it
         // never shows as a dead party (a `fork`ed child's copy leaves the parent's alone).
         if self.observer && self.pid == std::process::id() {

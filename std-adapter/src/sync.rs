@@ -13,3 +13,6 @@ pub(crate) type AtomicU32 = core::sync::atomic::AtomicU32;
 
 /// A process-local signed counter (the wait layer's spin score).
 pub(crate) type AtomicI32 = core::sync::atomic::AtomicI32;
+
+/// A process-local id counter (the ids of pool mappings, which key the thread caches).
+pub(crate) type AtomicU64 = core::sync::atomic::AtomicU64;

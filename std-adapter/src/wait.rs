@@ -339,6 +339,12 @@ pub(crate) fn notify_freed_fenced(ev: Event<'_>) {
     woken(ev, ev.notify_fenced());
 }
 
+/// Wakes whom a pool free's notify says (the fast path computed it without a fence: see the
+/// core's `Event::notify_after_seqcst`).
+pub(crate) fn notify_freed(ev: Event<'_>, w: Wake) {
+    woken(ev, w);
+}
+
 /// Longest time a channel's destroy waits for its sleepers to leave its event words.
 pub const DRAIN_FOR: Duration = Duration::from_millis(20);
 

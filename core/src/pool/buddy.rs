@@ -19,17 +19,22 @@ pub(super) const L_NEXT: usize = core::mem::offset_of!(Links, next);
 pub(super) const L_PREV: usize = core::mem::offset_of!(Links, prev);
 
 impl Pool {
-    pub(super) fn alloc_locked(
+    /// Allocates a block of `order` (lock held) for `owner`, named by the free slot record
+    /// `slot` of the caller's magazine (`magazine.rs`) or, without one, by a pool record.
+    pub(super) fn alloc_in(
         &self,
         order: u32,
         kind: AllocKind,
         owner: u32,
+        slot: Option<u32>,
     ) -> Result<Alloc, PoolError> {
         // A second pass runs only when the first found damaged links and rebuilt the lists.
         for _ in 0..2 {
             let rec = self.rd(off!(rec_free));
             let used = self.records_used();
-            let rec = if rec != NIL {
+            let rec = if let Some(s) = slot {
+                s
+            } else if rec != NIL {
                 if rec >= used || Meta::unpack(self.rec_get(rec, R_META)).live {
                     self.rebuild_all(false)?;
                     continue;
@@ -107,7 +112,9 @@ impl Pool {
         // Claim the record, then publish the block as used (the commit point).
         let old_gen = Meta::unpack(self.rec_get(rec, R_META)).generation;
         let gen_ = old_gen.wrapping_add(1);
-        if rec == self.records_used() {
+        if rec >= self.geo.max_records {
+            // A magazine's slot record: free slots are on no list.
+        } else if rec == self.records_used() {
             // A never-used record (the free list was empty).
             self.hdr_atomic(off!(rec_fresh))
                 .store(rec + 1, Ordering::Relaxed);
@@ -235,6 +242,11 @@ impl Pool {
 
     /// Puts a record whose meta word is already free on the free-record list.
     pub(super) fn release_record(&self, rec: u32) {
+        if rec >= self.geo.max_records {
+            // A magazine's slot record stays in its magazine, free.
+            self.rec_set(rec, R_BLOCK, NIL);
+            return;
+        }
         self.rec_set(rec, R_BLOCK, self.rd(off!(rec_free)));
         self.wr(off!(rec_free), rec);
     }
@@ -399,7 +411,10 @@ impl Pool {
         // 2. Keep records that name a USED head (once); mark those heads.
         let mut free_rec = NIL;
         let mut live = 0u32;
-        for rec in (0..self.records_used()).rev() {
+        // Slot records first (a released one stays in its magazine), then the pool's records
+        // in reverse.
+        let slots = self.geo.max_records..self.rec_end();
+        for rec in slots.chain((0..self.records_used()).rev()) {
             let block = self.rec_get(rec, R_BLOCK);
             let Meta {
                 live: is_live,
@@ -415,6 +430,9 @@ impl Pool {
             if keep {
                 self.tset(block, T_USED | T_MARK | order as u8);
                 live += 1;
+            } else if rec >= self.geo.max_records {
+                self.rec_set(rec, R_META, Meta::free(gen_).pack());
+                self.rec_set(rec, R_BLOCK, NIL);
             } else {
                 self.rec_set(rec, R_META, Meta::free(gen_).pack());
                 self.rec_set(rec, R_BLOCK, free_rec);

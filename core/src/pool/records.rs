@@ -142,7 +142,7 @@ impl Pool {
     /// Validates `a` against its record and the table (lock held).
     pub(super) fn check_live(&self, a: &Alloc) -> Result<(), PoolError> {
         if a.pool_tag != self.uid as u32
-            || a.record >= self.records_used()
+            || !self.rec_valid(a.record)
             || !self.valid_head(a.block, u32::from(a.order))
         {
             return Err(PoolError::BadDescriptor);
@@ -178,20 +178,30 @@ impl Iterator for Allocations<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         // Done (or stopped by a lock error, reported once): end without touching the lock, so
-        // a stalled lock does not make the iteration endless.
+        // a stalled lock does not make the iteration endless. Index `j` walks the magazines'
+        // slot records (a fixed number), then the pool's records ever used.
         let used = self.pool.records_used();
-        if self.next >= used {
+        let slots = self.pool.rec_end() - self.pool.geo.max_records;
+        let end = used + slots;
+        let rec_at = |j: u32| {
+            if j < slots {
+                self.pool.geo.max_records + j
+            } else {
+                j - slots
+            }
+        };
+        if self.next >= end {
             return None;
         }
         let g = match self.pool.lock() {
             Ok(g) => g,
             Err(e) => {
-                self.next = used;
+                self.next = end;
                 return Some(Err(e));
             }
         };
-        while self.next < used {
-            let rec = self.next;
+        while self.next < end {
+            let rec = rec_at(self.next);
             self.next += 1;
             if let Some(info) = self.pool.record_info(rec) {
                 drop(g);

@@ -47,10 +47,10 @@ impl Pool {
             }
         }
         let g = self.lock()?;
-        // Magazines of dead parties first (what they list), then every live record of a
-        // dead owner, cached ones a magazine no longer lists included.
+        // Magazines of dead parties first (what they cache), then every live record of a
+        // dead owner, slot records included.
         rep.freed += self.recover_magazines(&is_alive)?;
-        for rec in 0..self.records_used() {
+        for rec in self.records_in_use() {
             if let Some((a, owner)) = self.live_record(rec)
                 && owner & STRUCT_OWNER_BIT == 0
                 && !is_alive(owner)
@@ -71,7 +71,7 @@ impl Pool {
     pub fn free_all_of(&self, owner: u32, keep: Option<&Alloc>) -> Result<u32, PoolError> {
         let g = self.lock()?;
         let mut n = 0;
-        for rec in 0..self.records_used() {
+        for rec in self.records_in_use() {
             if let Some(info) = self.record_info(rec)
                 && info.owner == owner
                 && Some(&info.alloc) != keep

@@ -12,9 +12,13 @@
 //!
 //! `--async [--quick] [--runs K]` runs only the async scenarios (`awaiting.rs`).
 //!
+//! `--alloc [--quick] [--runs K]` runs only the allocation tables, K times each (5 by
+//! default), and prints every run and the medians.
+//!
 //! `--scaling N [--total M]` runs only the N->N throughput scenario and prints one
 //! tab-separated line (used by `scaling.sh`).
 
+mod alloc;
 mod awaiting;
 mod floor;
 mod ours;
@@ -36,6 +40,8 @@ struct Cfg {
     runs: Option<usize>,
     /// `--waiting`: only the waiting scenarios.
     waiting_only: bool,
+    /// `--alloc`: only the allocation tables (`--runs K` times, medians).
+    alloc_only: bool,
 }
 
 impl Cfg {
@@ -225,6 +231,7 @@ fn main() -> Res<()> {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse().ok()),
         waiting_only: args.iter().any(|a| a == "--waiting"),
+        alloc_only: args.iter().any(|a| a == "--alloc"),
     };
     let started = Instant::now();
     let load0 = load();
@@ -271,6 +278,10 @@ fn run(cfg: &Cfg) -> Res<()> {
          ours is slower (latency) or faster (throughput, stated per table).\n"
     );
 
+    if cfg.alloc_only {
+        alloc::report(cfg.allocs(), cfg.runs.unwrap_or(5), &mut js);
+        return write_json(cfg, &js, cpus);
+    }
     if cfg.waiting_only {
         waiting::report(&waiting::Plan::new(cfg.quick, cfg.runs), &mut js);
         return write_json(cfg, &js, cpus);
@@ -466,87 +477,7 @@ fn run(cfg: &Cfg) -> Res<()> {
     );
 
     // ----- pool alloc -----
-    eprintln!("pool alloc:");
-    let mut t = Vec::new();
-    for &size in &[64usize, 4096] {
-        let n = cfg.allocs();
-        let m = malloc_ns(size, n);
-        match ours::pool_alloc(size, n) {
-            Ok((msg, core)) => {
-                json_num(
-                    &mut js,
-                    "alloc_free",
-                    &[
-                        ("size", size.to_string()),
-                        ("message_ns", jf(msg)),
-                        ("core_pool_ns", jf(core)),
-                        ("malloc_ns", jf(m)),
-                    ],
-                );
-                t.push(vec![
-                    size_name(size),
-                    num(msg),
-                    num(core),
-                    num(m),
-                    ratio(msg, m),
-                    ratio(core, m),
-                ]);
-            }
-            Err(e) => t.push(vec![size_name(size), format!("failed: {e}")]),
-        }
-    }
-    println!(
-        "## Allocation + free pairs, one thread (ns per pair; ratio ours/malloc, above 1 = ours slower)\n"
-    );
-    table(
-        &[
-            "size",
-            "Message::create_alloc + drop",
-            "core Pool::alloc + free",
-            "malloc + free (glibc)",
-            "message/malloc",
-            "core/malloc",
-        ],
-        &t,
-    );
-    let mut t = Vec::new();
-    for &size in &[64usize, 4096] {
-        let n = cfg.allocs();
-        let m = malloc_two_threads_ns(size, n);
-        match ours::pool_alloc_two(size, n) {
-            Ok(ours) => {
-                json_num(
-                    &mut js,
-                    "alloc_free_two",
-                    &[
-                        ("size", size.to_string()),
-                        ("message_ns", jf(ours[0].max(ours[1]))),
-                        ("malloc_ns", jf(m[0].max(m[1]))),
-                    ],
-                );
-                let (o, g) = (ours[0].max(ours[1]), m[0].max(m[1]));
-                t.push(vec![
-                    size_name(size),
-                    format!("{} / {}", num(ours[0]), num(ours[1])),
-                    format!("{} / {}", num(m[0]), num(m[1])),
-                    ratio(o, g),
-                ]);
-            }
-            Err(e) => t.push(vec![size_name(size), format!("failed: {e}")]),
-        }
-    }
-    println!(
-        "## Allocation + free pairs, two at once (ns per pair in each: two processes on one pool, two threads on glibc; ratio of the slower of each)\n"
-    );
-    table(
-        &[
-            "size",
-            "Message::create_alloc + drop, 2 processes",
-            "malloc + free, 2 threads",
-            "ours/glibc",
-        ],
-        &t,
-    );
+    alloc::report(cfg.allocs(), 1, &mut js);
 
     // ----- idle CPU -----
     eprintln!("idle CPU:");
@@ -615,24 +546,4 @@ fn write_json(cfg: &Cfg, js: &str, cpus: usize) -> Res<()> {
         println!("JSON written to {path}");
     }
     Ok(())
-}
-
-/// ns per malloc + free pair in each of two threads at once.
-fn malloc_two_threads_ns(size: usize, n: usize) -> [f64; 2] {
-    let run = move || malloc_ns(size, n);
-    let a = std::thread::spawn(run);
-    let b = std::thread::spawn(run);
-    [a.join().unwrap_or(f64::NAN), b.join().unwrap_or(f64::NAN)]
-}
-
-fn malloc_ns(size: usize, n: usize) -> f64 {
-    let t0 = Instant::now();
-    for _ in 0..n {
-        // SAFETY: malloc/free pair on the C heap; the pointer is not used otherwise.
-        unsafe {
-            let p = libc::malloc(std::hint::black_box(size));
-            libc::free(std::hint::black_box(p));
-        }
-    }
-    t0.elapsed().as_nanos() as f64 / n as f64
 }

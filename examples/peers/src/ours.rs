@@ -270,16 +270,22 @@ pub fn pool_alloc(size: usize, n: usize) -> Res<(f64, f64)> {
             drop(std::hint::black_box(m));
         }
         let msg = t0.elapsed().as_nanos() as f64 / n as f64;
-        let core = pool.core_pool();
+        // The core's fast path: a thread cache (a magazine of its own).
+        let mut core = pool
+            .core_pool()
+            .claim_cache()
+            .ok_or("the pool has no free magazine")?;
         let t0 = Instant::now();
         for _ in 0..n {
             let a = core
                 .alloc(size, AllocKind::Data)
                 .map_err(|e| format!("{e:?}"))?;
-            core.free(std::hint::black_box(a))
+            let _ = core
+                .free(std::hint::black_box(a))
                 .map_err(|e| format!("{e:?}"))?;
         }
         let raw = t0.elapsed().as_nanos() as f64 / n as f64;
+        core.release().map_err(|e| format!("{e:?}"))?;
         Ok((msg, raw))
     };
     let r = run();
@@ -328,7 +334,7 @@ pub fn alloc_peer(arg: &str) -> Res<()> {
     };
     let (size, n): (usize, usize) = (size.parse()?, n.parse()?);
     let pool = MemoryPool::attach(name)?;
-    // Warm up (the first allocation claims this process's magazine).
+    // Warm up (the first allocation claims this thread's magazine).
     for _ in 0..1000 {
         drop(Message::create_alloc(&pool, size)?);
     }
