@@ -20,14 +20,17 @@ use dragon_channels_core::{
 
 use crate::error::{Error, Op, Reason};
 use crate::handle::{ChannelRecvH, ChannelSendH};
+use crate::pool::descriptor_version;
 use crate::pool::{MemoryPool, Recovery};
-use crate::shm::FILE_VERSION;
 use crate::wait::{self, Ctx, Timeout, WaitMode};
 
 /// `"DRCW"`: marks a serialized channel descriptor of the adapter.
 const SER_MAGIC: u32 = 0x5743_5244;
 /// Bytes before the pool descriptor: magic, version, pool descriptor length.
 const SER_HEAD: usize = 10;
+/// Layout version of serialized channel descriptors: 2 since pool descriptors name their host
+/// (version 1 bytes are refused with their own message).
+const SER_VERSION: u32 = 2;
 
 /// A channel: a bounded MPMC FIFO queue of messages in a pool.
 ///
@@ -135,7 +138,7 @@ impl Channel {
         let pool = self.pool.serialize();
         let core = self.core.serialize();
         let mut b = vec![0u8; SER_HEAD + pool.len() + core.len() + 4];
-        let mut w = Writer::sealed(&mut b, SER_MAGIC, FILE_VERSION);
+        let mut w = Writer::sealed(&mut b, SER_MAGIC, SER_VERSION);
         w.u16(pool.len() as u16).bytes(&pool).bytes(&core);
         let n = w.seal();
         debug_assert_eq!(n, b.len());
@@ -272,6 +275,10 @@ fn parse(b: &[u8]) -> Result<(&[u8], &[u8]), Error> {
     let open_err = |e| {
         bad(match e {
             DescriptorError::Magic => "not a channel descriptor (bad magic)",
+            DescriptorError::Version if descriptor_version(b) == Some(1) => {
+                "made by an older dragon-channels (layout 1, which names no host): serialize \
+                 the channel again with this version"
+            }
             e => e.as_str(),
         })
     };
@@ -282,7 +289,7 @@ fn parse(b: &[u8]) -> Result<(&[u8], &[u8]), Error> {
         head.u32();
         SER_HEAD + usize::from(head.u16()) + CoreChannel::DESCRIPTOR_LEN + 4
     });
-    let mut r = Reader::open(b, len, SER_MAGIC, FILE_VERSION).map_err(open_err)?;
+    let mut r = Reader::open(b, len, SER_MAGIC, SER_VERSION).map_err(open_err)?;
     let pool_len = usize::from(r.u16());
     let (pool, core) = (r.bytes(pool_len), r.bytes(CoreChannel::DESCRIPTOR_LEN));
     r.finish().map_err(open_err)?;

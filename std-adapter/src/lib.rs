@@ -89,6 +89,7 @@
 mod channel;
 mod error;
 mod handle;
+pub mod host;
 mod inspect;
 mod message;
 mod party;
