@@ -275,6 +275,9 @@ pub enum Error {
     /// `ChannelBarrierBroken`: the barrier was aborted (or an arrival timed out); reset it
     /// before using it again.
     ChannelBarrierBroken,
+    /// A remote channel's operation met what only remote operations meet: a dead gateway
+    /// or node, a host outside the job, a local-only operation (see [`crate::remote`]).
+    Remote(crate::remote::RemoteError),
 }
 
 /// Why a `ChannelError`, `ChannelSendError` or `ChannelRecvError` happened.
@@ -365,6 +368,7 @@ impl fmt::Display for Error {
             Self::ChannelBarrierBroken => f.write_str(
                 "the barrier is broken (aborted or an arrival timed out): poll Reset on it before using it again",
             ),
+            Self::Remote(e) => write!(f, "remote channel: {e}"),
         }
     }
 }

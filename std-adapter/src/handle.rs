@@ -89,6 +89,8 @@ pub struct Handle<D: Direction> {
     /// How a blocked operation of this handle waits (Dragon's `wait_mode` of `sendh()` /
     /// `recvh()`); [`WaitMode::Adaptive`] unless set.
     wait_mode: WaitMode,
+    /// A remote channel's handle state (see [`crate::remote`]); `None` for a local channel.
+    pub(crate) remote: Option<Box<crate::remote::RemoteHandle>>,
     _direction: PhantomData<D>,
 }
 
@@ -137,6 +139,10 @@ impl<D: Direction> fmt::Debug for Handle<D> {
 impl<D: Direction> Handle<D> {
     pub(crate) fn new(ch: Channel, default_timeout: Timeout) -> Self {
         Self {
+            remote: ch
+                .remote
+                .as_deref()
+                .map(|r| Box::new(crate::remote::RemoteHandle::new(r))),
             ch,
             open: false,
             default_timeout,
@@ -154,7 +160,9 @@ impl<D: Direction> Handle<D> {
         if self.open {
             return Err(Error::ChannelError(Reason::AlreadyOpen));
         }
-        self.ch.check_live()?;
+        if self.remote.is_none() {
+            self.ch.check_live()?;
+        }
         self.open = true;
         Ok(())
     }
@@ -337,13 +345,16 @@ impl Handle<Sending> {
     }
 
     #[inline(always)]
-    fn send_copy(
+    pub(crate) fn send_copy(
         &self,
         bytes: &[u8],
         hints: u64,
         clientid: u64,
         timeout: Timeout,
     ) -> Result<(), Error> {
+        if let Some(r) = &self.remote {
+            return r.send(bytes, hints, clientid, timeout.or(self.default_timeout));
+        }
         // The fast path inline, the waiting out of line with only what it needs.
         match self.ch.core.try_send(bytes, hints, clientid) {
             Ok(()) => {
@@ -378,6 +389,18 @@ impl Handle<Sending> {
         clientid: u64,
         timeout: Timeout,
     ) -> Result<(), Error> {
+        if let Some(r) = &self.remote {
+            // The payload travels as bytes; the memory is freed once it was sent, as a
+            // transferred allocation leaves the sender.
+            r.send(
+                mem.payload(),
+                hints,
+                clientid,
+                timeout.or(self.default_timeout),
+            )?;
+            let _ = mem.pool.inner.free(mem.alloc);
+            return Ok(());
+        }
         if !mem.pool.same_pool(&self.ch.pool) {
             return Err(Error::ChannelSendError(Reason::ForeignMemory));
         }
@@ -445,6 +468,9 @@ impl Handle<Receiving> {
     /// timeout is try-once (the message stays queued).
     pub fn recv(&self, timeout: Timeout) -> Result<Message, Error> {
         self.check_open()?;
+        if let Some(r) = &self.remote {
+            return r.recv_message(timeout.or(self.default_timeout));
+        }
         let core = &self.ch.core;
         let (alloc, got) = self.block(Op::Recv, timeout, |_| core.try_recv_alloc())?;
         match MsgMem::new(&self.ch.pool, alloc, got.len) {
@@ -468,6 +494,9 @@ impl Handle<Receiving> {
     #[inline(always)]
     pub fn recv_into(&self, dest_msg: &mut Message, timeout: Timeout) -> Result<(), Error> {
         self.check_open()?;
+        if let Some(r) = &self.remote {
+            return r.recv_into(dest_msg, timeout.or(self.default_timeout));
+        }
         let Some(mem) = dest_msg.mem.as_mut() else {
             *dest_msg = self.recv(timeout)?;
             return Ok(());
@@ -512,6 +541,9 @@ impl Handle<Receiving> {
     #[inline]
     pub fn recv_bytes(&self, timeout: Timeout) -> Result<Vec<u8>, Error> {
         self.check_open()?;
+        if let Some(r) = &self.remote {
+            return r.recv(timeout.or(self.default_timeout)).map(|m| m.0);
+        }
         let core = &self.ch.core;
         // Sized to the message once its length is known: one allocation of exactly its size.
         let mut buf = Grow(Vec::new());

@@ -96,6 +96,7 @@ mod party;
 mod poll;
 mod pool;
 mod probe;
+pub mod remote;
 mod set;
 mod shm;
 mod sync;
@@ -110,6 +111,7 @@ pub use inspect::{ChannelInfo, CreatorInfo, PartyInfo, PoolFile, PoolState};
 pub use message::Message;
 pub use pool::{MemoryPool, PoolAttrs, Recovery, Reserve};
 pub use probe::{CREATE_LIMIT, EMPTY_LIMIT};
+pub use remote::{RemoteError, ReturnMode};
 pub use set::{ChannelSet, FUTEX_WAITV_MAX, SetEvent, SetEventKind};
 pub use shm::{MAX_NAME_LEN, MAX_PARTIES, SHM_DIR};
 pub use wait::{
