@@ -65,7 +65,12 @@ impl Drop for Run {
 
 /// Runs `scenario` on `n` nodes; every node's client must succeed.
 fn nodes(scenario: &str, n: usize, envs: &[(&str, String)]) {
-    let prefix = format!("g{}{}-", std::process::id(), &scenario[..3]);
+    // Unique per scenario: the tests of this binary run at once in one process.
+    let code = scenario
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % 10_000;
+    let prefix = format!("g{}x{code}-", std::process::id());
     let dir = std::env::temp_dir().join(format!("dcgw-{}-{scenario}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -186,7 +191,8 @@ fn fetch(name: &str) -> Channel {
     let t0 = Instant::now();
     loop {
         if let Ok(s) = std::fs::read_to_string(dir().join(name)) {
-            return Channel::attach(&from_hex(&s).unwrap()).unwrap();
+            return Channel::attach(&from_hex(&s).unwrap())
+                .unwrap_or_else(|e| panic!("attaching {name} on node {}: {e}", rank()));
         }
         assert!(t0.elapsed() < LIMIT, "{name} never published");
         std::thread::sleep(Duration::from_millis(5));
@@ -201,13 +207,14 @@ fn secs(s: u64) -> Timeout {
     Timeout::After(Duration::from_secs(s))
 }
 
-/// Two nodes: every send form from node 0 into node 1's channel, every receive form of
-/// node 0 from it, and node 1 sending into node 0's channel.
+/// Nodes in pairs (0 and 1, 2 and 3, ...): every send form from the even node into the odd
+/// node's channel, every receive form of the even node from it, and the odd node sending
+/// into the even node's channel.
 fn client_send_recv_both_ways() {
     let pool = node_pool("p", 1 << 24);
     let mine = Channel::create(&pool, 7, None).unwrap();
     publish(&format!("ch{}", rank()), &mine);
-    let other = fetch(&format!("ch{}", 1 - rank()));
+    let other = fetch(&format!("ch{}", rank() ^ 1));
     assert!(other.is_remote() && !mine.is_remote());
     assert_eq!(other.capacity(), 100);
     assert_eq!(other.block_size(), 1024);
@@ -219,7 +226,7 @@ fn client_send_recv_both_ways() {
     ls.open().unwrap();
     let mut lr = mine.recvh().unwrap();
     lr.open().unwrap();
-    if rank() == 0 {
+    if rank().is_multiple_of(2) {
         // Copy (the sender keeps its message), with attributes.
         let mut m = Message::create_alloc(&pool, 5).unwrap();
         m.bytes_memview().unwrap().copy_from_slice(b"copy!");
@@ -423,7 +430,7 @@ fn client_timeouts_and_poll() {
 fn client_many_to_one() {
     let n = size();
     let last = n - 1;
-    let per: u64 = std::env::var(MSGS).map_or(2_000, |v| v.parse().unwrap());
+    let per: u64 = std::env::var(MSGS).map_or(500, |v| v.parse().unwrap());
     let pool = node_pool("p", 1 << 26);
     if rank() != last {
         let ch = fetch("sink");
@@ -661,6 +668,7 @@ macro_rules! scenario {
 }
 
 scenario!(send_recv_both_ways, client_send_recv_both_ways, 2);
+scenario!(send_recv_four_nodes, client_send_recv_both_ways, 4);
 scenario!(timeouts_try_once_and_poll, client_timeouts_and_poll, 2);
 scenario!(four_senders_one_sink, client_many_to_one, 5);
 scenario!(large_payload_64mib, client_large_payload, 2);

@@ -377,13 +377,20 @@ struct HandleState {
     pending_get: Option<u64>,
     /// A received message not handed over yet (payload, hints, clientid).
     kept: Option<(Vec<u8>, u64, u64)>,
+    /// A request whose answer never came (the wait gave up): the gateway may still write
+    /// into the completion channel.
+    unanswered: bool,
 }
 
 impl Drop for HandleState {
     fn drop(&mut self) {
         if let Some((ch, recvh)) = self.completion.take() {
             drop(recvh);
-            let _ = ch.destroy();
+            // A gateway that may still answer into it must not meet freed memory: then the
+            // channel is left to the pool (it goes with the gateway's pool).
+            if !self.unanswered && self.pending_get.is_none() {
+                let _ = ch.destroy();
+            }
         }
     }
 }
@@ -414,6 +421,7 @@ impl RemoteHandle {
                 completion: None,
                 pending_get: None,
                 kept: None,
+                unanswered: false,
             }),
         }
     }
@@ -660,6 +668,8 @@ impl HandleState {
         outcome: Outcome,
     ) -> Result<Answer, Error> {
         let give_up = give_up_at(timeout);
+        // Set until the answer is in: a wait that gives up leaves it set.
+        self.unanswered = true;
         let Some((_, recvh)) = self.completion.as_ref() else {
             return Err(Error::Remote(RemoteError::Far(
                 "no completion channel".into(),
@@ -671,6 +681,7 @@ impl HandleState {
                     let e = Envelope::decode(&bytes)
                         .map_err(|why| Error::Remote(RemoteError::Far(why.into())))?;
                     if e.kind == Kind::Reply && e.seq == seq {
+                        self.unanswered = false;
                         return Ok(Answer {
                             status: e.status,
                             value: e.value,
