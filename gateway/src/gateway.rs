@@ -261,7 +261,9 @@ impl<T: Transport> Gateway<T> {
                 }
                 return;
             }
-            if worked {
+            // A send on its way out moves only inside transport calls (MPI has no progress
+            // thread): keep calling while one is in flight, without giving the core away.
+            if worked || self.t.sending() {
                 idle_since = None;
                 sleep = SLEEP_MIN;
                 continue;
