@@ -261,11 +261,18 @@ impl<T: Transport> Gateway<T> {
                 }
                 return;
             }
-            // A send on its way out moves only inside transport calls (MPI has no progress
-            // thread): keep calling while one is in flight, without giving the core away.
-            if worked || self.t.sending() {
+            if worked {
                 idle_since = None;
                 sleep = SLEEP_MIN;
+                continue;
+            }
+            // A send on its way out moves only inside transport calls (MPI has no progress
+            // thread): while one is in flight, never sleep; yield, so that the processes on
+            // the other end of it get the core when there are fewer cores than processes.
+            if self.t.sending() {
+                idle_since = None;
+                sleep = SLEEP_MIN;
+                std::thread::yield_now();
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
