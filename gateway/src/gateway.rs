@@ -43,6 +43,8 @@ pub const SLEEP_MIN: Duration = Duration::from_micros(50);
 pub const SLEEP_MAX: Duration = Duration::from_millis(1);
 /// Envelopes up to this size are batched per destination; larger ones go alone.
 pub const BATCH_LIMIT: usize = 16 * 1024;
+/// Largest batch message.
+pub const BATCH_MAX: usize = 1 << 20;
 /// Requests taken from the gateway channel per turn.
 const DRAIN_PER_TURN: usize = 256;
 /// `"DRGB"`: a transport message holding several envelopes.
@@ -92,7 +94,6 @@ struct Op {
 struct Outstanding {
     rank: usize,
     reply_desc: Vec<u8>,
-    kind: Kind,
     /// The envelope's routing fields, to answer it when the node is lost.
     origin: u64,
     target: u64,
@@ -342,7 +343,6 @@ impl<T: Transport> Gateway<T> {
                 Outstanding {
                     rank,
                     reply_desc: e.reply_desc.to_vec(),
-                    kind: e.kind,
                     origin: e.origin,
                     target: e.target,
                 },
@@ -351,48 +351,91 @@ impl<T: Transport> Gateway<T> {
         self.batch[rank].push(b);
     }
 
-    /// Sends what waits per rank: alone, or several small ones as one batch.
+    /// Sends what waits per rank, in order (a sender's messages must not overtake each
+    /// other): runs of small envelopes as one batch each (at most [`BATCH_MAX`] bytes and
+    /// what the transport takes), a large one alone.
     fn flush(&mut self) {
+        let cap = BATCH_MAX.min(self.t.max_message());
         for r in 0..self.batch.len() {
             if self.batch[r].is_empty() {
                 continue;
             }
             let items = core::mem::take(&mut self.batch[r]);
-            let mut small: Vec<Vec<u8>> = Vec::new();
+            let mut run: Vec<Vec<u8>> = Vec::new();
+            let mut run_len = 8usize;
             for it in items {
-                if it.len() > BATCH_LIMIT {
-                    self.send_to(r, it);
+                let small = it.len() <= BATCH_LIMIT && 8 + 4 + it.len() <= cap;
+                if !small || run_len + 4 + it.len() > cap {
+                    self.send_run(r, core::mem::take(&mut run));
+                    run_len = 8;
+                }
+                if small {
+                    run_len += 4 + it.len();
+                    run.push(it);
                 } else {
-                    small.push(it);
+                    self.send_to(r, it);
                 }
             }
-            match small.len() {
-                0 => {}
-                1 => {
-                    let it = small.pop().expect("one");
-                    self.send_to(r, it);
+            self.send_run(r, run);
+        }
+    }
+
+    /// Sends a run of small envelopes: one alone, several as a batch.
+    fn send_run(&mut self, r: usize, mut run: Vec<Vec<u8>>) {
+        match run.len() {
+            0 => {}
+            1 => {
+                let it = run.pop().expect("one");
+                self.send_to(r, it);
+            }
+            n => {
+                let total: usize = run.iter().map(|v| 4 + v.len()).sum();
+                let mut m = Vec::with_capacity(8 + total);
+                m.extend_from_slice(&BATCH_MAGIC.to_le_bytes());
+                m.extend_from_slice(&(n as u32).to_le_bytes());
+                for it in &run {
+                    m.extend_from_slice(&(it.len() as u32).to_le_bytes());
+                    m.extend_from_slice(it);
                 }
-                n => {
-                    let total: usize = small.iter().map(|v| 4 + v.len()).sum();
-                    let mut m = Vec::with_capacity(8 + total);
-                    m.extend_from_slice(&BATCH_MAGIC.to_le_bytes());
-                    m.extend_from_slice(&(n as u32).to_le_bytes());
-                    for it in &small {
-                        m.extend_from_slice(&(it.len() as u32).to_le_bytes());
-                        m.extend_from_slice(it);
-                    }
-                    self.stats.batches += 1;
-                    self.stats.batched += n as u64;
-                    self.send_to(r, m);
-                }
+                self.stats.batches += 1;
+                self.stats.batched += n as u64;
+                self.send_to(r, m);
             }
         }
     }
 
     fn send_to(&mut self, r: usize, m: Vec<u8>) {
+        if m.len() > self.t.max_message() {
+            return self.too_large(r, &m);
+        }
         self.stats.sent += 1;
         if self.t.send(r, m).is_err() {
             self.node_lost(r);
+        }
+    }
+
+    /// An envelope larger than the transport carries (only a lone one can be): its request
+    /// fails at once with a clear error instead of travelling.
+    fn too_large(&mut self, r: usize, m: &[u8]) {
+        let Ok(e) = Envelope::decode(m) else {
+            return;
+        };
+        let why = format!(
+            "a message of {} bytes is larger than the transport carries ({} bytes)",
+            m.len(),
+            self.t.max_message()
+        );
+        if e.kind == Kind::Reply {
+            // The answer to a request of node `r`: it gets the failure instead.
+            let mut f = e;
+            f.status = status::FAILED;
+            f.payload = why.as_bytes();
+            f.value = 0;
+            let b = f.to_vec();
+            self.send_to(r, b);
+        } else {
+            self.outstanding.remove(&(e.sender, e.seq));
+            self.answer_local(&e, status::FAILED, why.as_bytes());
         }
     }
 
@@ -757,7 +800,6 @@ impl<T: Transport> Gateway<T> {
             e.origin = o.origin;
             e.target = o.target;
             e.reply_desc = &o.reply_desc;
-            let _ = o.kind;
             let b = e.to_vec();
             self.deliver(o.reply_desc.clone(), b);
         }
@@ -778,5 +820,194 @@ fn status_of(e: &Error) -> u32 {
             | MemoryPoolError::Stale(_),
         ) => status::DESTROYED,
         _ => status::FAILED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use dragon_channels::remote::envelope::ReturnMode;
+
+    use super::*;
+    use crate::transport::TransportError;
+
+    /// Rank 0 of 2, whose peer is the test: what the gateway sends is kept, what the test
+    /// pushes arrives; messages above `max` are refused as by MPI's int counts.
+    struct Fake {
+        max: usize,
+        sent: Vec<(usize, Vec<u8>)>,
+        inbox: VecDeque<(usize, Vec<u8>)>,
+    }
+
+    impl Transport for Fake {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn send(&mut self, to: usize, msg: Vec<u8>) -> Result<(), TransportError> {
+            assert!(
+                msg.len() <= self.max,
+                "the gateway sent past the transport's limit"
+            );
+            self.sent.push((to, msg));
+            Ok(())
+        }
+        fn try_recv(&mut self) -> Option<(usize, Vec<u8>)> {
+            self.inbox.pop_front()
+        }
+        fn progress(&mut self) -> bool {
+            false
+        }
+        fn lost(&mut self) -> Vec<usize> {
+            Vec::new()
+        }
+        fn sending(&self) -> bool {
+            false
+        }
+        fn max_message(&self) -> usize {
+            self.max
+        }
+    }
+
+    /// Removes the test pool's file even when the test fails.
+    struct Unlink(String);
+
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
+        }
+    }
+
+    /// A request envelope to the peer's host.
+    fn request(seq: u64, target: &[u8], reply: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut e = Envelope::new(Kind::Send);
+        e.return_mode = ReturnMode::WhenDeposited;
+        e.origin = dragon_channels::host::host_id();
+        e.target = PEER;
+        e.sender = 9;
+        e.seq = seq;
+        e.timeout_ns = WIRE_BLOCK;
+        e.target_desc = target;
+        e.reply_desc = reply;
+        e.payload = payload;
+        e.to_vec()
+    }
+
+    const PEER: u64 = 0xFEED;
+
+    /// Sequence numbers of the SEND envelopes the gateway handed to the transport, in order
+    /// (batches opened).
+    fn sent_seqs(t: &Fake) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (_, m) in &t.sent {
+            if m[..4] == BATCH_MAGIC.to_le_bytes() {
+                let n = u32::from_le_bytes(m[4..8].try_into().unwrap()) as usize;
+                let mut pos = 8;
+                for _ in 0..n {
+                    let len = u32::from_le_bytes(m[pos..pos + 4].try_into().unwrap()) as usize;
+                    out.push(Envelope::decode(&m[pos + 4..pos + 4 + len]).unwrap().seq);
+                    pos += 4 + len;
+                }
+            } else if let Ok(e) = Envelope::decode(m)
+                && e.kind == Kind::Send
+            {
+                out.push(e.seq);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn order_is_kept_between_batches_and_large_messages() {
+        let name = format!("gwo{}", std::process::id());
+        let _cleanup = Unlink(name.clone());
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake {
+            max: usize::MAX,
+            sent: Vec::new(),
+            inbox: VecDeque::from([(1, hello.to_vec())]),
+        };
+        let cfg = Config {
+            pool_name: name.clone(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let mut client = gw.channel().sendh().unwrap();
+        client.open().unwrap();
+        let big = vec![1u8; BATCH_LIMIT + 1];
+        for (seq, p) in [
+            (1u64, &big[..8]),
+            (2, &big[..8]),
+            (3, &big[..]),
+            (4, &big[..8]),
+        ] {
+            let b = request(seq, b"t", b"r", p);
+            client.send_bytes(&b, b.len(), None, Timeout::Try).unwrap();
+        }
+        gw.turn();
+        assert_eq!(sent_seqs(gw.transport()), [1, 2, 3, 4]);
+        // 1 and 2 went as one batch, 3 alone, 4 alone.
+        let hello = |m: &[u8]| Envelope::decode(m).is_ok_and(|e| e.kind == Kind::Hello);
+        let sends = gw
+            .transport()
+            .sent
+            .iter()
+            .filter(|(_, m)| !hello(m))
+            .count();
+        assert_eq!(sends, 3);
+        drop(client);
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
+    }
+
+    #[test]
+    fn a_request_larger_than_the_transport_fails_with_a_clear_answer() {
+        let name = format!("gwu{}", std::process::id());
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake {
+            max: 2048,
+            sent: Vec::new(),
+            inbox: VecDeque::from([(1, hello.to_vec())]),
+        };
+        let cfg = Config {
+            pool_name: name.clone(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let _cleanup = Unlink(name.clone());
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let done = Channel::create(gw.pool(), 77, None).unwrap();
+        let mut done_r = done.recvh().unwrap();
+        done_r.open().unwrap();
+        let mut client = gw.channel().sendh().unwrap();
+        client.open().unwrap();
+        // A small request goes to node 1; a large one is answered FAILED at once.
+        let (target, reply) = (b"target".to_vec(), done.serialize());
+        let payload = vec![3u8; 4096];
+        for (seq, p) in [(1u64, &payload[..16]), (2, &payload[..])] {
+            let b = request(seq, &target, &reply, p);
+            client.send_bytes(&b, b.len(), None, Timeout::Try).unwrap();
+        }
+        gw.turn();
+        assert_eq!(sent_seqs(gw.transport()), [1]);
+        let a = done_r.recv_bytes(Timeout::Try).unwrap();
+        let a = Envelope::decode(&a).unwrap();
+        assert_eq!((a.kind, a.seq, a.status), (Kind::Reply, 2, status::FAILED));
+        let why = String::from_utf8_lossy(a.payload).into_owned();
+        assert!(why.contains("larger than the transport carries"), "{why}");
+        drop((client, done_r));
+        done.destroy().unwrap();
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
     }
 }

@@ -13,7 +13,9 @@ mod mpi;
 mod tcp;
 mod transport;
 
-pub use gateway::{BATCH_LIMIT, Config, Gateway, SLEEP_MAX, SLEEP_MIN, Stats, YIELD_PHASE};
+pub use gateway::{
+    BATCH_LIMIT, BATCH_MAX, Config, Gateway, SLEEP_MAX, SLEEP_MIN, Stats, YIELD_PHASE,
+};
 #[cfg(feature = "mpi")]
 pub use mpi::MpiTransport;
 pub use tcp::TcpTransport;

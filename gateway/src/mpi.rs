@@ -147,4 +147,9 @@ impl Transport for MpiTransport {
     fn sending(&self) -> bool {
         !self.in_flight.is_empty()
     }
+
+    fn max_message(&self) -> usize {
+        // MPI counts are C ints.
+        i32::MAX as usize
+    }
 }

@@ -54,4 +54,9 @@ pub trait Transport {
 
     /// Whether sends are still on their way out.
     fn sending(&self) -> bool;
+
+    /// The largest message [`Transport::send`] takes.
+    fn max_message(&self) -> usize {
+        usize::MAX
+    }
 }

@@ -583,7 +583,7 @@ impl HandleState {
         let link = link().map_err(down(Outcome::NotDone))?;
         if let Some(seq) = self.pending_get {
             // An earlier receive's GET: its answer comes first (it may hold a message).
-            let a = self.await_answer(link, seq, t.host, timeout, Outcome::Pending)?;
+            let a = self.await_answer(link, seq, timeout, Outcome::Pending)?;
             self.pending_get = None;
             if a.status == status::OK {
                 return Ok((a.payload, a.hints, a.clientid));
@@ -650,7 +650,7 @@ impl HandleState {
         if kind == Kind::Get {
             self.pending_get = Some(seq);
         }
-        let a = self.await_answer(link, seq, t.host, timeout, outcome)?;
+        let a = self.await_answer(link, seq, timeout, outcome)?;
         if kind == Kind::Get {
             self.pending_get = None;
         }
@@ -663,7 +663,6 @@ impl HandleState {
         &mut self,
         link: &Link,
         seq: u64,
-        host: u64,
         timeout: Timeout,
         outcome: Outcome,
     ) -> Result<Answer, Error> {
@@ -700,7 +699,6 @@ impl HandleState {
                 ));
             }
             if give_up.is_some_and(|g| Instant::now() >= g) {
-                let _ = host;
                 return Err(Error::Remote(RemoteError::NoAnswer { outcome }));
             }
         }
