@@ -407,9 +407,13 @@ fn client_timeouts_and_poll() {
     // Return modes: queued-only sends still arrive, in order.
     s.set_return_mode(ReturnMode::Immediately);
     assert_eq!(s.return_mode(), ReturnMode::Immediately);
+    // A large one between small ones does not overtake them (the gateway batches the small).
+    let big = vec![4u8; 40_000];
     s.send_bytes(b"i1", 2, None, secs(5)).unwrap();
+    s.send_bytes(&big, big.len(), None, secs(5)).unwrap();
     s.send_bytes(b"i2", 2, None, secs(5)).unwrap();
     assert_eq!(r.recv_bytes(secs(5)).unwrap(), b"i1");
+    assert_eq!(r.recv_bytes(secs(5)).unwrap(), big);
     assert_eq!(r.recv_bytes(secs(5)).unwrap(), b"i2");
     // Local-only operations say so.
     assert!(matches!(
