@@ -91,6 +91,9 @@ pub struct Handle<D: Direction> {
     wait_mode: WaitMode,
     /// A remote channel's handle state (see [`crate::remote`]); `None` for a local channel.
     pub(crate) remote: Option<Box<crate::remote::RemoteHandle>>,
+    /// Open on a local channel: the one flag the fast paths test (a closed handle and a
+    /// remote one both take the out-of-line path).
+    local_open: bool,
     _direction: PhantomData<D>,
 }
 
@@ -145,6 +148,7 @@ impl<D: Direction> Handle<D> {
                 .map(|r| Box::new(crate::remote::RemoteHandle::new(r))),
             ch,
             open: false,
+            local_open: false,
             default_timeout,
             wait_mode: WaitMode::Adaptive,
             _direction: PhantomData,
@@ -164,6 +168,7 @@ impl<D: Direction> Handle<D> {
             self.ch.check_live()?;
         }
         self.open = true;
+        self.local_open = self.remote.is_none();
         Ok(())
     }
 
@@ -176,6 +181,7 @@ impl<D: Direction> Handle<D> {
             return Err(Error::ChannelHandleNotOpen);
         }
         self.open = false;
+        self.local_open = false;
         Ok(())
     }
 
@@ -222,6 +228,11 @@ impl<D: Direction> Handle<D> {
         }
     }
 
+    /// The remote state of a handle that is open and not local.
+    fn remote(&self) -> Result<&crate::remote::RemoteHandle, Error> {
+        self.remote.as_deref().ok_or(Error::ChannelHandleNotOpen)
+    }
+
     /// The one blocking call of both handles: runs the core's try-once `op` until it
     /// completes, fails, or `timeout` (this handle's default for [`Timeout::Default`])
     /// passes, then wakes the other side.
@@ -253,7 +264,9 @@ impl Handle<Sending> {
         dest_msg: Option<&mut Message>,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        self.check_open()?;
+        if !self.local_open {
+            return self.send_other(msg, dest_msg, timeout);
+        }
         let payload = msg
             .bytes()
             .map_err(|_| Error::ChannelSendError(Reason::EmptyMessage))?;
@@ -316,7 +329,10 @@ impl Handle<Sending> {
         dest_msg: Option<&mut Message>,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        self.check_open()?;
+        if !self.local_open {
+            self.check_open()?;
+            return self.send_bytes_remote(msg_bytes, msg_len, dest_msg, timeout);
+        }
         let n = msg_bytes.len();
         if msg_len < n {
             return Err(Error::ChannelSendError(Reason::MsgLenTooShort {
@@ -352,9 +368,6 @@ impl Handle<Sending> {
         clientid: u64,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        if let Some(r) = &self.remote {
-            return r.send(bytes, hints, clientid, timeout.or(self.default_timeout));
-        }
         // The fast path inline, the waiting out of line with only what it needs.
         match self.ch.core.try_send(bytes, hints, clientid) {
             Ok(()) => {
@@ -362,6 +375,68 @@ impl Handle<Sending> {
                 Ok(())
             }
             Err(e) => self.send_copy_slow(e, bytes, hints, clientid, timeout),
+        }
+    }
+
+    /// [`ChannelSendH::send`] on a closed handle or a remote channel.
+    #[cold]
+    #[inline(never)]
+    fn send_other(
+        &self,
+        msg: &Message,
+        dest_msg: Option<&mut Message>,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        let payload = msg
+            .bytes()
+            .map_err(|_| Error::ChannelSendError(Reason::EmptyMessage))?;
+        match dest_msg {
+            None => self.remote()?.send(
+                payload,
+                msg.hints(),
+                msg.clientid(),
+                timeout.or(self.default_timeout),
+            ),
+            Some(dest) => self.send_via_dest(
+                payload.len(),
+                |buf| buf.copy_from_slice(payload),
+                (msg.hints(), msg.clientid()),
+                dest,
+                timeout,
+            ),
+        }
+    }
+
+    /// [`ChannelSendH::send_bytes`] on a remote channel (the handle is open).
+    #[cold]
+    #[inline(never)]
+    fn send_bytes_remote(
+        &self,
+        msg_bytes: &[u8],
+        msg_len: usize,
+        dest_msg: Option<&mut Message>,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        let n = msg_bytes.len();
+        if msg_len < n {
+            return Err(Error::ChannelSendError(Reason::MsgLenTooShort {
+                bytes: n,
+                msg_len,
+            }));
+        }
+        let fill = |buf: &mut [u8]| {
+            buf[..n].copy_from_slice(msg_bytes);
+            buf[n..].fill(0);
+        };
+        match dest_msg {
+            Some(dest) => self.send_via_dest(msg_len, fill, (0, 0), dest, timeout),
+            None => {
+                let mut padded = vec![0u8; msg_len];
+                fill(&mut padded);
+                self.remote()?
+                    .send(&padded, 0, 0, timeout.or(self.default_timeout))
+            }
         }
     }
 
@@ -467,9 +542,11 @@ impl Handle<Receiving> {
     /// [`Error::ChannelRecvError`] when the pool has no memory for an inline payload and the
     /// timeout is try-once (the message stays queued).
     pub fn recv(&self, timeout: Timeout) -> Result<Message, Error> {
-        self.check_open()?;
-        if let Some(r) = &self.remote {
-            return r.recv_message(timeout.or(self.default_timeout));
+        if !self.local_open {
+            self.check_open()?;
+            return self
+                .remote()?
+                .recv_message(timeout.or(self.default_timeout));
         }
         let core = &self.ch.core;
         let (alloc, got) = self.block(Op::Recv, timeout, |_| core.try_recv_alloc())?;
@@ -493,9 +570,8 @@ impl Handle<Receiving> {
     /// [`Reason::DestinationTooSmall`] when the payload does not fit (it stays queued).
     #[inline(always)]
     pub fn recv_into(&self, dest_msg: &mut Message, timeout: Timeout) -> Result<(), Error> {
-        self.check_open()?;
-        if let Some(r) = &self.remote {
-            return r.recv_into(dest_msg, timeout.or(self.default_timeout));
+        if !self.local_open {
+            return self.recv_into_other(dest_msg, timeout);
         }
         let Some(mem) = dest_msg.mem.as_mut() else {
             *dest_msg = self.recv(timeout)?;
@@ -516,6 +592,15 @@ impl Handle<Receiving> {
         dest_msg.set_hints(got.hints);
         dest_msg.set_clientid(got.clientid);
         Ok(())
+    }
+
+    /// [`ChannelRecvH::recv_into`] on a closed handle or a remote channel.
+    #[cold]
+    #[inline(never)]
+    fn recv_into_other(&self, dest_msg: &mut Message, timeout: Timeout) -> Result<(), Error> {
+        self.check_open()?;
+        self.remote()?
+            .recv_into(dest_msg, timeout.or(self.default_timeout))
     }
 
     /// [`ChannelRecvH::recv_into`] after its lazy first try failed with `first`.
@@ -540,9 +625,12 @@ impl Handle<Receiving> {
     /// As [`ChannelRecvH::recv`].
     #[inline]
     pub fn recv_bytes(&self, timeout: Timeout) -> Result<Vec<u8>, Error> {
-        self.check_open()?;
-        if let Some(r) = &self.remote {
-            return r.recv(timeout.or(self.default_timeout)).map(|m| m.0);
+        if !self.local_open {
+            self.check_open()?;
+            return self
+                .remote()?
+                .recv(timeout.or(self.default_timeout))
+                .map(|m| m.0);
         }
         let core = &self.ch.core;
         // Sized to the message once its length is known: one allocation of exactly its size.

@@ -789,6 +789,12 @@ pub fn try_deposit(
     hints: u64,
     clientid: u64,
 ) -> Result<(), Error> {
+    if sendh.remote.is_some() {
+        return Err(Error::Remote(RemoteError::LocalOnly("a gateway's deposit")));
+    }
+    if !sendh.is_open() {
+        return Err(Error::ChannelHandleNotOpen);
+    }
     sendh.send_copy(bytes, hints, clientid, Timeout::Try)
 }
 
