@@ -16,8 +16,9 @@
 //! gateway channel, an ordinary local channel whose descriptor the gateway hands to its
 //! clients in [`GATEWAY_ENV`]. A payload larger than that channel's block size goes as one
 //! pool allocation sent by transfer of ownership. Each handle owns a completion channel in
-//! the gateway's pool (made at its first operation, destroyed with the handle) whose
-//! descriptor travels in the envelope; the answer arrives there.
+//! the gateway's pool (made at its first operation, destroyed with the handle unless an
+//! answer may still come, then left to the gateway's pool) whose descriptor travels in the
+//! envelope; the answer arrives there.
 //!
 //! The target node's gateway runs the operation on the target channel with try-once calls,
 //! retried by its progress loop until the request's deadline, then answers. A send with
