@@ -20,14 +20,17 @@ use dragon_channels_core::{
 
 use crate::error::{Error, Op, Reason};
 use crate::handle::{ChannelRecvH, ChannelSendH};
+use crate::pool::descriptor_version;
 use crate::pool::{MemoryPool, Recovery};
-use crate::shm::FILE_VERSION;
 use crate::wait::{self, Ctx, Timeout, WaitMode};
 
 /// `"DRCW"`: marks a serialized channel descriptor of the adapter.
 const SER_MAGIC: u32 = 0x5743_5244;
 /// Bytes before the pool descriptor: magic, version, pool descriptor length.
 const SER_HEAD: usize = 10;
+/// Layout version of serialized channel descriptors: 2 since pool descriptors name their host
+/// (version 1 bytes are refused with their own message).
+const SER_VERSION: u32 = 2;
 
 /// A channel: a bounded MPMC FIFO queue of messages in a pool.
 ///
@@ -56,10 +59,17 @@ const SER_HEAD: usize = 10;
 pub struct Channel {
     pub(crate) pool: MemoryPool,
     pub(crate) core: CoreChannel,
+    /// For a channel on another host: the target (then `pool` and `core` are this node's
+    /// gateway pool and gateway channel, through which its operations go; see
+    /// [`crate::remote`]).
+    pub(crate) remote: Option<std::sync::Arc<crate::remote::RemoteChannel>>,
 }
 
 impl core::fmt::Debug for Channel {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if let Some(r) = &self.remote {
+            return f.debug_struct("Channel").field("remote", r).finish();
+        }
         f.debug_struct("Channel")
             .field("c_uid", &self.core.uid())
             .field("pool", &self.pool.name())
@@ -102,6 +112,7 @@ impl Channel {
         Ok(Self {
             pool: mem_pool.clone(),
             core,
+            remote: None,
         })
     }
 
@@ -113,10 +124,19 @@ impl Channel {
     /// corrupt bytes; [`Error::MemoryPool`] when the pool does not exist
     /// ([`crate::MemoryPoolError::NotFound`]) or was created again since
     /// ([`crate::MemoryPoolError::Stale`]); [`Error::ChannelDestroyed`] when the channel was
-    /// destroyed.
+    /// destroyed. A descriptor of another host gives a remote channel when this process
+    /// has a gateway ([`crate::remote`]), else [`crate::MemoryPoolError::RemoteHost`].
     pub fn attach(ser_bytes: &[u8]) -> Result<Self, Error> {
         let (pool_bytes, ch_bytes) = parse(ser_bytes)?;
-        let pool = MemoryPool::attach_serialized(pool_bytes)?;
+        let pool = match MemoryPool::attach_serialized(pool_bytes) {
+            Ok(p) => p,
+            Err(e) => match crate::remote::remote_host(&e) {
+                Some(host) if crate::remote::has_gateway() => {
+                    return crate::remote::attach(ser_bytes, host);
+                }
+                _ => return Err(e.into()),
+            },
+        };
         let ctx = Ctx {
             pool: &pool.inner,
             ch: None,
@@ -126,16 +146,23 @@ impl Channel {
         let core = ctx.block(Timeout::Try, Timeout::Try, |_| {
             CoreChannel::attach(&pool.inner.core, ch_bytes, None)
         })?;
-        Ok(Self { pool, core })
+        Ok(Self {
+            pool,
+            core,
+            remote: None,
+        })
     }
 
     /// The serialized descriptor (see the module docs): bytes any process passes to
     /// [`Channel::attach`].
     pub fn serialize(&self) -> Vec<u8> {
+        if let Some(r) = &self.remote {
+            return r.serialize();
+        }
         let pool = self.pool.serialize();
         let core = self.core.serialize();
         let mut b = vec![0u8; SER_HEAD + pool.len() + core.len() + 4];
-        let mut w = Writer::sealed(&mut b, SER_MAGIC, FILE_VERSION);
+        let mut w = Writer::sealed(&mut b, SER_MAGIC, SER_VERSION);
         w.u16(pool.len() as u16).bytes(&pool).bytes(&core);
         let n = w.seal();
         debug_assert_eq!(n, b.len());
@@ -150,6 +177,11 @@ impl Channel {
     /// # Errors
     /// [`Error::ChannelDestroyed`] when it was already destroyed.
     pub fn destroy(self) -> Result<(), Error> {
+        if self.remote.is_some() {
+            return Err(Error::Remote(crate::remote::RemoteError::LocalOnly(
+                "destroying a channel",
+            )));
+        }
         self.core
             .destroy_with(wait::drain_sleepers)
             .map_err(|e| crate::error::from_core(e, Op::Other))
@@ -197,16 +229,25 @@ impl Channel {
 
     /// Messages queued now (a snapshot; the seed's `num_msgs`).
     pub fn num_msgs(&self) -> usize {
+        if let Some(r) = &self.remote {
+            return r.value(Poll::Size) as usize;
+        }
         self.core.len()
     }
 
     /// Capacity in messages.
     pub fn capacity(&self) -> usize {
+        if let Some(r) = &self.remote {
+            return r.info().0;
+        }
         self.core.capacity()
     }
 
     /// Payload bytes stored inline per message.
     pub fn block_size(&self) -> usize {
+        if let Some(r) = &self.remote {
+            return r.info().1;
+        }
         self.core.block_size()
     }
 
@@ -215,7 +256,20 @@ impl Channel {
         self.core.uid()
     }
 
-    /// The pool the channel lives in.
+    /// The host the channel lives on ([`crate::host::host_id`] for a local one).
+    pub fn host_id(&self) -> u64 {
+        self.remote
+            .as_ref()
+            .map_or_else(crate::host::host_id, |r| r.host())
+    }
+
+    /// Whether the channel lives on another host (reached through the gateway).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// The pool the channel lives in (for a remote channel: this node's gateway pool, where
+    /// its received messages are allocated).
     pub fn pool(&self) -> &MemoryPool {
         &self.pool
     }
@@ -232,6 +286,11 @@ impl Channel {
     /// # Errors
     /// [`Error::MemoryPool`] when the pool metadata is corrupt.
     pub fn recover(&self) -> Result<Recovery, Error> {
+        if self.remote.is_some() {
+            return Err(Error::Remote(crate::remote::RemoteError::LocalOnly(
+                "recovering a channel",
+            )));
+        }
         Ok(self.pool.inner.recover(Some(&self.core))?)
     }
 
@@ -245,6 +304,11 @@ impl Channel {
     }
 
     pub(crate) fn check_live(&self) -> Result<(), Error> {
+        if self.remote.is_some() {
+            return Err(Error::Remote(crate::remote::RemoteError::LocalOnly(
+                "a channel set (or this check)",
+            )));
+        }
         match self.core.poll(Poll::Capacity) {
             Ok(_) => Ok(()),
             Err(CoreChannelError::Destroyed) => Err(Error::ChannelDestroyed),
@@ -254,6 +318,9 @@ impl Channel {
 
     /// [`Channel::check_live`] for a send or receive handle: refused on a semaphore channel.
     fn check_handle(&self) -> Result<(), Error> {
+        if self.remote.is_some() {
+            return Ok(());
+        }
         self.check_live()?;
         if self.core.is_semaphore() {
             return Err(Error::ChannelError(Reason::Core(
@@ -272,6 +339,10 @@ fn parse(b: &[u8]) -> Result<(&[u8], &[u8]), Error> {
     let open_err = |e| {
         bad(match e {
             DescriptorError::Magic => "not a channel descriptor (bad magic)",
+            DescriptorError::Version if descriptor_version(b) == Some(1) => {
+                "made by an older dragon-channels (layout 1, which names no host): serialize \
+                 the channel again with this version"
+            }
             e => e.as_str(),
         })
     };
@@ -282,7 +353,7 @@ fn parse(b: &[u8]) -> Result<(&[u8], &[u8]), Error> {
         head.u32();
         SER_HEAD + usize::from(head.u16()) + CoreChannel::DESCRIPTOR_LEN + 4
     });
-    let mut r = Reader::open(b, len, SER_MAGIC, FILE_VERSION).map_err(open_err)?;
+    let mut r = Reader::open(b, len, SER_MAGIC, SER_VERSION).map_err(open_err)?;
     let pool_len = usize::from(r.u16());
     let (pool, core) = (r.bytes(pool_len), r.bytes(CoreChannel::DESCRIPTOR_LEN));
     r.finish().map_err(open_err)?;

@@ -101,6 +101,16 @@ pub enum MemoryPoolError {
     BadDescriptor(&'static str),
     /// Serialized pool bytes name an earlier pool of this name that was destroyed since.
     Stale(String),
+    /// The descriptor names a pool on another host ([`crate::host`]): its memory is not
+    /// here. A channel in it is reached through this node's gateway (set `DRAGON_GW1`).
+    RemoteHost {
+        /// The pool name (on that host).
+        name: String,
+        /// The host id the descriptor names.
+        host: u64,
+        /// This process's host id.
+        here: u64,
+    },
     /// The pool's party table is full: too many live processes are attached.
     TooManyParties,
     /// The requested size cannot be mapped on this platform.
@@ -206,6 +216,13 @@ impl fmt::Display for MemoryPoolError {
                 f,
                 "serialized descriptor names an earlier pool {name:?} that was destroyed: get a fresh descriptor"
             ),
+            Self::RemoteHost { name, host, here } => write!(
+                f,
+                "pool {name:?} lives on another host ({host:#x}; this is {here:#x}): its memory \
+                 is not reachable here; reach channels in it through this node's gateway \
+                 (run the job with one dragon-gateway per node, which sets DRAGON_GW1 for its \
+                 clients), or attach the descriptor on its own host"
+            ),
             Self::TooManyParties => write!(
                 f,
                 "the pool's party table is full ({MAX_PARTIES} live processes): detach some processes"
@@ -258,6 +275,9 @@ pub enum Error {
     /// `ChannelBarrierBroken`: the barrier was aborted (or an arrival timed out); reset it
     /// before using it again.
     ChannelBarrierBroken,
+    /// A remote channel's operation met what only remote operations meet: a dead gateway
+    /// or node, a host outside the job, a local-only operation (see [`crate::remote`]).
+    Remote(crate::remote::RemoteError),
 }
 
 /// Why a `ChannelError`, `ChannelSendError` or `ChannelRecvError` happened.
@@ -348,6 +368,7 @@ impl fmt::Display for Error {
             Self::ChannelBarrierBroken => f.write_str(
                 "the barrier is broken (aborted or an arrival timed out): poll Reset on it before using it again",
             ),
+            Self::Remote(e) => write!(f, "remote channel: {e}"),
         }
     }
 }

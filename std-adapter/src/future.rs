@@ -121,13 +121,20 @@ impl AsyncWait {
     /// more, and returns `Pending` if it is still busy.
     ///
     /// `op` must change nothing when it reports busy (every handle operation with
-    /// [`Timeout::Try`] is so).
+    /// [`Timeout::Try`] is so). A channel on another node is refused with [`Error::Remote`]
+    /// (`LocalOnly`): the waiter can only watch local memory.
     pub fn poll_op<T>(
         &mut self,
         ch: &Channel,
         cx: &mut Context<'_>,
         mut op: impl FnMut() -> Result<T, Error>,
     ) -> Poll<Result<T, Error>> {
+        if ch.is_remote() {
+            // Its words are the gateway channel's: nothing there says the far channel changed.
+            return Poll::Ready(Err(Error::Remote(crate::remote::RemoteError::LocalOnly(
+                "an async operation (use the blocking call on a thread of its own)",
+            ))));
+        }
         let mut r = match self.expect {
             // The hint says "not yet": the spin (or the exact try after registering) tries.
             Some(side) if !self.no_spin && !hint(ch, side) => Err(match side {

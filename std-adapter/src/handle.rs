@@ -99,6 +99,11 @@ pub struct Handle<D: Direction> {
     /// How a blocked operation of this handle waits (Dragon's `wait_mode` of `sendh()` /
     /// `recvh()`); [`WaitMode::Adaptive`] unless set.
     wait_mode: WaitMode,
+    /// A remote channel's handle state (see [`crate::remote`]); `None` for a local channel.
+    pub(crate) remote: Option<Box<crate::remote::RemoteHandle>>,
+    /// Open on a local channel: the one flag the fast paths test (a closed handle and a
+    /// remote one both take the out-of-line path).
+    local_open: bool,
     _direction: PhantomData<D>,
 }
 
@@ -147,8 +152,13 @@ impl<D: Direction> fmt::Debug for Handle<D> {
 impl<D: Direction> Handle<D> {
     pub(crate) fn new(ch: Channel, default_timeout: Timeout) -> Self {
         Self {
+            remote: ch
+                .remote
+                .as_deref()
+                .map(|r| Box::new(crate::remote::RemoteHandle::new(r))),
             ch,
             open: false,
+            local_open: false,
             default_timeout,
             wait_mode: WaitMode::Adaptive,
             _direction: PhantomData,
@@ -164,8 +174,11 @@ impl<D: Direction> Handle<D> {
         if self.open {
             return Err(Error::ChannelError(Reason::AlreadyOpen));
         }
-        self.ch.check_live()?;
+        if self.remote.is_none() {
+            self.ch.check_live()?;
+        }
         self.open = true;
+        self.local_open = self.remote.is_none();
         Ok(())
     }
 
@@ -178,6 +191,7 @@ impl<D: Direction> Handle<D> {
             return Err(Error::ChannelHandleNotOpen);
         }
         self.open = false;
+        self.local_open = false;
         Ok(())
     }
 
@@ -224,6 +238,11 @@ impl<D: Direction> Handle<D> {
         }
     }
 
+    /// The remote state of a handle that is open and not local.
+    fn remote(&self) -> Result<&crate::remote::RemoteHandle, Error> {
+        self.remote.as_deref().ok_or(Error::ChannelHandleNotOpen)
+    }
+
     /// The one blocking call of both handles: runs the core's try-once `op` until it
     /// completes, fails, or `timeout` (this handle's default for [`Timeout::Default`])
     /// passes, then wakes the other side.
@@ -255,7 +274,9 @@ impl Handle<Sending> {
         dest_msg: Option<&mut Message>,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        self.check_open()?;
+        if !self.local_open {
+            return self.send_other(msg, dest_msg, timeout);
+        }
         let payload = msg
             .bytes()
             .map_err(|_| Error::ChannelSendError(Reason::EmptyMessage))?;
@@ -318,7 +339,10 @@ impl Handle<Sending> {
         dest_msg: Option<&mut Message>,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        self.check_open()?;
+        if !self.local_open {
+            self.check_open()?;
+            return self.send_bytes_remote(msg_bytes, msg_len, dest_msg, timeout);
+        }
         let n = msg_bytes.len();
         if msg_len < n {
             return Err(Error::ChannelSendError(Reason::MsgLenTooShort {
@@ -347,7 +371,7 @@ impl Handle<Sending> {
     }
 
     #[inline(always)]
-    fn send_copy(
+    pub(crate) fn send_copy(
         &self,
         bytes: &[u8],
         hints: u64,
@@ -361,6 +385,68 @@ impl Handle<Sending> {
                 Ok(())
             }
             Err(e) => self.send_copy_slow(e, bytes, hints, clientid, timeout),
+        }
+    }
+
+    /// [`ChannelSendH::send`] on a closed handle or a remote channel.
+    #[cold]
+    #[inline(never)]
+    fn send_other(
+        &self,
+        msg: &Message,
+        dest_msg: Option<&mut Message>,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        let payload = msg
+            .bytes()
+            .map_err(|_| Error::ChannelSendError(Reason::EmptyMessage))?;
+        match dest_msg {
+            None => self.remote()?.send(
+                payload,
+                msg.hints(),
+                msg.clientid(),
+                timeout.or(self.default_timeout),
+            ),
+            Some(dest) => self.send_via_dest(
+                payload.len(),
+                |buf| buf.copy_from_slice(payload),
+                (msg.hints(), msg.clientid()),
+                dest,
+                timeout,
+            ),
+        }
+    }
+
+    /// [`ChannelSendH::send_bytes`] on a remote channel (the handle is open).
+    #[cold]
+    #[inline(never)]
+    fn send_bytes_remote(
+        &self,
+        msg_bytes: &[u8],
+        msg_len: usize,
+        dest_msg: Option<&mut Message>,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        let n = msg_bytes.len();
+        if msg_len < n {
+            return Err(Error::ChannelSendError(Reason::MsgLenTooShort {
+                bytes: n,
+                msg_len,
+            }));
+        }
+        let fill = |buf: &mut [u8]| {
+            buf[..n].copy_from_slice(msg_bytes);
+            buf[n..].fill(0);
+        };
+        match dest_msg {
+            Some(dest) => self.send_via_dest(msg_len, fill, (0, 0), dest, timeout),
+            None => {
+                let mut padded = vec![0u8; msg_len];
+                fill(&mut padded);
+                self.remote()?
+                    .send(&padded, 0, 0, timeout.or(self.default_timeout))
+            }
         }
     }
 
@@ -388,6 +474,18 @@ impl Handle<Sending> {
         clientid: u64,
         timeout: Timeout,
     ) -> Result<(), Error> {
+        if let Some(r) = &self.remote {
+            // The payload travels as bytes; the memory is freed once it was sent, as a
+            // transferred allocation leaves the sender.
+            r.send(
+                mem.payload(),
+                hints,
+                clientid,
+                timeout.or(self.default_timeout),
+            )?;
+            let _ = mem.pool.inner.free(mem.alloc);
+            return Ok(());
+        }
         if !mem.pool.same_pool(&self.ch.pool) {
             return Err(Error::ChannelSendError(Reason::ForeignMemory));
         }
@@ -454,7 +552,12 @@ impl Handle<Receiving> {
     /// [`Error::ChannelRecvError`] when the pool has no memory for an inline payload and the
     /// timeout is try-once (the message stays queued).
     pub fn recv(&self, timeout: Timeout) -> Result<Message, Error> {
-        self.check_open()?;
+        if !self.local_open {
+            self.check_open()?;
+            return self
+                .remote()?
+                .recv_message(timeout.or(self.default_timeout));
+        }
         let core = &self.ch.core;
         let (alloc, got) = self.block(Op::Recv, timeout, |_| core.try_recv_alloc())?;
         match MsgMem::new(&self.ch.pool, alloc, got.len) {
@@ -477,7 +580,9 @@ impl Handle<Receiving> {
     /// [`Reason::DestinationTooSmall`] when the payload does not fit (it stays queued).
     #[inline(always)]
     pub fn recv_into(&self, dest_msg: &mut Message, timeout: Timeout) -> Result<(), Error> {
-        self.check_open()?;
+        if !self.local_open {
+            return self.recv_into_other(dest_msg, timeout);
+        }
         let Some(mem) = dest_msg.mem.as_mut() else {
             *dest_msg = self.recv(timeout)?;
             return Ok(());
@@ -497,6 +602,15 @@ impl Handle<Receiving> {
         dest_msg.set_hints(got.hints);
         dest_msg.set_clientid(got.clientid);
         Ok(())
+    }
+
+    /// [`ChannelRecvH::recv_into`] on a closed handle or a remote channel.
+    #[cold]
+    #[inline(never)]
+    fn recv_into_other(&self, dest_msg: &mut Message, timeout: Timeout) -> Result<(), Error> {
+        self.check_open()?;
+        self.remote()?
+            .recv_into(dest_msg, timeout.or(self.default_timeout))
     }
 
     /// [`ChannelRecvH::recv_into`] after its lazy first try failed with `first`.
@@ -521,7 +635,13 @@ impl Handle<Receiving> {
     /// As [`ChannelRecvH::recv`].
     #[inline]
     pub fn recv_bytes(&self, timeout: Timeout) -> Result<Vec<u8>, Error> {
-        self.check_open()?;
+        if !self.local_open {
+            self.check_open()?;
+            return self
+                .remote()?
+                .recv(timeout.or(self.default_timeout))
+                .map(|m| m.0);
+        }
         let core = &self.ch.core;
         // Sized to the message once its length is known: one allocation of exactly its size.
         let mut buf = Grow(Vec::new());

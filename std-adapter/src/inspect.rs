@@ -370,6 +370,7 @@ impl MemoryPool {
                 Ok(core) => out.push(Channel {
                     pool: self.clone(),
                     core,
+                    remote: None,
                 }),
                 // Destroyed, or being created: not a channel (yet).
                 Err(CoreChannelError::Destroyed) => {}

@@ -70,6 +70,9 @@ impl Channel {
     /// on another channel or the other way round, and for a V past a bounded semaphore's
     /// bound.
     pub fn poll(&self, op: Poll, timeout: Timeout, mode: WaitMode) -> Result<Polled, Error> {
+        if let Some(r) = &self.remote {
+            return r.poll(op, timeout.or(Timeout::Block));
+        }
         let ctx = Ctx {
             pool: &self.pool.inner,
             ch: Some(&self.core),
@@ -112,6 +115,9 @@ impl Channel {
 
     /// Receivers sleeping on the channel now (Dragon's `blocked_receivers`).
     pub fn blocked_receivers(&self) -> u32 {
+        if let Some(r) = &self.remote {
+            return r.value(Poll::BlockedReceivers) as u32;
+        }
         self.core
             .recv_event()
             .waiters(dragon_channels_core::Waiter::One)
@@ -119,16 +125,25 @@ impl Channel {
 
     /// Parties arrived at the barrier in the current round (Dragon's `barrier_count`).
     pub fn barrier_count(&self) -> u32 {
+        if let Some(r) = &self.remote {
+            return r.value(Poll::BarrierWaiters) as u32;
+        }
         self.core.barrier_count()
     }
 
     /// Whether the barrier is broken (Dragon's `broken_barrier`).
     pub fn broken_barrier(&self) -> bool {
+        if let Some(r) = &self.remote {
+            return r.value(Poll::BarrierIsBroken) != 0;
+        }
         self.core.barrier_broken()
     }
 
     /// Whether this is a semaphore channel.
     pub fn is_semaphore(&self) -> bool {
+        if let Some(r) = &self.remote {
+            return r.info().2;
+        }
         self.core.is_semaphore()
     }
 

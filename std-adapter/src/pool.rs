@@ -34,11 +34,32 @@ use crate::{cache, wait};
 
 /// `"DRMP"`: marks a serialized pool descriptor.
 const SER_MAGIC: u32 = 0x504D_5244;
+/// Layout version of serialized pool descriptors: 2 added the host id (version 1, which had
+/// none, is refused with its own message).
+pub(crate) const SER_VERSION: u32 = 2;
 /// Fixed part of a serialized pool descriptor, before the name and the checksum: magic,
-/// version, uid, nonce, mapping length, name length.
-const SER_FIXED: usize = 4 + 4 + 8 + 8 + 8 + 1;
+/// version, host id, uid, nonce, mapping length, name length.
+const SER_FIXED: usize = 4 + 4 + 8 + 8 + 8 + 8 + 1;
 /// How long `attach` waits for a creator that is still initializing the pool.
 const ATTACH_WAIT: Duration = Duration::from_secs(2);
+
+/// The fields of a serialized pool descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PoolDescriptor {
+    /// The host the pool lives on.
+    pub(crate) host: u64,
+    pub(crate) name: String,
+    pub(crate) uid: u64,
+    pub(crate) nonce: u64,
+}
+
+/// The layout version field of sealed descriptor bytes (after the magic), if there is one.
+pub(crate) fn descriptor_version(b: &[u8]) -> Option<u32> {
+    let mut r = Reader::new(b);
+    r.u32();
+    let v = r.u32();
+    r.finish().ok().map(|()| v)
+}
 
 /// Creation attributes of a pool beyond its size, name and uid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -360,25 +381,42 @@ impl MemoryPool {
     /// process).
     ///
     /// # Errors
-    /// [`MemoryPoolError::BadDescriptor`] for malformed, truncated or corrupt bytes,
-    /// [`MemoryPoolError::Stale`] when the named pool was destroyed and created again since,
-    /// and the errors of [`MemoryPool::attach`].
+    /// [`MemoryPoolError::BadDescriptor`] for malformed, truncated or corrupt bytes (and for
+    /// descriptors of layout version 1, which name no host),
+    /// [`MemoryPoolError::RemoteHost`] when the pool lives on another host (see
+    /// [`crate::host`]), [`MemoryPoolError::Stale`] when the named pool was destroyed and
+    /// created again since, and the errors of [`MemoryPool::attach`].
     pub fn attach_serialized(bytes: &[u8]) -> Result<Self, MemoryPoolError> {
-        let (name, uid, nonce) = Self::parse_serialized(bytes)?;
-        Self::attach_checked(&name, Some((uid, nonce)))
+        let d = Self::parse_serialized(bytes)?;
+        let here = crate::host::host_id();
+        if d.host != here {
+            return Err(MemoryPoolError::RemoteHost {
+                name: d.name,
+                host: d.host,
+                here,
+            });
+        }
+        Self::attach_checked(&d.name, Some((d.uid, d.nonce)))
     }
 
-    /// The serialized descriptor: versioned bytes naming this pool (name, uid and creation
-    /// nonce) for [`MemoryPool::attach_serialized`].
+    /// The host id of the host this pool lives on ([`crate::host::host_id`] of the process
+    /// that made the descriptor; for a pool this process mapped, its own).
+    pub fn host_id(&self) -> u64 {
+        crate::host::host_id()
+    }
+
+    /// The serialized descriptor: versioned bytes naming this pool (host, name, uid and
+    /// creation nonce) for [`MemoryPool::attach_serialized`].
     ///
     /// A sealed descriptor (`dragon_channels_core::descriptor`): `[magic "DRMP" u32]
-    /// [version u32][uid u64][nonce u64][mapping length u64][name length u8][name]
-    /// [checksum u32]`, little endian.
+    /// [version 2 u32][host id u64][uid u64][nonce u64][mapping length u64][name length u8]
+    /// [name][checksum u32]`, little endian.
     pub fn serialize(&self) -> Vec<u8> {
         let name = self.inner.name.as_bytes();
         let mut b = vec![0u8; SER_FIXED + name.len() + 4];
-        let mut w = Writer::sealed(&mut b, SER_MAGIC, FILE_VERSION);
-        w.u64(self.inner.uid)
+        let mut w = Writer::sealed(&mut b, SER_MAGIC, SER_VERSION);
+        w.u64(crate::host::host_id())
+            .u64(self.inner.uid)
             .u64(self.inner.nonce)
             .u64(self.inner.map.len() as u64)
             .u8(name.len() as u8)
@@ -396,23 +434,28 @@ impl MemoryPool {
         if r.u32() != SER_MAGIC {
             return None;
         }
-        // Version, uid, nonce and mapping length; a short reader yields a 0 name length.
+        // Version, host, uid, nonce and mapping length; a short reader yields a 0 name length.
         r.bytes(SER_FIXED - 4 - 1);
         Some(SER_FIXED + usize::from(r.u8()) + 4)
     }
 
-    fn parse_serialized(b: &[u8]) -> Result<(String, u64, u64), MemoryPoolError> {
+    /// Parses a serialized pool descriptor (any host's).
+    pub(crate) fn parse_serialized(b: &[u8]) -> Result<PoolDescriptor, MemoryPoolError> {
         let bad = MemoryPoolError::BadDescriptor;
         let open_err = |e| {
             bad(match e {
                 DescriptorError::Magic => "not a pool descriptor (bad magic)",
+                DescriptorError::Version if descriptor_version(b) == Some(1) => {
+                    "made by an older dragon-channels (layout 1, which names no host): \
+                     serialize the pool again with this version"
+                }
                 e => e.as_str(),
             })
         };
         // Without the magic there is no expected length: `open` then says what is wrong.
         let mut r =
-            Reader::open(b, Self::serialized_len(b), SER_MAGIC, FILE_VERSION).map_err(open_err)?;
-        let (uid, nonce, _map_len) = (r.u64(), r.u64(), r.u64());
+            Reader::open(b, Self::serialized_len(b), SER_MAGIC, SER_VERSION).map_err(open_err)?;
+        let (host, uid, nonce, _map_len) = (r.u64(), r.u64(), r.u64(), r.u64());
         let n = usize::from(r.u8());
         let name = r.bytes(n);
         r.finish().map_err(open_err)?;
@@ -421,7 +464,12 @@ impl MemoryPool {
         }
         let name = core::str::from_utf8(name).map_err(|_| bad("name is not UTF-8"))?;
         shm::validate_name(name).map_err(|_| bad("name is not a valid pool name"))?;
-        Ok((name.to_owned(), uid, nonce))
+        Ok(PoolDescriptor {
+            host,
+            name: name.to_owned(),
+            uid,
+            nonce,
+        })
     }
 
     /// Waits until the file `name` holds a published pool (its creator still running) and

@@ -345,8 +345,14 @@ impl ChannelSet {
     /// Adds a channel; returns its index.
     ///
     /// # Errors
-    /// [`Error::ChannelDestroyed`]; [`Error::ChannelError`] for a semaphore channel.
+    /// [`Error::ChannelDestroyed`]; [`Error::ChannelError`] for a semaphore channel;
+    /// [`Error::Remote`] for a channel on another node (sets watch local memory).
     pub fn add(&mut self, ch: &Channel) -> Result<usize, Error> {
+        if ch.is_remote() {
+            return Err(Error::Remote(crate::remote::RemoteError::LocalOnly(
+                "a channel set (poll a remote channel with Channel::poll)",
+            )));
+        }
         ch.check_live()?;
         if ch.is_semaphore() {
             return Err(Error::ChannelError(Reason::Core(

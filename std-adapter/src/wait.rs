@@ -173,6 +173,16 @@ impl Timeout {
         matches!(t, Self::Try) || t == Self::After(Duration::ZERO)
     }
 
+    /// This timeout with `default` standing in for [`Timeout::Default`] (a default of
+    /// `Default` means block).
+    pub(crate) fn or(self, default: Timeout) -> Timeout {
+        match (self, default) {
+            (Self::Default, Self::Default) => Self::Block,
+            (Self::Default, d) => d,
+            (t, _) => t,
+        }
+    }
+
     /// The deadline of a call made now with this timeout; `default` stands in for
     /// [`Timeout::Default`] (a handle default of `Default` means block).
     pub(crate) fn deadline(self, default: Timeout) -> Deadline {

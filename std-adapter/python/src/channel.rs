@@ -460,9 +460,10 @@ impl PyChannel {
 
     /// A new, unopened send handle; `timeout` is its default (None: block), `wait_mode`
     /// (a `WaitMode`) how its blocked sends wait, `return_mode` (a
-    /// `ChannelSendReturnWhen`) when a send returns: every send here returns once the
-    /// message is in the channel (`WHEN_DEPOSITED`, which also satisfies `WHEN_BUFFERED` and
-    /// `WHEN_NONE`); `WHEN_RECEIVED` raises `ChannelError`.
+    /// `ChannelSendReturnWhen`) when a send returns: a local send returns once the message
+    /// is in the channel (`WHEN_DEPOSITED`, which also satisfies `WHEN_BUFFERED` and
+    /// `WHEN_NONE`); on a remote channel `WHEN_NONE` and `WHEN_BUFFERED` return once the
+    /// request is queued at this node's gateway; `WHEN_RECEIVED` raises `ChannelError`.
     #[pyo3(signature = (timeout = None, wait_mode = WaitModeArg(dc::WaitMode::Adaptive), return_mode = None))]
     fn sendh(
         &self,
@@ -471,6 +472,7 @@ impl PyChannel {
         wait_mode: WaitModeArg,
         return_mode: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyChannelSendH> {
+        let mut mode = None;
         if let Some(r) = return_mode.filter(|r| !r.is_none()) {
             let e = types_attr(py, "ChannelSendReturnWhen")?;
             if !r.is_instance(&e)? {
@@ -489,6 +491,14 @@ impl PyChannel {
                         .into(),
                 ));
             }
+            // Only a remote channel's sends differ (see dragon_channels::remote).
+            mode = Some(if r.eq(e.getattr("WHEN_NONE")?)? {
+                dc::ReturnMode::Immediately
+            } else if r.eq(e.getattr("WHEN_BUFFERED")?)? {
+                dc::ReturnMode::WhenBuffered
+            } else {
+                dc::ReturnMode::WhenDeposited
+            });
         }
         let default = timeout.map_or(Ok(dc::Timeout::Block), seconds_timeout)?;
         let mut h = self
@@ -496,6 +506,9 @@ impl PyChannel {
             .sendh_with(default)
             .map_err(|e| channel_err(py, e))?;
         h.set_wait_mode(wait_mode.0);
+        if let Some(m) = mode {
+            h.set_return_mode(m);
+        }
         Ok(PyChannelSendH { h })
     }
 

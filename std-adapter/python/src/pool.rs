@@ -22,8 +22,6 @@
 //! whose operations raise `DragonPoolError` (Dragon's "operation attempted on a non-local
 //! pool").
 
-use std::sync::OnceLock;
-
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -42,20 +40,10 @@ pub(crate) const MAX_DRAGON_NAME: usize = 236;
 /// Magic of the adapter's pool descriptor ("DRMP", little endian).
 const NATIVE_MAGIC: &[u8; 4] = b"DRMP";
 
-/// This machine's host id: the first 16 hex digits of the kernel's boot id (a pool does not
-/// outlive a boot), or 1 when it cannot be read.
+/// This process's host id: the adapter's (`dragon_channels::host`: the kernel's boot id,
+/// unless `DRAGON_CHANNELS_HOST_ID` overrides it), which its descriptors also carry.
 pub(crate) fn host_id() -> u64 {
-    static ID: OnceLock<u64> = OnceLock::new();
-    *ID.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .ok()
-            .and_then(|s| {
-                let hex: String = s.chars().filter(char::is_ascii_hexdigit).take(16).collect();
-                u64::from_str_radix(&hex, 16).ok()
-            })
-            .filter(|&h| h != 0)
-            .unwrap_or(1)
-    })
+    dc::host::host_id()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -92,13 +80,20 @@ pub(crate) struct PoolDesc {
 /// The adapter descriptor's uid and file name (its layout: `dragon_channels::MemoryPool::
 /// serialize`).
 pub(crate) fn native_uid_name(b: &[u8]) -> Option<(u64, String)> {
-    if b.len() < 33 || &b[..4] != NATIVE_MAGIC {
+    native_host_uid_name(b).map(|(_, uid, name)| (uid, name))
+}
+
+/// The adapter descriptor's host id, uid and file name.
+fn native_host_uid_name(b: &[u8]) -> Option<(u64, u64, String)> {
+    // Layout 2: magic, version, host id, uid, nonce, mapping length, name length, name.
+    if b.len() < 41 || &b[..4] != NATIVE_MAGIC {
         return None;
     }
-    let uid = u64::from_le_bytes(b[8..16].try_into().ok()?);
-    let n = usize::from(b[32]);
-    let name = core::str::from_utf8(b.get(33..33 + n)?).ok()?;
-    Some((uid, name.to_owned()))
+    let host = u64::from_le_bytes(b[8..16].try_into().ok()?);
+    let uid = u64::from_le_bytes(b[16..24].try_into().ok()?);
+    let n = usize::from(b[40]);
+    let name = core::str::from_utf8(b.get(41..41 + n)?).ok()?;
+    Some((host, uid, name.to_owned()))
 }
 
 impl PoolDesc {
@@ -116,12 +111,12 @@ impl PoolDesc {
     /// Parses [`PoolDesc::to_bytes`] or a bare adapter descriptor; returns the descriptor and
     /// the bytes it took.
     pub(crate) fn parse(b: &[u8]) -> Option<(Self, usize)> {
-        if let Some((uid, name)) = native_uid_name(b) {
-            let len = 33 + name.len() + 4;
+        if let Some((host, uid, name)) = native_host_uid_name(b) {
+            let len = 41 + name.len() + 4;
             return Some((
                 Self {
                     uid,
-                    host: host_id(),
+                    host,
                     native: b.get(..len)?.to_vec(),
                     name,
                 },

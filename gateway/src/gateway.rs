@@ -1,0 +1,1013 @@
+//! [`Gateway`]: one per node. It serves the node's channels to the other nodes and forwards
+//! this node's remote operations, in one single-threaded progress loop that never blocks.
+//!
+//! Each turn of the loop:
+//! 1. takes the requests clients queued in the gateway channel (try-once receives) and
+//!    forwards each to the gateway of its target host: small envelopes bound for one node in
+//!    the same turn go as one batch message, a large one alone as one transport message;
+//! 2. moves the transport along and takes what arrived: requests for this node's channels
+//!    join the queue of their channel, answers go to the waiting client's completion channel;
+//! 3. runs the queued operations with try-once calls: a SEND or GET queue per target channel,
+//!    tried in arrival order (so one sender's messages stay in order, and receivers are served
+//!    in order), polls each on its own; an operation that cannot complete stays queued until
+//!    its deadline and is then answered TIMEOUT (a try-once operation is answered at once);
+//! 4. answers every request in flight to a node whose gateway is lost with NODE_LOST;
+//! 5. idles without burning the core: after a turn with nothing to do it yields for
+//!    [`YIELD_PHASE`], then sleeps on the gateway channel (a client's request wakes it at
+//!    once) for [`SLEEP_MIN`] doubling up to [`SLEEP_MAX`], checking the network between.
+//!
+//! A gateway ends when its own node is done (the caller says when) and every other live
+//! gateway said so too (BYE), once nothing is left to send.
+
+use core::time::Duration;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use dragon_channels::remote::envelope::{
+    Envelope, Kind, MAGIC as ENV_MAGIC, WIRE_BLOCK, WIRE_TRY, status,
+};
+use dragon_channels::remote::try_deposit;
+use dragon_channels::{
+    Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, Error, MemoryPool, MemoryPoolError, Poll,
+    Polled, Timeout, WaitMode,
+};
+
+use crate::transport::Transport;
+
+/// How long an idle gateway yields before it starts sleeping.
+pub const YIELD_PHASE: Duration = Duration::from_millis(2);
+/// First sleep of an idle gateway.
+pub const SLEEP_MIN: Duration = Duration::from_micros(50);
+/// Longest sleep of an idle gateway (also the longest delay a request from the network can
+/// meet at an idle gateway).
+pub const SLEEP_MAX: Duration = Duration::from_millis(1);
+/// Envelopes up to this size are batched per destination; larger ones go alone.
+pub const BATCH_LIMIT: usize = 16 * 1024;
+/// Largest batch message.
+pub const BATCH_MAX: usize = 1 << 20;
+/// Requests taken from the gateway channel per turn.
+const DRAIN_PER_TURN: usize = 256;
+/// `"DRGB"`: a transport message holding several envelopes.
+const BATCH_MAGIC: u32 = 0x4247_5244;
+
+/// How a gateway is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Name of the pool the gateway creates for its channel and its clients' completion
+    /// channels.
+    pub pool_name: String,
+    /// Its size in bytes (sparse: storage is taken as used). Holds the largest payload in
+    /// flight through this node a few times over.
+    pub pool_size: usize,
+    /// Capacity of the gateway channel (requests queued by clients).
+    pub capacity: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            pool_name: format!("dgw-{}", std::process::id()),
+            pool_size: 1 << 30,
+            capacity: 1024,
+        }
+    }
+}
+
+/// A local channel the gateway operates on (a target, or a client's completion channel).
+struct Local {
+    ch: Channel,
+    sendh: Option<ChannelSendH>,
+    recvh: Option<ChannelRecvH>,
+}
+
+/// A queued operation on a local channel.
+struct Op {
+    env: Vec<u8>,
+    /// `None`: no deadline.
+    deadline: Option<Instant>,
+    try_once: bool,
+    /// The rank that sent it; `None` for a client of this node.
+    from: Option<usize>,
+}
+
+/// A request forwarded to another node whose answer is awaited.
+struct Outstanding {
+    rank: usize,
+    reply_desc: Vec<u8>,
+    /// The envelope's routing fields, to answer it when the node is lost.
+    origin: u64,
+    target: u64,
+}
+
+/// Counters (for the benchmark and the tests).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Requests taken from the gateway channel.
+    pub requests: u64,
+    /// Transport messages sent.
+    pub sent: u64,
+    /// Of which batches of several envelopes.
+    pub batches: u64,
+    /// Envelopes that went in batches.
+    pub batched: u64,
+    /// Operations run on local channels.
+    pub served: u64,
+}
+
+/// One node's gateway over transport `T`.
+pub struct Gateway<T: Transport> {
+    t: T,
+    host: u64,
+    pool: MemoryPool,
+    ch: Channel,
+    recvh: ChannelRecvH,
+    /// Host id of each rank (learned from HELLO).
+    hosts: Vec<Option<u64>>,
+    routes: HashMap<u64, usize>,
+    lost: HashSet<usize>,
+    byes: HashSet<usize>,
+    locals: HashMap<Vec<u8>, Local>,
+    /// SEND (`false`) and GET (`true`) queues per target descriptor.
+    queues: HashMap<(Vec<u8>, bool), VecDeque<Op>>,
+    polls: Vec<Op>,
+    outstanding: HashMap<(u64, u64), Outstanding>,
+    /// Answers waiting for room in a completion channel: (completion descriptor, envelope).
+    answers: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// Envelopes waiting to go, per rank, this turn.
+    batch: Vec<Vec<Vec<u8>>>,
+    stats: Stats,
+}
+
+impl<T: Transport> Gateway<T> {
+    /// Creates the gateway's pool and channel and greets the other gateways.
+    ///
+    /// # Errors
+    /// Pool or channel creation failures.
+    pub fn new(t: T, cfg: &Config) -> Result<Self, Error> {
+        let pool = MemoryPool::create(cfg.pool_size, &cfg.pool_name, 0)?;
+        let attrs = ChannelAttrs {
+            capacity: cfg.capacity,
+            ..ChannelAttrs::default()
+        };
+        let ch = Channel::create(&pool, 1, Some(attrs))?;
+        let mut recvh = ch.recvh()?;
+        recvh.open()?;
+        let size = t.size();
+        let host = dragon_channels::host::host_id();
+        let mut g = Self {
+            t,
+            host,
+            pool,
+            ch,
+            recvh,
+            hosts: vec![None; size],
+            routes: HashMap::new(),
+            lost: HashSet::new(),
+            byes: HashSet::new(),
+            locals: HashMap::new(),
+            queues: HashMap::new(),
+            polls: Vec::new(),
+            outstanding: HashMap::new(),
+            answers: VecDeque::new(),
+            batch: vec![Vec::new(); size],
+            stats: Stats::default(),
+        };
+        let me = g.t.rank();
+        g.hosts[me] = Some(host);
+        g.routes.insert(host, me);
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = host;
+        let hello = hello.to_vec();
+        for r in 0..size {
+            if r != me {
+                let _ = g.t.send(r, hello.clone());
+            }
+        }
+        Ok(g)
+    }
+
+    /// The gateway channel (its descriptor goes to clients: [`dragon_channels::remote::gateway_env`]).
+    pub fn channel(&self) -> &Channel {
+        &self.ch
+    }
+
+    /// The gateway's pool.
+    pub fn pool(&self) -> &MemoryPool {
+        &self.pool
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// This gateway's transport.
+    pub fn transport(&self) -> &T {
+        &self.t
+    }
+
+    /// Runs the loop until every other gateway greeted this one (or `limit` passes).
+    ///
+    /// # Errors
+    /// A message naming the ranks that did not greet in time.
+    pub fn wait_peers(&mut self, limit: Duration) -> Result<(), String> {
+        let t0 = Instant::now();
+        loop {
+            self.turn();
+            let missing: Vec<usize> = (0..self.hosts.len())
+                .filter(|&r| self.hosts[r].is_none() && !self.lost.contains(&r))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if t0.elapsed() > limit {
+                return Err(format!(
+                    "gateways of ranks {missing:?} did not greet within {limit:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Runs the loop until `done()` says this node's clients are finished and every other
+    /// live gateway said the same, then lets what is queued for sending go.
+    pub fn run(&mut self, mut done: impl FnMut() -> bool) {
+        let mut said_bye = false;
+        let mut idle_since: Option<Instant> = None;
+        let mut sleep = SLEEP_MIN;
+        loop {
+            let worked = self.turn();
+            if !said_bye && done() {
+                said_bye = true;
+                let me = self.t.rank();
+                self.byes.insert(me);
+                let mut bye = Envelope::new(Kind::Bye);
+                bye.origin = self.host;
+                let bye = bye.to_vec();
+                for r in 0..self.hosts.len() {
+                    if r != me && !self.lost.contains(&r) {
+                        let _ = self.t.send(r, bye.clone());
+                    }
+                }
+            }
+            if said_bye
+                && (0..self.hosts.len()).all(|r| self.byes.contains(&r) || self.lost.contains(&r))
+                && self.answers.is_empty()
+            {
+                // Every node is done: let the last answers leave.
+                let t0 = Instant::now();
+                while self.t.sending() && t0.elapsed() < Duration::from_secs(10) {
+                    self.t.progress();
+                    std::thread::yield_now();
+                }
+                return;
+            }
+            if worked {
+                idle_since = None;
+                sleep = SLEEP_MIN;
+                continue;
+            }
+            // A send on its way out moves only inside transport calls (MPI has no progress
+            // thread): while one is in flight, never sleep; yield, so that the processes on
+            // the other end of it get the core when there are fewer cores than processes.
+            if self.t.sending() {
+                idle_since = None;
+                sleep = SLEEP_MIN;
+                std::thread::yield_now();
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < YIELD_PHASE {
+                std::thread::yield_now();
+            } else {
+                // Sleep on the gateway channel: a client's request wakes it at once.
+                if let Ok(b) = self.recvh.recv_bytes(Timeout::After(sleep)) {
+                    self.request(b);
+                    self.flush();
+                    idle_since = None;
+                    sleep = SLEEP_MIN;
+                } else {
+                    sleep = (sleep * 2).min(SLEEP_MAX);
+                }
+            }
+        }
+    }
+
+    /// One turn of the loop; whether anything happened.
+    pub fn turn(&mut self) -> bool {
+        let mut worked = false;
+        for _ in 0..DRAIN_PER_TURN {
+            match self.recvh.recv_bytes(Timeout::Try) {
+                Ok(b) => {
+                    worked = true;
+                    self.request(b);
+                }
+                Err(_) => break,
+            }
+        }
+        self.flush();
+        worked |= self.t.progress();
+        while let Some((from, msg)) = self.t.try_recv() {
+            worked = true;
+            self.arrived(from, msg);
+        }
+        for r in self.t.lost() {
+            worked = true;
+            self.node_lost(r);
+        }
+        worked |= self.run_ops();
+        worked |= self.retry_answers();
+        self.flush();
+        worked
+    }
+
+    /// A request a client queued.
+    fn request(&mut self, b: Vec<u8>) {
+        self.stats.requests += 1;
+        let Ok(e) = Envelope::decode(&b) else {
+            return; // Not ours to answer: there is no completion channel to trust.
+        };
+        if e.target == self.host {
+            self.enqueue(b, None);
+            return;
+        }
+        let rank = match self.routes.get(&e.target) {
+            Some(&r) if !self.lost.contains(&r) => r,
+            Some(_) => return self.answer_local(&e, status::NODE_LOST, &[]),
+            None => return self.answer_local(&e, status::NO_ROUTE, &[]),
+        };
+        let waits = e.kind != Kind::Send || e.return_mode.waits();
+        if waits {
+            self.outstanding.insert(
+                (e.sender, e.seq),
+                Outstanding {
+                    rank,
+                    reply_desc: e.reply_desc.to_vec(),
+                    origin: e.origin,
+                    target: e.target,
+                },
+            );
+        }
+        self.batch[rank].push(b);
+    }
+
+    /// Sends what waits per rank, in order (a sender's messages must not overtake each
+    /// other): runs of small envelopes as one batch each (at most [`BATCH_MAX`] bytes and
+    /// what the transport takes), a large one alone.
+    fn flush(&mut self) {
+        let cap = BATCH_MAX.min(self.t.max_message());
+        for r in 0..self.batch.len() {
+            if self.batch[r].is_empty() {
+                continue;
+            }
+            let items = core::mem::take(&mut self.batch[r]);
+            let mut run: Vec<Vec<u8>> = Vec::new();
+            let mut run_len = 8usize;
+            for it in items {
+                let small = it.len() <= BATCH_LIMIT && 8 + 4 + it.len() <= cap;
+                if !small || run_len + 4 + it.len() > cap {
+                    self.send_run(r, core::mem::take(&mut run));
+                    run_len = 8;
+                }
+                if small {
+                    run_len += 4 + it.len();
+                    run.push(it);
+                } else {
+                    self.send_to(r, it);
+                }
+            }
+            self.send_run(r, run);
+        }
+    }
+
+    /// Sends a run of small envelopes: one alone, several as a batch.
+    fn send_run(&mut self, r: usize, mut run: Vec<Vec<u8>>) {
+        match run.len() {
+            0 => {}
+            1 => {
+                let it = run.pop().expect("one");
+                self.send_to(r, it);
+            }
+            n => {
+                let total: usize = run.iter().map(|v| 4 + v.len()).sum();
+                let mut m = Vec::with_capacity(8 + total);
+                m.extend_from_slice(&BATCH_MAGIC.to_le_bytes());
+                m.extend_from_slice(&(n as u32).to_le_bytes());
+                for it in &run {
+                    m.extend_from_slice(&(it.len() as u32).to_le_bytes());
+                    m.extend_from_slice(it);
+                }
+                self.stats.batches += 1;
+                self.stats.batched += n as u64;
+                self.send_to(r, m);
+            }
+        }
+    }
+
+    fn send_to(&mut self, r: usize, m: Vec<u8>) {
+        if m.len() > self.t.max_message() {
+            return self.too_large(r, &m);
+        }
+        self.stats.sent += 1;
+        if self.t.send(r, m).is_err() {
+            self.node_lost(r);
+        }
+    }
+
+    /// An envelope larger than the transport carries (only a lone one can be): its request
+    /// fails at once with a clear error instead of travelling.
+    fn too_large(&mut self, r: usize, m: &[u8]) {
+        let Ok(e) = Envelope::decode(m) else {
+            return;
+        };
+        let why = format!(
+            "a message of {} bytes is larger than the transport carries ({} bytes)",
+            m.len(),
+            self.t.max_message()
+        );
+        if e.kind == Kind::Reply {
+            // The answer to a request of node `r`: it gets the failure instead.
+            let mut f = e;
+            f.status = status::FAILED;
+            f.payload = why.as_bytes();
+            f.value = 0;
+            let b = f.to_vec();
+            self.send_to(r, b);
+        } else {
+            self.outstanding.remove(&(e.sender, e.seq));
+            self.answer_local(&e, status::FAILED, why.as_bytes());
+        }
+    }
+
+    /// A transport message from rank `from`: one envelope or a batch.
+    fn arrived(&mut self, from: usize, msg: Vec<u8>) {
+        let magic = msg
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if magic == Some(BATCH_MAGIC) {
+            let mut pos = 8usize;
+            let n = msg
+                .get(4..8)
+                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            for _ in 0..n {
+                let Some(l) = msg.get(pos..pos + 4) else {
+                    return;
+                };
+                let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+                let Some(it) = msg.get(pos + 4..pos + 4 + len) else {
+                    return;
+                };
+                self.envelope(from, it.to_vec());
+                pos += 4 + len;
+            }
+        } else if magic == Some(ENV_MAGIC) {
+            self.envelope(from, msg);
+        }
+    }
+
+    fn envelope(&mut self, from: usize, b: Vec<u8>) {
+        let Ok(e) = Envelope::decode(&b) else {
+            return;
+        };
+        match e.kind {
+            Kind::Hello => {
+                if let Some(h) = self.hosts.get_mut(from) {
+                    *h = Some(e.origin);
+                    self.routes.insert(e.origin, from);
+                }
+            }
+            Kind::Bye => {
+                self.byes.insert(from);
+            }
+            Kind::Reply => {
+                self.outstanding.remove(&(e.sender, e.seq));
+                let desc = e.reply_desc.to_vec();
+                self.deliver(desc, b);
+            }
+            Kind::Send | Kind::Get | Kind::Poll | Kind::Info => self.enqueue(b, Some(from)),
+        }
+    }
+
+    /// Answers a request of a client of this node directly.
+    fn answer_local(&mut self, e: &Envelope<'_>, st: u32, payload: &[u8]) {
+        if e.reply_desc.is_empty() {
+            return;
+        }
+        let mut r = e.reply(st);
+        r.payload = payload;
+        let desc = e.reply_desc.to_vec();
+        self.deliver(desc, r.to_vec());
+    }
+
+    /// Puts answer `b` into the completion channel `desc` (try once; retried later when it
+    /// is full or the pool has no room).
+    fn deliver(&mut self, desc: Vec<u8>, b: Vec<u8>) {
+        if desc.is_empty() {
+            return;
+        }
+        if !self.answers.is_empty() {
+            // Keep answers in order behind earlier ones waiting.
+            self.answers.push_back((desc, b));
+            return;
+        }
+        if self.try_answer(&desc, &b) == Some(true) {
+            self.answers.push_back((desc, b));
+        }
+    }
+
+    /// One try to put an answer: `None` done (or dropped), `Some(true)` retry later.
+    fn try_answer(&mut self, desc: &[u8], b: &[u8]) -> Option<bool> {
+        let l = self.local(desc, false).ok()?;
+        let sendh = l.sendh.as_ref()?;
+        match try_deposit(sendh, b, 0, 0) {
+            Ok(()) => None,
+            Err(Error::ChannelFull | Error::ChannelSendError(_)) => Some(true),
+            Err(_) => {
+                // The completion channel is gone (its handle was dropped): nobody waits.
+                self.locals.remove(desc);
+                None
+            }
+        }
+    }
+
+    fn retry_answers(&mut self) -> bool {
+        let mut worked = false;
+        while let Some((desc, b)) = self.answers.pop_front() {
+            match self.try_answer(&desc, &b) {
+                Some(true) => {
+                    self.answers.push_front((desc, b));
+                    break;
+                }
+                _ => worked = true,
+            }
+        }
+        worked
+    }
+
+    /// The local channel `desc`, attached once; with a receive handle when `recv`.
+    fn local(&mut self, desc: &[u8], recv: bool) -> Result<&mut Local, Error> {
+        if !self.locals.contains_key(desc) {
+            let ch = Channel::attach(desc)?;
+            if ch.is_remote() {
+                return Err(Error::MemoryPool(MemoryPoolError::BadDescriptor(
+                    "the target channel is not on this gateway's host",
+                )));
+            }
+            self.locals.insert(
+                desc.to_vec(),
+                Local {
+                    ch,
+                    sendh: None,
+                    recvh: None,
+                },
+            );
+        }
+        let l = self.locals.get_mut(desc).expect("inserted above");
+        if recv && l.recvh.is_none() {
+            let mut h = l.ch.recvh()?;
+            h.open()?;
+            l.recvh = Some(h);
+        }
+        if !recv && l.sendh.is_none() && !l.ch.is_semaphore() {
+            let mut h = l.ch.sendh()?;
+            h.open()?;
+            l.sendh = Some(h);
+        }
+        Ok(l)
+    }
+
+    /// Queues an operation on a channel of this node.
+    fn enqueue(&mut self, b: Vec<u8>, from: Option<usize>) {
+        let Ok(e) = Envelope::decode(&b) else {
+            return;
+        };
+        let try_once = e.timeout_ns == WIRE_TRY;
+        let deadline = match e.timeout_ns {
+            WIRE_TRY | WIRE_BLOCK => None,
+            ns => Instant::now().checked_add(Duration::from_nanos(ns)),
+        };
+        let kind = e.kind;
+        let key = (e.target_desc.to_vec(), kind == Kind::Get);
+        let op = Op {
+            env: b,
+            deadline,
+            try_once,
+            from,
+        };
+        match kind {
+            Kind::Poll | Kind::Info => {
+                if !self.run_poll(&op) {
+                    self.polls.push(op);
+                }
+            }
+            _ => {
+                let q = self.queues.entry(key.clone()).or_default();
+                if !q.is_empty() {
+                    if op.try_once {
+                        // The head waits: the channel is full (SEND) or empty (GET) now.
+                        let st = if kind == Kind::Get {
+                            status::EMPTY
+                        } else {
+                            status::FULL
+                        };
+                        self.answer(&op, st, &[], 0, 0, 0);
+                    } else {
+                        q.push_back(op);
+                    }
+                    return;
+                }
+                if !self.run_op(&op) {
+                    self.queues.entry(key).or_default().push_back(op);
+                }
+            }
+        }
+    }
+
+    /// Runs the queues; whether anything completed.
+    fn run_ops(&mut self) -> bool {
+        let mut worked = false;
+        let now = Instant::now();
+        let keys: Vec<(Vec<u8>, bool)> = self.queues.keys().cloned().collect();
+        for key in keys {
+            let Some(mut q) = self.queues.remove(&key) else {
+                continue;
+            };
+            while let Some(op) = q.front() {
+                if self.run_op(op) {
+                    q.pop_front();
+                    worked = true;
+                } else {
+                    break;
+                }
+            }
+            // Whatever passed its deadline is answered TIMEOUT, wherever it waits.
+            let before = q.len();
+            let mut keep = VecDeque::with_capacity(q.len());
+            for op in q {
+                if op.deadline.is_some_and(|d| now >= d) {
+                    self.answer(&op, status::TIMEOUT, &[], 0, 0, 0);
+                } else {
+                    keep.push_back(op);
+                }
+            }
+            worked |= keep.len() != before;
+            if !keep.is_empty() {
+                self.queues.insert(key, keep);
+            }
+        }
+        let polls = core::mem::take(&mut self.polls);
+        for op in polls {
+            if self.run_poll(&op) {
+                worked = true;
+            } else {
+                self.polls.push(op);
+            }
+        }
+        worked
+    }
+
+    /// Tries a SEND or GET once; `true` when it is answered (done or failed for good).
+    fn run_op(&mut self, op: &Op) -> bool {
+        let Ok(e) = Envelope::decode(&op.env) else {
+            return true;
+        };
+        let is_get = e.kind == Kind::Get;
+        let r = self.local(e.target_desc, is_get).map(|_| ());
+        if let Err(err) = r {
+            self.answer(op, status_of(&err), err.to_string().as_bytes(), 0, 0, 0);
+            return true;
+        }
+        let l = self.locals.get(e.target_desc).expect("attached above");
+        self.stats.served += 1;
+        if is_get {
+            let recvh = l.recvh.as_ref().expect("made above");
+            match recvh.recv(Timeout::Try) {
+                Ok(m) => {
+                    let bytes = m.bytes().map(<[u8]>::to_vec).unwrap_or_default();
+                    let (h, c) = (m.hints(), m.clientid());
+                    drop(m);
+                    self.answer(op, status::OK, &bytes, 0, h, c);
+                    true
+                }
+                Err(Error::ChannelEmpty | Error::ChannelRecvError(_)) if !op.try_once => false,
+                Err(err) => {
+                    self.answer(op, status_of(&err), err.to_string().as_bytes(), 0, 0, 0);
+                    true
+                }
+            }
+        } else {
+            let Some(sendh) = l.sendh.as_ref() else {
+                self.answer(
+                    op,
+                    status::FAILED,
+                    b"a semaphore channel has no send handle",
+                    0,
+                    0,
+                    0,
+                );
+                return true;
+            };
+            match try_deposit(sendh, e.payload, e.hints, e.clientid) {
+                Ok(()) => {
+                    self.answer(op, status::OK, &[], 0, 0, 0);
+                    true
+                }
+                Err(Error::ChannelFull | Error::ChannelSendError(_)) if !op.try_once => false,
+                Err(err) => {
+                    self.answer(op, status_of(&err), err.to_string().as_bytes(), 0, 0, 0);
+                    true
+                }
+            }
+        }
+    }
+
+    /// Tries a POLL or INFO once; `true` when it is answered.
+    fn run_poll(&mut self, op: &Op) -> bool {
+        let Ok(e) = Envelope::decode(&op.env) else {
+            return true;
+        };
+        let ch = match self.local(e.target_desc, false) {
+            Ok(l) => l.ch.clone(),
+            Err(err) => {
+                self.answer(op, status_of(&err), err.to_string().as_bytes(), 0, 0, 0);
+                return true;
+            }
+        };
+        self.stats.served += 1;
+        if e.kind == Kind::Info {
+            let (cap, bs, sem) = (ch.capacity(), ch.block_size(), ch.is_semaphore());
+            self.answer(op, status::OK, &[], cap as u64, bs as u64, u64::from(sem));
+            return true;
+        }
+        let Some(p) = Poll::ALL.into_iter().find(|p| p.value() == e.op) else {
+            self.answer(op, status::UNSUPPORTED, b"unknown poll operation", 0, 0, 0);
+            return true;
+        };
+        match ch.poll(p, Timeout::Try, WaitMode::Adaptive) {
+            Ok(Polled::Ready) => self.answer(op, status::OK, &[], 0, 0, 0),
+            Ok(Polled::ReadyToRelease) => self.answer(op, status::OK, &[], 0, 1, 0),
+            Ok(Polled::Value(v)) => self.answer(op, status::OK, &[], v, 2, 0),
+            Err(Error::ChannelTimeout)
+                if !op.try_once && op.deadline.is_none_or(|d| Instant::now() < d) =>
+            {
+                return false;
+            }
+            Err(err) => self.answer(op, status_of(&err), err.to_string().as_bytes(), 0, 0, 0),
+        }
+        true
+    }
+
+    /// Answers `op` (to its node, or to the local client).
+    fn answer(&mut self, op: &Op, st: u32, payload: &[u8], value: u64, hints: u64, clientid: u64) {
+        let Ok(e) = Envelope::decode(&op.env) else {
+            return;
+        };
+        if e.reply_desc.is_empty() {
+            return; // A send that does not wait.
+        }
+        let mut r = e.reply(st);
+        r.payload = payload;
+        r.value = value;
+        r.hints = hints;
+        r.clientid = clientid;
+        let b = r.to_vec();
+        match op.from {
+            None => self.deliver(e.reply_desc.to_vec(), b),
+            Some(rank) => self.batch[rank].push(b),
+        }
+    }
+
+    /// Rank `r` is gone: answer what was in flight to it, route nothing more there.
+    fn node_lost(&mut self, r: usize) {
+        if !self.lost.insert(r) {
+            return;
+        }
+        self.batch[r].clear();
+        let gone: Vec<(u64, u64)> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.rank == r)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            let Some(o) = self.outstanding.remove(&k) else {
+                continue;
+            };
+            let mut e = Envelope::new(Kind::Reply);
+            e.status = status::NODE_LOST;
+            e.sender = k.0;
+            e.seq = k.1;
+            e.origin = o.origin;
+            e.target = o.target;
+            e.reply_desc = &o.reply_desc;
+            let b = e.to_vec();
+            self.deliver(o.reply_desc.clone(), b);
+        }
+    }
+}
+
+/// The answer status of a local error.
+fn status_of(e: &Error) -> u32 {
+    match e {
+        Error::ChannelFull => status::FULL,
+        Error::ChannelEmpty => status::EMPTY,
+        Error::ChannelTimeout => status::TIMEOUT,
+        Error::ChannelDestroyed => status::DESTROYED,
+        Error::ChannelBarrierBroken => status::BARRIER_BROKEN,
+        Error::MemoryPool(
+            MemoryPoolError::NotFound(_)
+            | MemoryPoolError::Destroyed(_)
+            | MemoryPoolError::Stale(_),
+        ) => status::DESTROYED,
+        _ => status::FAILED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use dragon_channels::remote::envelope::ReturnMode;
+
+    use super::*;
+    use crate::transport::TransportError;
+
+    /// Rank 0 of 2, whose peer is the test: what the gateway sends is kept, what the test
+    /// pushes arrives; messages above `max` are refused as by MPI's int counts.
+    struct Fake {
+        max: usize,
+        sent: Vec<(usize, Vec<u8>)>,
+        inbox: VecDeque<(usize, Vec<u8>)>,
+    }
+
+    impl Transport for Fake {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn send(&mut self, to: usize, msg: Vec<u8>) -> Result<(), TransportError> {
+            assert!(
+                msg.len() <= self.max,
+                "the gateway sent past the transport's limit"
+            );
+            self.sent.push((to, msg));
+            Ok(())
+        }
+        fn try_recv(&mut self) -> Option<(usize, Vec<u8>)> {
+            self.inbox.pop_front()
+        }
+        fn progress(&mut self) -> bool {
+            false
+        }
+        fn lost(&mut self) -> Vec<usize> {
+            Vec::new()
+        }
+        fn sending(&self) -> bool {
+            false
+        }
+        fn max_message(&self) -> usize {
+            self.max
+        }
+    }
+
+    /// Removes the test pool's file even when the test fails.
+    struct Unlink(String);
+
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
+        }
+    }
+
+    /// A request envelope to the peer's host.
+    fn request(seq: u64, target: &[u8], reply: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut e = Envelope::new(Kind::Send);
+        e.return_mode = ReturnMode::WhenDeposited;
+        e.origin = dragon_channels::host::host_id();
+        e.target = PEER;
+        e.sender = 9;
+        e.seq = seq;
+        e.timeout_ns = WIRE_BLOCK;
+        e.target_desc = target;
+        e.reply_desc = reply;
+        e.payload = payload;
+        e.to_vec()
+    }
+
+    const PEER: u64 = 0xFEED;
+
+    /// Sequence numbers of the SEND envelopes the gateway handed to the transport, in order
+    /// (batches opened).
+    fn sent_seqs(t: &Fake) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (_, m) in &t.sent {
+            if m[..4] == BATCH_MAGIC.to_le_bytes() {
+                let n = u32::from_le_bytes(m[4..8].try_into().unwrap()) as usize;
+                let mut pos = 8;
+                for _ in 0..n {
+                    let len = u32::from_le_bytes(m[pos..pos + 4].try_into().unwrap()) as usize;
+                    out.push(Envelope::decode(&m[pos + 4..pos + 4 + len]).unwrap().seq);
+                    pos += 4 + len;
+                }
+            } else if let Ok(e) = Envelope::decode(m)
+                && e.kind == Kind::Send
+            {
+                out.push(e.seq);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn order_is_kept_between_batches_and_large_messages() {
+        let name = format!("gwo{}", std::process::id());
+        let _cleanup = Unlink(name.clone());
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake {
+            max: usize::MAX,
+            sent: Vec::new(),
+            inbox: VecDeque::from([(1, hello.to_vec())]),
+        };
+        let cfg = Config {
+            pool_name: name.clone(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let mut client = gw.channel().sendh().unwrap();
+        client.open().unwrap();
+        let big = vec![1u8; BATCH_LIMIT + 1];
+        for (seq, p) in [
+            (1u64, &big[..8]),
+            (2, &big[..8]),
+            (3, &big[..]),
+            (4, &big[..8]),
+        ] {
+            let b = request(seq, b"t", b"r", p);
+            client.send_bytes(&b, b.len(), None, Timeout::Try).unwrap();
+        }
+        gw.turn();
+        assert_eq!(sent_seqs(gw.transport()), [1, 2, 3, 4]);
+        // 1 and 2 went as one batch, 3 alone, 4 alone.
+        let hello = |m: &[u8]| Envelope::decode(m).is_ok_and(|e| e.kind == Kind::Hello);
+        let sends = gw
+            .transport()
+            .sent
+            .iter()
+            .filter(|(_, m)| !hello(m))
+            .count();
+        assert_eq!(sends, 3);
+        drop(client);
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
+    }
+
+    #[test]
+    fn a_request_larger_than_the_transport_fails_with_a_clear_answer() {
+        let name = format!("gwu{}", std::process::id());
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake {
+            max: 2048,
+            sent: Vec::new(),
+            inbox: VecDeque::from([(1, hello.to_vec())]),
+        };
+        let cfg = Config {
+            pool_name: name.clone(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let _cleanup = Unlink(name.clone());
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let done = Channel::create(gw.pool(), 77, None).unwrap();
+        let mut done_r = done.recvh().unwrap();
+        done_r.open().unwrap();
+        let mut client = gw.channel().sendh().unwrap();
+        client.open().unwrap();
+        // A small request goes to node 1; a large one is answered FAILED at once.
+        let (target, reply) = (b"target".to_vec(), done.serialize());
+        let payload = vec![3u8; 4096];
+        for (seq, p) in [(1u64, &payload[..16]), (2, &payload[..])] {
+            let b = request(seq, &target, &reply, p);
+            client.send_bytes(&b, b.len(), None, Timeout::Try).unwrap();
+        }
+        gw.turn();
+        assert_eq!(sent_seqs(gw.transport()), [1]);
+        let a = done_r.recv_bytes(Timeout::Try).unwrap();
+        let a = Envelope::decode(&a).unwrap();
+        assert_eq!((a.kind, a.seq, a.status), (Kind::Reply, 2, status::FAILED));
+        let why = String::from_utf8_lossy(a.payload).into_owned();
+        assert!(why.contains("larger than the transport carries"), "{why}");
+        drop((client, done_r));
+        done.destroy().unwrap();
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
+    }
+}
