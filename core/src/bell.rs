@@ -162,9 +162,15 @@ impl<'a> Bell<'a> {
     /// first look, before it builds the bell.
     #[inline(always)]
     pub(crate) fn watched(watch: &AtomicU32, side: Side) -> bool {
+        Self::watchers_of(watch, side) != 0
+    }
+
+    /// The watch word's count for `side`, shifted in place (non-zero: watched).
+    #[inline(always)]
+    pub(crate) fn watchers_of(watch: &AtomicU32, side: Side) -> u32 {
         // Relaxed: the caller's SeqCst fence orders this load after its change (SYNC: fence
         // <-> `watch`'s SeqCst RMW, as in `Event`).
-        watch.load(Ordering::Relaxed) & (COUNT_MASK * side.unit()) != 0
+        watch.load(Ordering::Relaxed) & (COUNT_MASK * side.unit())
     }
 
     /// [`Bell::ring`] once watchers were seen.

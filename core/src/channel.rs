@@ -37,7 +37,7 @@ use core::mem::{offset_of, size_of};
 use crate::bell::{Bell, Side};
 use crate::descriptor::{self, DescriptorError, Reader, Writer};
 use crate::error::{ChannelError, PoolError};
-use crate::event::{Event, EventWords};
+use crate::event::{Event, EventWords, Wake};
 use crate::liveness::Memo;
 use crate::message::{
     F_FREE_PENDING, F_INLINE, F_SIDE, F_TOMBSTONE, Head, MsgSlot, Received, RecvBuf, SendMode,
@@ -46,7 +46,7 @@ use crate::message::{
 use crate::pool::{Alloc, AllocKind, Pool, STRUCT_OWNER_BIT};
 use crate::queue::{Abandoned, Queue, Taken};
 use crate::region::Region;
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Ordering, fence};
 
 mod attach;
 mod recovery;
@@ -193,6 +193,17 @@ pub struct SemaphoreAttrs {
 /// (`[magic][version][pool uid u64][channel allocation 16 B][c_uid u64][buffer pool tag u32]
 /// [checksum]`, see [`crate::descriptor`]).
 pub type ChannelDescriptor = [u8; Channel::DESCRIPTOR_LEN];
+
+/// What [`Channel::notify`] found to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use]
+pub struct Notice {
+    /// Whom to wake on the event's word.
+    pub wake: Wake,
+    /// Whether to wake every sleeper on the doorbell's word ([`Bell::word`]).
+    pub bell: bool,
+}
 
 /// A handle on a channel. Every party (thread, process or core) may hold its own; all of
 /// them see the same queue. The geometry is validated once, when the handle is made.
@@ -519,6 +530,40 @@ impl Channel {
     #[inline(always)]
     pub fn ring(&self, side: Side) -> bool {
         self.pool.bell_watched(side) && self.bell().on(side).ring_watched()
+    }
+
+    /// The event of `side`: the receive event for [`Side::Arrived`], the send event for
+    /// [`Side::Freed`].
+    #[inline(always)]
+    pub fn event(&self, side: Side) -> Event<'_> {
+        match side {
+            Side::Arrived => self.recv_event(),
+            Side::Freed => self.send_event(),
+        }
+    }
+
+    /// After a change of `side` (a send: [`Side::Arrived`]; a receive: [`Side::Freed`]):
+    /// [`Event::notify`] of its event and [`Channel::ring`] in one, with one test on the
+    /// common path where nobody waits or watches (`None`). Otherwise says whom to wake.
+    #[inline(always)]
+    pub fn notify(&self, side: Side) -> Option<Notice> {
+        // SYNC: fence (SeqCst) <-> a waiter's register and a set's watch (SeqCst RMWs): either
+        // they see the change, or we see them in the loads below (the `Event` protocol).
+        fence(Ordering::SeqCst);
+        if self.event(side).waiters_now() | self.pool.bell_watchers(side) == 0 {
+            return None;
+        }
+        Some(self.notify_found(side))
+    }
+
+    /// [`Channel::notify`] once a waiter or a watcher was seen.
+    #[cold]
+    #[inline(never)]
+    fn notify_found(&self, side: Side) -> Notice {
+        Notice {
+            wake: self.event(side).notify_fenced(),
+            bell: self.pool.bell_watched(side) && self.bell().on(side).ring_watched(),
+        }
     }
 
     /// Words senders sleep on (notify it after every receive, then [`Channel::ring`]

@@ -206,6 +206,14 @@ impl<'a> Event<'a> {
         if w >= ALL_UNIT { Wake::All } else { Wake::One }
     }
 
+    /// The waiters word as it is now, for a notifier right after its SeqCst fence (see
+    /// `Channel::notify`): zero means nobody is registered.
+    #[inline(always)]
+    pub(crate) fn waiters_now(&self) -> u32 {
+        // Relaxed: ordered by the caller's fence (SYNC: as in `notify_fenced`).
+        self.waiters.load(Ordering::Relaxed)
+    }
+
     /// The word sleepers wait on.
     pub fn word(&self) -> &'a AtomicU32 {
         self.seq

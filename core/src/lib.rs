@@ -61,7 +61,7 @@ pub mod region;
 pub(crate) mod sync;
 
 pub use bell::{Bell, MAX_WATCHERS, Rings, Side, TooManyWatchers};
-pub use channel::{Channel, ChannelAttrs, ChannelDescriptor, SemaphoreAttrs};
+pub use channel::{Channel, ChannelAttrs, ChannelDescriptor, Notice, SemaphoreAttrs};
 pub use descriptor::{DescriptorError, checksum};
 pub use error::{ChannelError, PoolError};
 pub use event::{Event, Waiter, Wake};

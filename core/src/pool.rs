@@ -874,6 +874,13 @@ impl Pool {
         Bell::watched(self.hdr_atomic(off!(bell_watch)), side)
     }
 
+    /// [`Pool::bell_watched`] as the raw count bits (non-zero: watched), for a notifier that
+    /// folds it into one test with its event's waiters.
+    #[inline(always)]
+    pub(crate) fn bell_watchers(&self, side: Side) -> u32 {
+        Bell::watchers_of(self.hdr_atomic(off!(bell_watch)), side)
+    }
+
     // ----- crate-internal API for the channel -----
 
     fn scan<T>(&self, kind: AllocKind, f: &mut impl FnMut(&AllocInfo) -> Option<T>) -> Option<T> {

@@ -267,7 +267,7 @@ impl Handle<Sending> {
     /// full channel; [`Error::ChannelTimeout`]; [`Error::ChannelSendError`] for a message
     /// with no memory, or a destination that is too small or from another pool;
     /// [`Error::ChannelDestroyed`].
-    #[inline]
+    #[inline(always)]
     pub fn send(
         &self,
         msg: &Message,

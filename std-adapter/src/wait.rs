@@ -47,7 +47,7 @@ use core::time::Duration;
 use std::time::Instant;
 
 use dragon_channels_core::{
-    Awaits, Channel as CoreChannel, ChannelError as CoreChannelError, Event,
+    Awaits, Channel as CoreChannel, ChannelError as CoreChannelError, Event, Notice,
     PoolError as CorePoolError, Side, Waiter, Wake,
 };
 use rustix::thread::futex;
@@ -296,27 +296,21 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
 /// Tells sleepers on `ch`'s event of `side` (the receive event for [`Side::Arrived`], the
 /// send event for [`Side::Freed`]) that its condition changed: wakes whom the event says (one
 /// sleeper, or all when a poller waits there), and rings the pool's doorbell for channel-set
-/// pollers that watch it.
+/// pollers that watch it (`Channel::notify`: one test when nobody waits or watches).
 #[inline(always)]
 pub(crate) fn notify(ch: &CoreChannel, side: Side) {
-    let ev = match side {
-        Side::Arrived => ch.recv_event(),
-        Side::Freed => ch.send_event(),
-    };
-    let w = ev.notify();
-    let rung = ch.ring(side);
-    if w != Wake::None || rung {
-        notified(ev, w, rung.then(|| ch.bell().word()));
+    if let Some(n) = ch.notify(side) {
+        notified(ch, side, n);
     }
 }
 
 /// The system calls a notify asked for (out of line: the common case makes none).
 #[cold]
 #[inline(never)]
-fn notified(ev: Event<'_>, w: Wake, bell: Option<&AtomicU32>) {
-    woken(ev, w);
-    if let Some(bell) = bell {
-        wake(bell, u32::MAX);
+fn notified(ch: &CoreChannel, side: Side, n: Notice) {
+    woken(ch.event(side), n.wake);
+    if n.bell {
+        wake(ch.bell().word(), u32::MAX);
     }
 }
 
