@@ -151,12 +151,11 @@ struct PoolHeader {
     records_off: u32,
     data_off: u32,
     max_order: u32,
-    /// The doorbell channel-set pollers sleep on, and its watcher counts (see `bell.rs` for
-    /// their encoding). On the header's first line, which holds only values fixed at
-    /// creation otherwise: notifiers read the watch word on every change, and only pollers
-    /// and rings write these words.
-    doorbell: AtomicU32,
+    /// The doorbell's watcher counts (see `bell.rs` for the encoding). On the header's first
+    /// line, which holds only values fixed at creation otherwise: every notifier reads it,
+    /// and only a poller that starts or stops watching writes it.
     bell_watch: AtomicU32,
+    _reserved: u32,
     /// 0 until the creator has finished; then [`POOL_MAGIC`]. SYNC: publish pool (Release
     /// store in `init`) <-> attach (Acquire load in `attach`).
     initialized: AtomicU32,
@@ -190,10 +189,18 @@ struct PoolHeader {
     free_heads: [u32; MAX_ORDERS],
     /// Length of each order's free list.
     free_counts: [u32; MAX_ORDERS],
+    _pad: [u32; 4],
+    /// The doorbell channel-set pollers sleep on (see `bell.rs`), on a line of its own: rings
+    /// write it on every watched change, and neither the watch word's readers nor the pool's
+    /// allocators should meet those writes.
+    doorbell: AtomicU32,
+    _doorbell_line: [u32; 15],
 }
 
 #[cfg(not(loom))]
-const _: () = assert!(core::mem::size_of::<PoolHeader>() == 368);
+const _: () = assert!(
+    core::mem::size_of::<PoolHeader>() == 448 && core::mem::offset_of!(PoolHeader, doorbell) == 384
+);
 
 macro_rules! off {
     ($f:ident) => {

@@ -13,9 +13,10 @@
 //! channel alone, however many channels the set has. (A set of at most 32 channels waiting
 //! for IN or OUT spins on the channels' own readiness hints instead: a few hints cost less
 //! than the doorbell's extra cache line.) Then it arms each doorbell, checks every condition
-//! once more, and sleeps on the doorbells (one `futex_waitv` word per pool). The set watches
-//! from its first poll until it is dropped, so the next poll looks only at the channels that
-//! rang meanwhile, and at the one it reported last.
+//! once more, and sleeps on the doorbells (one `futex_waitv` word per pool). A larger set
+//! watches from its first poll until it is dropped, so the next poll looks only at the
+//! channels that rang meanwhile, and at the one it reported last; a small one watches only
+//! while it sleeps, so that senders do not ring while it spins.
 //!
 //! The conditions are levels, not edges: a message sent while nobody polls is still queued
 //! when the next poll looks, so it is reported then (Dragon's sets lose it unless senders
@@ -117,7 +118,8 @@ pub struct ChannelSet {
     /// Where the next poll starts looking (after the channel reported last).
     next: usize,
     /// The watch on the doorbells of the set's pools: from the first poll until the set is
-    /// dropped or its channels change (`None` until the next poll then).
+    /// dropped or its channels change (`None` until the next poll then); a small set's only
+    /// while it sleeps.
     watch: Option<Watch>,
     /// Channels that may be ready. Every other channel was found not ready by a look made
     /// while the set watched its doorbell, and has not rung since.
@@ -421,26 +423,50 @@ impl ChannelSet {
             )));
         }
         let deadline = timeout.deadline(Timeout::Block);
-        if self.watch.is_none() {
-            // Watch first, then look at everything: a change the look misses rings (see
-            // `bell.rs`).
-            self.watch = Some(Watch::new(&self.entries, self.mask));
-            self.pending.set_all(self.entries.len());
+        // A small set waiting for IN or OUT reads its channels' readiness words and watches
+        // the doorbells only while it sleeps (then senders do not ring while it spins); a
+        // larger one watches them from its first poll until it is dropped.
+        let small =
+            matches!(self.mask, Poll::In | Poll::Out) && self.entries.len() <= HINT_SPIN_MAX;
+        let r = self.poll_watching(deadline, mode, small);
+        if small {
+            self.watch = None;
         }
-        if let Some(ev) = self.look()? {
+        r
+    }
+
+    /// [`ChannelSet::poll`]; `small`: the set spins on readiness words, not on doorbells.
+    fn poll_watching(
+        &mut self,
+        deadline: wait::Deadline,
+        mode: WaitMode,
+        small: bool,
+    ) -> Result<SetEvent, Error> {
+        let first = if small {
+            self.scan(false)?
+        } else {
+            if self.watch.is_none() {
+                // Watch first, then look at everything: a change the look misses rings (see
+                // `bell.rs`).
+                self.watch = Some(Watch::new(&self.entries, self.mask));
+                self.pending.set_all(self.entries.len());
+            }
+            self.look()?
+        };
+        if let Some(ev) = first {
             return Ok(ev);
         }
-        // Spin, then yield, as a blocking receive does, reading one doorbell word per pool;
-        // a scan of every channel's readiness hint now and then (always for a pool whose
-        // doorbell could not be watched), the clock every few polls while spinning.
+        // Spin, then yield, as a blocking receive does, reading one doorbell word per pool
+        // (a small set: its channels' readiness words); a scan of every channel's readiness
+        // hint now and then (always for a pool whose doorbell could not be watched), the clock
+        // every few polls while spinning.
         let start = Instant::now();
         let spin_for = if mode == WaitMode::Idle {
             Duration::ZERO
         } else {
             wait::spin_budget()
         };
-        let scan_always = self.watch.as_ref().is_some_and(Watch::partial)
-            || (matches!(self.mask, Poll::In | Poll::Out) && self.entries.len() <= HINT_SPIN_MAX);
+        let scan_always = small || self.watch.as_ref().is_some_and(Watch::partial);
         let mut spun = Duration::ZERO;
         let mut polls = 0u32;
         let mut spinning = mode != WaitMode::Idle;
@@ -466,7 +492,9 @@ impl ChannelSet {
             if spun >= spin_for || polls.is_multiple_of(CLOCK_EVERY) {
                 let now = Instant::now();
                 if deadline.passed(now) {
-                    return Err(Error::ChannelTimeout);
+                    // One exact look at everything before giving up (the readiness words do
+                    // not show a destroyed channel, nor one stuck behind a dead sender).
+                    return self.check()?.ok_or(Error::ChannelTimeout);
                 }
                 spun = now.saturating_duration_since(start);
                 spinning = mode == WaitMode::Spin || spun < YIELD_FOR;
@@ -588,6 +616,11 @@ impl ChannelSet {
     /// Arms every doorbell, looks at every channel once more, sleeps until a doorbell rings
     /// or a slice passes, then looks where it rang.
     fn sleep(&mut self, deadline: wait::Deadline) -> Result<Option<SetEvent>, Error> {
+        if self.watch.is_none() {
+            // A small set starts watching now, before it arms and looks at everything.
+            self.watch = Some(Watch::new(&self.entries, self.mask));
+            self.pending.set_all(self.entries.len());
+        }
         let armed: Vec<u32> = self.watch.as_ref().map_or_else(Vec::new, |w| {
             w.bells
                 .iter()
