@@ -37,13 +37,13 @@ use std::time::Instant;
 use dragon_channels::dragon_channels_core::Waiter;
 use dragon_channels::dragon_channels_core::fault::Step;
 use dragon_channels::{
-    AsyncWaiter, Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, ChannelSet, Error, MemoryPool,
-    Message, Poll, SetEventKind, Timeout,
+    AsyncWaiter, Channel, ChannelRecvH, ChannelSendH, ChannelSet, Error, Message, Poll,
+    SetEventKind, Timeout,
 };
 use futures::{SinkExt as _, StreamExt as _};
 use support::{
-    Children, ShmGuard, attach_env, die_at, hex, role, spawn_role, unhex, unique_name, wait_child,
-    watchdog,
+    Children, HANG, Rng, attach_env, attrs, die_at, env, hex, new_pool, receiver, role, sender,
+    spawn_role, unhex, wait_child, wait_until, watchdog,
 };
 
 const DESC_A: &str = "DC_TEST_DESC_A";
@@ -52,9 +52,6 @@ const CTRL: &str = "DC_TEST_CTRL";
 const EXEC: &str = "DC_TEST_EXEC";
 const FILE: &str = "DC_TEST_FILE";
 const COUNT: &str = "DC_TEST_COUNT";
-
-/// A limit for waits that only guard against hangs (never a timing assertion).
-const HANG: Duration = Duration::from_secs(60);
 
 /// The tests of this binary take turns: they share the process's waiter and read its counts.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -67,61 +64,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 // ----- helpers -----
 
-fn env(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} in the environment"))
-}
-
-fn new_pool(tag: &str, size: usize) -> (MemoryPool, ShmGuard) {
-    let name = unique_name(tag);
-    let guard = ShmGuard::new(&name);
-    (
-        MemoryPool::create(size, &name, 7).expect("create pool"),
-        guard,
-    )
-}
-
-fn attrs(capacity: u32, block_size: u32) -> Option<ChannelAttrs> {
-    Some(ChannelAttrs {
-        capacity,
-        block_size,
-    })
-}
-
-fn sender(ch: &Channel) -> ChannelSendH {
-    let mut s = ch.sendh().unwrap();
-    s.open().unwrap();
-    s
-}
-
-fn receiver(ch: &Channel) -> ChannelRecvH {
-    let mut r = ch.recvh().unwrap();
-    r.open().unwrap();
-    r
-}
-
 fn u64_of(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().expect("an 8-byte message"))
-}
-
-/// Polls `cond` until it holds; panics (naming `what`) after [`HANG`].
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < HANG, "{what}: not after {HANG:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// A small xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// The executors the tests run on.

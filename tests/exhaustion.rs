@@ -19,10 +19,10 @@ use std::time::Instant;
 
 use dragon_channels::dragon_channels_core::PoolError;
 use dragon_channels::{
-    Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, Error, MemoryPool, MemoryPoolError, Message,
-    Poll, Polled, PoolAttrs, Reason, Reserve, Timeout, WaitMode,
+    Channel, ChannelRecvH, ChannelSendH, Error, MemoryPool, MemoryPoolError, Message, Poll, Polled,
+    PoolAttrs, Reason, Reserve, Timeout, WaitMode,
 };
-use support::{ROLE, ShmGuard, role, unique_name, wait_child, watchdog};
+use support::{ROLE, ShmGuard, attrs, role, unique_name, wait_child, watchdog};
 
 fn pool(tag: &str, size: usize) -> (MemoryPool, ShmGuard) {
     pool_with(tag, size, &PoolAttrs::default())
@@ -33,13 +33,6 @@ fn pool_with(tag: &str, size: usize, attrs: &PoolAttrs) -> (MemoryPool, ShmGuard
     let guard = ShmGuard::new(&name);
     let p = MemoryPool::create_with_attrs(size, &name, 7, attrs).expect("create pool");
     (p, guard)
-}
-
-fn attrs(capacity: u32, block_size: u32) -> Option<ChannelAttrs> {
-    Some(ChannelAttrs {
-        capacity,
-        block_size,
-    })
 }
 
 fn open(ch: &Channel) -> (ChannelSendH, ChannelRecvH) {

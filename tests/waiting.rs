@@ -31,12 +31,12 @@ use std::time::Instant;
 use dragon_channels::dragon_channels_core::fault::Step;
 use dragon_channels::dragon_channels_core::{ChannelError as CoreError, Side, Waiter};
 use dragon_channels::{
-    Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, ChannelSet, Error, MemoryPool, Poll, Polled,
-    Reason, SemaphoreAttrs, SetEvent, SetEventKind, Timeout, WaitMode,
+    Channel, ChannelRecvH, ChannelSendH, ChannelSet, Error, MemoryPool, Poll, Polled, Reason,
+    SemaphoreAttrs, SetEvent, SetEventKind, Timeout, WaitMode,
 };
 use support::{
-    Children, ShmGuard, attach_env, die_at, hex, role, spawn_role, unhex, unique_name, wait_child,
-    watchdog,
+    Children, HANG, Rng, ShmGuard, attach_env, attrs, die_at, env, hex, new_pool, receiver, role,
+    sender, spawn_role, unhex, wait_child, wait_until, watchdog,
 };
 
 const DESC: &str = "DC_TEST_DESC";
@@ -52,14 +52,7 @@ const PHASE: &str = "DC_TEST_PHASE";
 /// The three wait modes, each exercised by the tests that loop over them.
 const MODES: [WaitMode; 3] = [WaitMode::Spin, WaitMode::Idle, WaitMode::Adaptive];
 
-/// A limit for waits that only guard against hangs (never a timing assertion).
-const HANG: Duration = Duration::from_secs(60);
-
 // ----- helpers -----
-
-fn env(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} in the environment"))
-}
 
 fn index() -> u32 {
     env(INDEX).parse().unwrap()
@@ -82,34 +75,6 @@ fn mode_env() -> WaitMode {
     }
 }
 
-fn new_pool(tag: &str, size: usize) -> (MemoryPool, ShmGuard) {
-    let name = unique_name(tag);
-    let guard = ShmGuard::new(&name);
-    (
-        MemoryPool::create(size, &name, 7).expect("create pool"),
-        guard,
-    )
-}
-
-fn attrs(capacity: u32, block_size: u32) -> Option<ChannelAttrs> {
-    Some(ChannelAttrs {
-        capacity,
-        block_size,
-    })
-}
-
-fn sender(ch: &Channel) -> ChannelSendH {
-    let mut s = ch.sendh().unwrap();
-    s.open().unwrap();
-    s
-}
-
-fn receiver(ch: &Channel) -> ChannelRecvH {
-    let mut r = ch.recvh().unwrap();
-    r.open().unwrap();
-    r
-}
-
 fn send_i64(s: &ChannelSendH, v: i64) {
     s.send_bytes(&v.to_le_bytes(), 8, None, Timeout::After(HANG))
         .expect("send");
@@ -118,15 +83,6 @@ fn send_i64(s: &ChannelSendH, v: i64) {
 fn recv_i64(r: &ChannelRecvH, t: Timeout) -> Result<i64, Error> {
     let b = r.recv_bytes(t)?;
     Ok(i64::from_le_bytes(b.try_into().expect("an 8-byte message")))
-}
-
-/// Polls `cond` until it holds; panics (naming `what`) after [`HANG`].
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < HANG, "still waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Whether `r` is the error of a poll that did not complete in time.
@@ -1637,18 +1593,6 @@ fn attach_all(var: &str) -> Vec<Channel> {
         .collect()
 }
 
-/// A small xorshift generator: each sender's own sequence of channels.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 /// Creates `n` channels of capacity `cap` (uids from 100).
 fn set_channels(pool: &MemoryPool, n: usize, cap: u32) -> Vec<Channel> {
     (0..n)
@@ -1694,7 +1638,7 @@ fn channel_set_of_64_channels_fed_by_eight_sender_processes() {
                 let mut b = [0u8; 8];
                 b[..4].copy_from_slice(&me.to_le_bytes());
                 b[4..].copy_from_slice(&seq.to_le_bytes());
-                let mut c = rng.below(CHANNELS);
+                let mut c = rng.below(CHANNELS as u64) as usize;
                 let mut tried = 0;
                 loop {
                     let t0 = Instant::now();

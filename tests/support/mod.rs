@@ -7,8 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use dragon_channels::Channel;
 use dragon_channels::dragon_channels_core::fault::{self, Step};
+use dragon_channels::{Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, MemoryPool};
 
 #[path = "../../core/tests/common/watchdog.rs"]
 mod watchdog;
@@ -130,4 +130,69 @@ pub fn die_at<T>(step: Step, op: impl FnOnce() -> T) -> T {
     let r = op();
     fault::set_hook(None);
     r
+}
+
+/// A limit for waits that only guard against hangs (never a timing assertion).
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// The value of environment variable `var` (a child role's argument); panics without it.
+pub fn env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} in the environment"))
+}
+
+/// A new pool of `size` bytes named after `tag`, and the guard that removes its file.
+pub fn new_pool(tag: &str, size: usize) -> (MemoryPool, ShmGuard) {
+    let name = unique_name(tag);
+    let guard = ShmGuard::new(&name);
+    (
+        MemoryPool::create(size, &name, 7).expect("create pool"),
+        guard,
+    )
+}
+
+/// Channel attributes of `capacity` slots of `block_size` inline bytes.
+pub fn attrs(capacity: u32, block_size: u32) -> Option<ChannelAttrs> {
+    Some(ChannelAttrs {
+        capacity,
+        block_size,
+    })
+}
+
+/// An open send handle of `ch`.
+pub fn sender(ch: &Channel) -> ChannelSendH {
+    let mut s = ch.sendh().unwrap();
+    s.open().unwrap();
+    s
+}
+
+/// An open receive handle of `ch`.
+pub fn receiver(ch: &Channel) -> ChannelRecvH {
+    let mut r = ch.recvh().unwrap();
+    r.open().unwrap();
+    r
+}
+
+/// Polls `cond` until it holds; panics (naming `what`) after [`HANG`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < HANG,
+            "still waiting for {what} after {HANG:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A small xorshift generator (each test its own seed).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
 }

@@ -7,8 +7,6 @@ every child a watchdog (`_join`), so a lost wake-up fails a test instead of hang
 """
 
 import asyncio
-import multiprocessing as mp
-import os
 import random
 import struct
 import time
@@ -16,40 +14,10 @@ import time
 import pytest
 
 import dragon_channels as dc
-from conftest import unique_name
+from conftest import join_child as _join
+from conftest import start_child as _start
 
-CTX = mp.get_context("spawn")
 WAIT = 30  # seconds any single await may take before the test counts as failed
-
-
-@pytest.fixture
-def big_pool():
-    name = unique_name("a")
-    p = dc.MemoryPool(8 << 20, name, 0, None)
-    yield p
-    try:
-        p.destroy()
-    except dc.ChannelError:
-        pass
-    path = os.path.join("/dev/shm", name)
-    if os.path.exists(path):
-        os.unlink(path)
-
-
-def _start(target, *args):
-    p = CTX.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def _join(p, timeout=120):
-    """The child's exit code; kills it and fails the test if it outlives `timeout`."""
-    p.join(timeout)
-    if p.is_alive():
-        p.kill()
-        p.join()
-        pytest.fail("child process hung")
-    return p.exitcode
 
 
 def _chan(pool, uid, capacity=4):

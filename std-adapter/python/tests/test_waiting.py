@@ -7,7 +7,6 @@ assert lower bounds only ("waited at least the timeout").
 """
 
 import mmap
-import multiprocessing as mp
 import os
 import pickle
 import signal
@@ -21,46 +20,16 @@ import types
 import pytest
 
 import dragon_channels as dc
-from conftest import unique_name
+from conftest import join_child as _join
+from conftest import start_child as _start
 
 E = dc.EventType
-CTX = mp.get_context("spawn")
 WAIT = 30  # seconds any single wait in a child may take before the test counts as failed
 MODES = [dc.IDLE_WAIT, dc.SPIN_WAIT, dc.ADAPTIVE_WAIT]
 
 # Exit codes of the barrier children.
 ABORTED = 2
 ORDINAL_BASE = 10  # exit code of a party released with ordinal k: ORDINAL_BASE + k
-
-
-@pytest.fixture
-def big_pool():
-    name = unique_name("w")
-    p = dc.MemoryPool(8 << 20, name, 0, None)
-    yield p
-    try:
-        p.destroy()
-    except dc.ChannelError:
-        pass
-    path = os.path.join("/dev/shm", name)
-    if os.path.exists(path):
-        os.unlink(path)
-
-
-def _start(target, *args):
-    p = CTX.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def _join(p, timeout=60):
-    """The child's exit code; kills it and fails the test if it outlives `timeout`."""
-    p.join(timeout)
-    if p.is_alive():
-        p.kill()
-        p.join()
-        pytest.fail("child process hung")
-    return p.exitcode
 
 
 def _wait_until(cond, timeout=20.0, what="condition"):
