@@ -4,7 +4,7 @@
 //! (`DC_TEST_ROLE=client`), which runs the named scenario for its rank. Clients swap
 //! channel descriptors through files in a per-run directory.
 //!
-//! `gateway/run-mpi-tests.sh` runs the same client scenarios with the MPI transport, each
+//! `std-adapter/gateway/run-mpi-tests.sh` runs the same client scenarios with the MPI transport, each
 //! rank in its own mount namespace with a private `/dev/shm`.
 
 use core::time::Duration;

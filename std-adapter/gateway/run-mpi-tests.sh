@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Remote-channel tests over MPI: every rank is a node (gateway/node-sim.sh: private /dev/shm,
+# Remote-channel tests over MPI: every rank is a node (std-adapter/gateway/node-sim.sh: private /dev/shm,
 # own host id), its gateway (dragon-gateway --transport mpi) starts the node's client, which
 # is the `remote` test binary running one scenario for its rank (the same scenarios
 # `cargo test` runs over TCP). OpenMPI as root on one machine: --allow-run-as-root,
 # --oversubscribe, --bind-to none, and --mca btl self,tcp (vader keeps its segments in
 # /dev/shm, which the ranks no longer share). Every mpirun has a --timeout.
-# Usage: gateway/run-mpi-tests.sh [MESSAGES_PER_SENDER]   (default 25000: 4 senders = 100,000)
+# Usage: std-adapter/gateway/run-mpi-tests.sh [MESSAGES_PER_SENDER]   (default 25000: 4 senders = 100,000)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 per=${1:-25000}
 cargo build -q --release -p dragon-channels-gateway --features mpi --bin dragon-gateway
 testbin=$(cargo test -q --release -p dragon-channels-gateway --features mpi --test remote --no-run \
@@ -25,7 +25,7 @@ run() {
     mpirun --allow-run-as-root --oversubscribe --bind-to none --timeout 300 \
         --mca btl self,tcp -n "$n" \
         -x DC_TEST_ROLE=client -x DC_DIR="$dir" -x DC_PREFIX=mt -x DC_MSGS="$per" \
-        gateway/node-sim.sh "$gw" --transport mpi -- \
+        std-adapter/gateway/node-sim.sh "$gw" --transport mpi -- \
         "$testbin" "$scenario" --exact --nocapture --test-threads=1 >"$dir/log" 2>&1 || rc=$?
     local verdict=FAIL
     if [ "$expect" = ok ] && [ $rc -eq 0 ]; then verdict=ok; fi

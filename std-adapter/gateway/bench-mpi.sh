@@ -3,9 +3,9 @@
 # the local channel (examples/pingpong). Each rank is a node (node-sim.sh). Two MPI
 # configurations: --mca btl self,tcp (the tests' setting: node to node is a network path)
 # and shared-memory MPI (vader with its backing files in /tmp, which the ranks share).
-# Usage: gateway/bench-mpi.sh [RUNS]
+# Usage: std-adapter/gateway/bench-mpi.sh [RUNS]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 runs=${1:-3}
 cargo build -q --release -p dragon-channels-gateway --features mpi --bin dragon-gateway \
     --example mpi_pingpong --example remote_bench
@@ -18,9 +18,9 @@ for cfg in "btl self,tcp" "btl self,vader btl_vader_backing_directory /tmp"; do
     while [ $# -gt 0 ]; do mca+=(--mca "$1" "$2"); shift 2; done
     for run in $(seq 1 "$runs"); do
         echo "--- MPI ${cfg}, run $run"
-        "${mpi[@]}" "${mca[@]}" gateway/node-sim.sh target/release/examples/mpi_pingpong
+        "${mpi[@]}" "${mca[@]}" std-adapter/gateway/node-sim.sh target/release/examples/mpi_pingpong
         dir=$(mktemp -d /tmp/dcbench.XXXXXX)
-        "${mpi[@]}" "${mca[@]}" -x DC_DIR="$dir" gateway/node-sim.sh \
+        "${mpi[@]}" "${mca[@]}" -x DC_DIR="$dir" std-adapter/gateway/node-sim.sh \
             target/release/dragon-gateway --transport mpi -- target/release/examples/remote_bench
         rm -rf "$dir"
     done

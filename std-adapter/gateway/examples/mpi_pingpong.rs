@@ -1,7 +1,7 @@
 //! MPI's own figures between two ranks, for the remote-channel benchmark to stand beside:
 //! 64 B and 1 MiB ping-pong (p50 / p99 one-way = round trip / 2) and the 64 B message rate
 //! (windows of 64 non-blocking sends, one acknowledgement per window). Run it under the
-//! same `mpirun` flags and `node-sim.sh` as the gateways (see `gateway/bench-mpi.sh`).
+//! same `mpirun` flags and `node-sim.sh` as the gateways (see `std-adapter/gateway/bench-mpi.sh`).
 
 use std::time::Instant;
 

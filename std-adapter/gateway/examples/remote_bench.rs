@@ -1,5 +1,5 @@
 //! Remote-channel benchmark (not a test): run as the client of each of two gateways
-//! (`gateway/bench-mpi.sh` starts it). Rank 0 and rank 1 each own a channel; a ping goes by a
+//! (`std-adapter/gateway/bench-mpi.sh` starts it). Rank 0 and rank 1 each own a channel; a ping goes by a
 //! remote send into the other node's channel and is taken there by a local receive.
 //! Prints p50 / p99 one-way latency (round trip / 2) for 64 B (both return modes) and 1 MiB,
 //! and the 64 B message rate of queued-only sends (which the gateways batch).
