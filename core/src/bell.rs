@@ -15,7 +15,7 @@
 //! From then on every such notifier in the pool rings: after its change and its SeqCst fence
 //! (the one [`crate::Event::notify`] issues), it loads the watch word and, only when watchers
 //! of its side are counted, rewrites the bell word with its channel's hint and the next ring
-//! number ([`Bell::ring`]).
+//! number ([`crate::Channel::ring`]).
 //! The poller spins on [`Bell::peek`] and, to sleep, [`Bell::arm`]s the word (sets the
 //! sleeping flag), checks its channels once more and sleeps while the word holds the armed
 //! value; a ring clears the flag, so the word changes, and tells the ringer to wake every
@@ -150,21 +150,6 @@ impl<'a> Bell<'a> {
         self.word
     }
 
-    /// Rings when somebody watches this bell's side; for a notifier right after its SeqCst
-    /// fence (that of [`crate::Event::notify`]). Returns `true` when sleepers must be woken
-    /// (every sleeper on [`Bell::word`]).
-    #[inline(always)]
-    pub fn ring(&self) -> bool {
-        Self::watched(self.watch, self.side) && self.ring_watched()
-    }
-
-    /// Whether pollers watch `side` of the bell whose watch word is `watch`: a notifier's
-    /// first look, before it builds the bell.
-    #[inline(always)]
-    pub(crate) fn watched(watch: &AtomicU32, side: Side) -> bool {
-        Self::watchers_of(watch, side) != 0
-    }
-
     /// The watch word's count for `side`, shifted in place (non-zero: watched).
     #[inline(always)]
     pub(crate) fn watchers_of(watch: &AtomicU32, side: Side) -> u32 {
@@ -173,10 +158,12 @@ impl<'a> Bell<'a> {
         watch.load(Ordering::Relaxed) & (COUNT_MASK * side.unit())
     }
 
-    /// [`Bell::ring`] once watchers were seen.
+    /// Rings: for a notifier that saw watchers of its side after its SeqCst fence (see
+    /// [`crate::Channel::ring`]). Returns `true` when sleepers must be woken (every sleeper
+    /// on [`Bell::word`]).
     #[cold]
     #[inline(never)]
-    pub(crate) fn ring_watched(&self) -> bool {
+    pub(crate) fn ring(&self) -> bool {
         let mut b = self.word.load(Ordering::Relaxed);
         loop {
             let seq = ((b >> SEQ_SHIFT).wrapping_add(1) & SEQ_MASK) << SEQ_SHIFT;

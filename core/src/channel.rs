@@ -529,7 +529,7 @@ impl Channel {
     /// sleepers on the doorbell's word must be woken (every one).
     #[inline(always)]
     pub fn ring(&self, side: Side) -> bool {
-        self.pool.bell_watched(side) && self.bell().on(side).ring_watched()
+        self.pool.bell_watchers(side) != 0 && self.bell().on(side).ring()
     }
 
     /// The event of `side`: the receive event for [`Side::Arrived`], the send event for
@@ -562,7 +562,7 @@ impl Channel {
     fn notify_found(&self, side: Side) -> Notice {
         Notice {
             wake: self.event(side).notify_fenced(),
-            bell: self.pool.bell_watched(side) && self.bell().on(side).ring_watched(),
+            bell: self.ring(side),
         }
     }
 

@@ -875,14 +875,8 @@ impl Pool {
         )
     }
 
-    /// Whether pollers watch `side` of the pool's doorbell (see [`Bell::ring`]).
-    #[inline(always)]
-    pub(crate) fn bell_watched(&self, side: Side) -> bool {
-        Bell::watched(self.hdr_atomic(off!(bell_watch)), side)
-    }
-
-    /// [`Pool::bell_watched`] as the raw count bits (non-zero: watched), for a notifier that
-    /// folds it into one test with its event's waiters.
+    /// The count bits of pollers watching `side` of the pool's doorbell (non-zero: watched;
+    /// see `Channel::ring`).
     #[inline(always)]
     pub(crate) fn bell_watchers(&self, side: Side) -> u32 {
         Bell::watchers_of(self.hdr_atomic(off!(bell_watch)), side)

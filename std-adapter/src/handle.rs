@@ -282,13 +282,7 @@ impl Handle<Sending> {
             .map_err(|_| Error::ChannelSendError(Reason::EmptyMessage))?;
         match dest_msg {
             None => self.send_copy(payload, msg.hints(), msg.clientid(), timeout),
-            Some(dest) => self.send_via_dest(
-                payload.len(),
-                |buf| buf.copy_from_slice(payload),
-                (msg.hints(), msg.clientid()),
-                dest,
-                timeout,
-            ),
+            Some(dest) => self.send_msg_via_dest(payload, msg, dest, timeout),
         }
     }
 
@@ -339,9 +333,9 @@ impl Handle<Sending> {
         dest_msg: Option<&mut Message>,
         timeout: Timeout,
     ) -> Result<(), Error> {
-        if !self.local_open {
+        let local = self.local_open;
+        if !local {
             self.check_open()?;
-            return self.send_bytes_remote(msg_bytes, msg_len, dest_msg, timeout);
         }
         let n = msg_bytes.len();
         if msg_len < n {
@@ -350,6 +344,13 @@ impl Handle<Sending> {
                 msg_len,
             }));
         }
+        let send = |bytes: &[u8]| {
+            if local {
+                self.send_copy(bytes, 0, 0, timeout)
+            } else {
+                self.send_bytes_remote(bytes, timeout)
+            }
+        };
         match dest_msg {
             Some(dest) => self.send_via_dest(
                 msg_len,
@@ -361,11 +362,11 @@ impl Handle<Sending> {
                 dest,
                 timeout,
             ),
-            None if msg_len == n => self.send_copy(msg_bytes, 0, 0, timeout),
+            None if msg_len == n => send(msg_bytes),
             None => {
                 let mut padded = vec![0u8; msg_len];
                 padded[..n].copy_from_slice(msg_bytes);
-                self.send_copy(&padded, 0, 0, timeout)
+                send(&padded)
             }
         }
     }
@@ -388,6 +389,24 @@ impl Handle<Sending> {
         }
     }
 
+    /// [`ChannelSendH::send`] into a destination message: `msg`'s payload, hints and
+    /// clientid go into `dest`, which is sent by transfer.
+    fn send_msg_via_dest(
+        &self,
+        payload: &[u8],
+        msg: &Message,
+        dest: &mut Message,
+        timeout: Timeout,
+    ) -> Result<(), Error> {
+        self.send_via_dest(
+            payload.len(),
+            |buf| buf.copy_from_slice(payload),
+            (msg.hints(), msg.clientid()),
+            dest,
+            timeout,
+        )
+    }
+
     /// [`ChannelSendH::send`] on a closed handle or a remote channel.
     #[cold]
     #[inline(never)]
@@ -408,46 +427,16 @@ impl Handle<Sending> {
                 msg.clientid(),
                 timeout.or(self.default_timeout),
             ),
-            Some(dest) => self.send_via_dest(
-                payload.len(),
-                |buf| buf.copy_from_slice(payload),
-                (msg.hints(), msg.clientid()),
-                dest,
-                timeout,
-            ),
+            Some(dest) => self.send_msg_via_dest(payload, msg, dest, timeout),
         }
     }
 
-    /// [`ChannelSendH::send_bytes`] on a remote channel (the handle is open).
+    /// [`ChannelSendH::send_bytes`]'s padded bytes to a remote channel (the handle is open).
     #[cold]
     #[inline(never)]
-    fn send_bytes_remote(
-        &self,
-        msg_bytes: &[u8],
-        msg_len: usize,
-        dest_msg: Option<&mut Message>,
-        timeout: Timeout,
-    ) -> Result<(), Error> {
-        let n = msg_bytes.len();
-        if msg_len < n {
-            return Err(Error::ChannelSendError(Reason::MsgLenTooShort {
-                bytes: n,
-                msg_len,
-            }));
-        }
-        let fill = |buf: &mut [u8]| {
-            buf[..n].copy_from_slice(msg_bytes);
-            buf[n..].fill(0);
-        };
-        match dest_msg {
-            Some(dest) => self.send_via_dest(msg_len, fill, (0, 0), dest, timeout),
-            None => {
-                let mut padded = vec![0u8; msg_len];
-                fill(&mut padded);
-                self.remote()?
-                    .send(&padded, 0, 0, timeout.or(self.default_timeout))
-            }
-        }
+    fn send_bytes_remote(&self, bytes: &[u8], timeout: Timeout) -> Result<(), Error> {
+        self.remote()?
+            .send(bytes, 0, 0, timeout.or(self.default_timeout))
     }
 
     #[cold]
