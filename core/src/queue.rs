@@ -90,6 +90,16 @@ pub(crate) struct Taken {
     pub(crate) pos: u32,
 }
 
+/// What a claim CAS found ([`Queue::claim_slot`]).
+enum Claim {
+    /// Claimed, with the slot as the caller read it.
+    Taken,
+    /// Claimed, but the slot had moved on: given back.
+    Moved,
+    /// Held by this owner word.
+    Held(u32),
+}
+
 /// What [`Queue::recover`] found in a claim of a dead party.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Abandoned {
@@ -225,12 +235,48 @@ impl Queue {
         }
     }
 
-    /// Claims slot `s` for position `pos` of the index word `index`, whose sequence word read
-    /// `seq` (the value that says "yours"), as `me`; `steps` are the fault-injection points
-    /// before and after the claim. `Ok(None)`: the position moved on (another party took it,
-    /// or the slot changed between the read and the claim), or its claimant is mid-step and
-    /// the spin budget is not spent yet; read the index again.
+    /// Claims slot `s`, whose sequence word read `seq` (the value that says "yours"), as `me`;
+    /// `steps` are the fault-injection points before and after the claim.
     #[inline(always)]
+    fn claim_slot(
+        &self,
+        s: usize,
+        seq: u32,
+        me: u32,
+        steps: [Step; 2],
+    ) -> Result<Claim, ChannelError> {
+        if fault::dies(self.me, steps[0]) {
+            return Err(ChannelError::Died);
+        }
+        // SYNC: claim (CAS Acquire) <-> release claim (Release) of the last claimant.
+        if let Err(holder) =
+            self.claim(s)
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            return Ok(Claim::Held(holder));
+        }
+        if fault::dies(self.me, steps[1]) {
+            return Err(ChannelError::Died);
+        }
+        // The slot may have moved on between the seq load and the claim. Its seq word alone
+        // tells: the index word moves past the position only by a party that holds this
+        // claim with `seq` unchanged, and that party changes `seq` (publish, release slot, or
+        // recovery's tombstone) before it lets the claim go; the CAS acquired that release,
+        // so the load below sees the change. (A claim given back without a step, by `cancel`
+        // or recovery of a bare claim, moved nothing.)
+        // SYNC: re-check (Acquire) <-> publish / release slot (Release).
+        if self.seq(s).load(Ordering::Acquire) == seq {
+            return Ok(Claim::Taken);
+        }
+        // SYNC: release claim (Release) <-> next claimant's CAS (Acquire).
+        self.claim(s).store(0, Ordering::Release);
+        Ok(Claim::Moved)
+    }
+
+    /// [`Queue::claim_slot`] for position `pos` of the index word `index`, in a retry loop
+    /// that counts `spins`. `Ok(None)`: the position moved on (another party took it, or the
+    /// slot changed between the read and the claim), or its claimant is mid-step and the spin
+    /// budget is not spent yet; read the index again.
     #[allow(clippy::too_many_arguments)]
     fn claim_at(
         &self,
@@ -242,35 +288,15 @@ impl Queue {
         steps: [Step; 2],
         spins: &mut u32,
     ) -> Result<Option<Taken>, ChannelError> {
-        if fault::dies(self.me, steps[0]) {
-            return Err(ChannelError::Died);
-        }
-        // SYNC: claim (CAS Acquire) <-> release claim (Release) of the last claimant.
-        match self
-            .claim(s)
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => {
-                if fault::dies(self.me, steps[1]) {
-                    return Err(ChannelError::Died);
-                }
-                // The slot may have moved on between the seq load and the claim.
-                // SYNC: re-check (Acquire) <-> publish / release slot (Release).
-                if self.seq(s).load(Ordering::Acquire) == seq
-                    && index.load(Ordering::Relaxed) == pos
-                {
-                    return Ok(Some(Taken { slot: s, pos }));
-                }
-                // SYNC: release claim (Release) <-> next claimant's CAS (Acquire).
-                self.claim(s).store(0, Ordering::Release);
-                Ok(None)
-            }
+        match self.claim_slot(s, seq, me, steps)? {
+            Claim::Taken => Ok(Some(Taken { slot: s, pos })),
+            Claim::Moved => Ok(None),
             // Another party of this side claimed the position first: progress.
-            Err(_) if index.load(Ordering::Relaxed) != pos => {
+            Claim::Held(_) if index.load(Ordering::Relaxed) != pos => {
                 *spins = 0;
                 Ok(None)
             }
-            Err(holder) => Self::stall(spins, holder).map(|()| None),
+            Claim::Held(holder) => Self::stall(spins, holder).map(|()| None),
         }
     }
 
@@ -294,6 +320,25 @@ impl Queue {
     /// on by the owner it names; [`ChannelError::Corrupt`].
     #[inline(always)]
     pub(crate) fn start_send(&self) -> Result<Taken, ChannelError> {
+        // The first try inline, without the loop's state: most sends claim at once.
+        let tail_w = self.tail_word();
+        let tail = tail_w.load(Ordering::Relaxed);
+        let s = self.slot_of(tail)?;
+        // SYNC: acquire slot (Acquire) <-> receiver's release slot (Release) in finish_recv.
+        let seq = self.seq(s).load(Ordering::Acquire);
+        if seq == tail {
+            let steps = [Step::SendRead, Step::SendClaimed];
+            if let Claim::Taken = self.claim_slot(s, seq, self.me, steps)? {
+                return Ok(Taken { slot: s, pos: tail });
+            }
+        }
+        self.start_send_again()
+    }
+
+    /// [`Queue::start_send`] after a first try that did not claim: the same steps in a loop.
+    #[cold]
+    #[inline(never)]
+    fn start_send_again(&self) -> Result<Taken, ChannelError> {
         let tail_w = self.tail_word();
         let mut spins = 0;
         loop {
@@ -401,6 +446,29 @@ impl Queue {
     /// read that tell an empty queue from a sender mid-way (a waiter's cheap first try).
     #[inline(always)]
     pub(crate) fn start_recv_as<const EXACT: bool>(&self) -> Result<Taken, ChannelError> {
+        // The first try inline, without the loop's state: most receives claim at once.
+        let head_w = self.head_word();
+        let head = head_w.load(Ordering::Relaxed);
+        let s = self.slot_of(head)?;
+        // SYNC: acquire message (Acquire) <-> publish message (Release) in finish_send.
+        let seq = self.seq(s).load(Ordering::Acquire);
+        if seq == head.wrapping_add(1) {
+            let steps = [Step::RecvRead, Step::RecvClaimed];
+            let me = self.me | ROLE_RECV;
+            if let Claim::Taken = self.claim_slot(s, seq, me, steps)? {
+                return Ok(Taken { slot: s, pos: head });
+            }
+        } else if !EXACT && seq == head {
+            return Err(ChannelError::Empty);
+        }
+        self.start_recv_again::<EXACT>()
+    }
+
+    /// [`Queue::start_recv_as`] after a first try that did not claim: the same steps in a
+    /// loop.
+    #[cold]
+    #[inline(never)]
+    fn start_recv_again<const EXACT: bool>(&self) -> Result<Taken, ChannelError> {
         let head_w = self.head_word();
         let me = self.me | ROLE_RECV;
         let mut spins = 0;
