@@ -12,9 +12,12 @@
 //! repairs:
 //! - **start** claims the slot at `tail` (send) or at `head` (receive, once a message is
 //!   published there) by a CAS of its `claim` word from 0 to the party's owner id (receivers
-//!   add [`ROLE_RECV`]). A claim names who is working on a slot; [`Queue::cancel`] gives it
-//!   back untouched (a receiver whose destination is too small, a sender whose payload
-//!   cannot be stored).
+//!   add [`ROLE_RECV`]), then re-reads the slot's sequence word: unchanged, the position is
+//!   still the one the claimant read (an index word moves past a position only by the party
+//!   holding its slot's claim, which changes the sequence word before it lets the claim go).
+//!   A claim names who is working on a slot; [`Queue::cancel`] gives it back untouched (a
+//!   receiver whose destination is too small, a sender whose payload cannot be stored). The
+//!   first try is inlined into the caller; retries run in a loop out of line.
 //! - **commit** moves `tail` / `head` past the position. The claim makes the claimant the only
 //!   party that may do so, so this is a plain store: one CAS per operation, as in
 //!   crossbeam.
