@@ -624,7 +624,7 @@ impl Handle<Receiving> {
                 crate::wait::notify(&self.ch.core, Side::Freed);
                 got
             }
-            Err(e) => self.recv_into_slow(e, buf, timeout)?,
+            Err(e) => self.recv_slow(e, buf, timeout)?,
         };
         self.freed_side(got.len);
         mem.set_len(got.len);
@@ -642,29 +642,14 @@ impl Handle<Receiving> {
             .recv_into(dest_msg, timeout.or(self.default_timeout))
     }
 
-    /// [`ChannelRecvH::recv_into`] after its lazy first try failed with `first`.
+    /// [`ChannelRecvH::recv_into`] or [`ChannelRecvH::recv_bytes`] after its lazy first try
+    /// into `buf` failed with `first`.
     #[cold]
     #[inline(never)]
-    fn recv_into_slow(
+    fn recv_slow<B: RecvBuf + ?Sized>(
         &self,
         first: dragon_channels_core::ChannelError,
-        buf: &mut [u8],
-        timeout: Timeout,
-    ) -> Result<dragon_channels_core::Received, Error> {
-        let core = &self.ch.core;
-        self.ctx(Op::Recv)
-            .block_after(timeout, self.default_timeout, first, |_| {
-                core.try_recv_into(&mut *buf)
-            })
-    }
-
-    /// [`ChannelRecvH::recv_bytes`] after its lazy first try failed with `first`.
-    #[cold]
-    #[inline(never)]
-    fn recv_bytes_slow(
-        &self,
-        first: dragon_channels_core::ChannelError,
-        buf: &mut Grow,
+        buf: &mut B,
         timeout: Timeout,
     ) -> Result<dragon_channels_core::Received, Error> {
         let core = &self.ch.core;
@@ -695,11 +680,10 @@ impl Handle<Receiving> {
                 crate::wait::notify(&self.ch.core, Side::Freed);
                 got
             }
-            Err(e) => self.recv_bytes_slow(e, &mut buf, timeout)?,
+            Err(e) => self.recv_slow(e, &mut buf, timeout)?,
         };
-        let mut buf = buf.0;
         self.freed_side(got.len);
-        buf.truncate(got.len);
-        Ok(buf)
+        // `filled` set the length to the payload's (an unreadable payload leaves it empty).
+        Ok(buf.0)
     }
 }
