@@ -32,13 +32,16 @@ use crate::error::{Error, Op, Reason};
 use crate::message::{Message, MsgMem};
 use crate::wait::{Attempt, Ctx, Timeout, WaitMode};
 
-/// A receive buffer that grows to the message's length, without zeroing what the receive
-/// will write anyway.
-struct Grow(Vec<u8>);
+/// A receive buffer that grows to the message's length (up to its limit, the second field),
+/// without zeroing what the receive will write anyway.
+struct Grow(Vec<u8>, usize);
 
 impl RecvBuf for Grow {
     #[inline]
     fn with_len(&mut self, len: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        if len > self.1 {
+            return None;
+        }
         self.0.clear();
         if self.0.capacity() < len {
             // One allocation of exactly the message's size (no growth policy, no realloc).
@@ -56,8 +59,17 @@ impl RecvBuf for Grow {
     }
 
     fn capacity(&self) -> usize {
-        usize::MAX
+        self.1
     }
+}
+
+/// What [`ChannelRecvH::recv_bytes_or_message`] received.
+#[derive(Debug)]
+pub enum BytesOrMessage {
+    /// A payload up to the limit, copied out (its memory freed).
+    Bytes(Vec<u8>),
+    /// A longer payload: the message that owns its allocation (zero copy).
+    Message(Message),
 }
 
 /// A failed [`ChannelSendH::send_transfer`]: the error and the message, handed back.
@@ -633,7 +645,7 @@ impl Handle<Receiving> {
         }
         let core = &self.ch.core;
         // Sized to the message once its length is known: one allocation of exactly its size.
-        let mut buf = Grow(Vec::new());
+        let mut buf = Grow(Vec::new(), usize::MAX);
         let got = self.block(Op::Recv, timeout, |attempt| match attempt {
             Attempt::First => core.try_recv_buf_lazy(&mut buf),
             Attempt::Again => core.try_recv_buf(&mut buf),
@@ -642,5 +654,61 @@ impl Handle<Receiving> {
         self.freed_side(got.len);
         buf.truncate(got.len);
         Ok(buf)
+    }
+
+    /// Receives the next message as bytes when its payload is at most `max_bytes` long
+    /// (copied out, as [`ChannelRecvH::recv_bytes`]), else as the [`Message`] that owns its
+    /// allocation (zero copy, as [`ChannelRecvH::recv`]): a relay that forwards small
+    /// messages by value and large ones by reference pays no copy for the large ones. On a
+    /// remote channel it receives as [`ChannelRecvH::recv`].
+    ///
+    /// # Errors
+    /// As [`ChannelRecvH::recv`].
+    pub fn recv_bytes_or_message(
+        &self,
+        max_bytes: usize,
+        timeout: Timeout,
+    ) -> Result<BytesOrMessage, Error> {
+        if !self.local_open {
+            return self.recv(timeout).map(BytesOrMessage::Message);
+        }
+        let core = &self.ch.core;
+        let mut buf = Grow(Vec::new(), max_bytes);
+        // A payload over the limit is refused by `buf` and stays queued: the same try then
+        // takes it (or whatever another receiver left at the head) with its allocation.
+        let got = self.block(Op::Recv, timeout, |attempt| {
+            let r = match attempt {
+                Attempt::First => core.try_recv_buf_lazy(&mut buf),
+                Attempt::Again => core.try_recv_buf(&mut buf),
+            };
+            match r {
+                Ok(got) => Ok(Ok(got)),
+                Err(dragon_channels_core::ChannelError::DestinationTooSmall { .. }) => {
+                    core.try_recv_alloc().map(Err)
+                }
+                Err(e) => Err(e),
+            }
+        })?;
+        match got {
+            Ok(got) => {
+                let mut bytes = buf.0;
+                self.freed_side(got.len);
+                bytes.truncate(got.len);
+                Ok(BytesOrMessage::Bytes(bytes))
+            }
+            Err((alloc, got)) => match MsgMem::new(&self.ch.pool, alloc, got.len) {
+                Some(mem) => Ok(BytesOrMessage::Message(Message::from_mem(
+                    mem,
+                    got.hints,
+                    got.clientid,
+                ))),
+                None => {
+                    let _ = self.ch.pool.inner.free(alloc);
+                    Err(Error::ChannelRecvError(Reason::Core(
+                        dragon_channels_core::ChannelError::Corrupt("received allocation"),
+                    )))
+                }
+            },
+        }
     }
 }
