@@ -68,7 +68,7 @@ use crate::message::Message;
 use crate::party::{self, ProcState};
 use crate::wait::Timeout;
 pub use envelope::ReturnMode;
-use envelope::{Envelope, Kind, WIRE_BLOCK, WIRE_TRY, status};
+use envelope::{Envelope, Kind, OP_PAYLOAD_NEXT, WIRE_BLOCK, WIRE_TRY, status};
 
 /// Environment variable naming this node's gateway channel: the hex of its serialized
 /// descriptor (Dragon's `DRAGON_GW1`). The gateway sets it for the clients it starts.
@@ -347,13 +347,40 @@ impl RemoteChannel {
     }
 }
 
-/// A decoded answer, owning its bytes.
+/// A decoded answer, owning its payload.
 struct Answer {
     status: u32,
     value: u64,
     hints: u64,
     clientid: u64,
-    payload: Vec<u8>,
+    payload: Payload,
+}
+
+/// A received payload: bytes from the answer envelope, or a large one as the allocation the
+/// gateway moved into the completion channel (in the gateway's pool: handed over as is).
+enum Payload {
+    Bytes(Vec<u8>),
+    Message(Message),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Message(m) => m.bytes().unwrap_or_default(),
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Message(m) => m.bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
 }
 
 /// A handle's remote state: its id, sequence numbers, completion channel, a GET still
@@ -377,7 +404,7 @@ struct HandleState {
     /// The sequence number of a GET whose answer was not collected.
     pending_get: Option<u64>,
     /// A received message not handed over yet (payload, hints, clientid).
-    kept: Option<(Vec<u8>, u64, u64)>,
+    kept: Option<(Payload, u64, u64)>,
     /// A request whose answer never came (the wait gave up): the gateway may still write
     /// into the completion channel.
     unanswered: bool,
@@ -466,7 +493,8 @@ impl RemoteHandle {
     /// Receives the next message: payload, hints, clientid.
     pub(crate) fn recv(&self, timeout: Timeout) -> Result<(Vec<u8>, u64, u64), Error> {
         let mut st = self.lock();
-        st.recv(&self.target, timeout)
+        let (p, h, c) = st.recv(&self.target, timeout)?;
+        Ok((p.into_vec(), h, c))
     }
 
     /// Receives the next message as a new [`Message`] in the gateway's pool (the remote
@@ -475,12 +503,21 @@ impl RemoteHandle {
     pub(crate) fn recv_message(&self, timeout: Timeout) -> Result<Message, Error> {
         let mut st = self.lock();
         let (payload, hints, clientid) = st.recv(&self.target, timeout)?;
+        let payload = match payload {
+            Payload::Message(mut m) => {
+                // Moved into the completion channel by the gateway: handed over as is.
+                m.set_hints(hints);
+                m.set_clientid(clientid);
+                return Ok(m);
+            }
+            Payload::Bytes(b) => b,
+        };
         let link = link().map_err(down(Outcome::NotDone))?;
         let mut m =
             match Message::create_alloc_blocking(link.ch.pool(), payload.len(), Timeout::Try) {
                 Ok(m) => m,
                 Err(e) => {
-                    st.kept = Some((payload, hints, clientid));
+                    st.kept = Some((Payload::Bytes(payload), hints, clientid));
                     return Err(match e {
                         Error::ChannelError(r) => Error::ChannelRecvError(r),
                         e => e,
@@ -513,7 +550,7 @@ impl RemoteHandle {
             }));
         }
         dest.set_len(payload.len())?;
-        dest.bytes_memview()?.copy_from_slice(&payload);
+        dest.bytes_memview()?.copy_from_slice(payload.as_slice());
         dest.set_hints(hints);
         dest.set_clientid(clientid);
         Ok(())
@@ -577,7 +614,7 @@ impl HandleState {
         Ok((ch.serialize(), recvh))
     }
 
-    fn recv(&mut self, t: &RemoteTarget, timeout: Timeout) -> Result<(Vec<u8>, u64, u64), Error> {
+    fn recv(&mut self, t: &RemoteTarget, timeout: Timeout) -> Result<(Payload, u64, u64), Error> {
         if let Some(m) = self.kept.take() {
             return Ok(m);
         }
@@ -681,13 +718,19 @@ impl HandleState {
                     let e = Envelope::decode(&bytes)
                         .map_err(|why| Error::Remote(RemoteError::Far(why.into())))?;
                     if e.kind == Kind::Reply && e.seq == seq {
+                        let payload = if e.op == OP_PAYLOAD_NEXT && e.status == status::OK {
+                            // The payload is the completion channel's next message.
+                            Payload::Message(next_payload(link, recvh, give_up, outcome)?)
+                        } else {
+                            Payload::Bytes(e.payload.to_vec())
+                        };
                         self.unanswered = false;
                         return Ok(Answer {
                             status: e.status,
                             value: e.value,
                             hints: e.hints,
                             clientid: e.clientid,
-                            payload: e.payload.to_vec(),
+                            payload,
                         });
                     }
                 }
@@ -702,6 +745,31 @@ impl HandleState {
             if give_up.is_some_and(|g| Instant::now() >= g) {
                 return Err(Error::Remote(RemoteError::NoAnswer { outcome }));
             }
+        }
+    }
+}
+
+/// The payload that follows a reply marked [`OP_PAYLOAD_NEXT`] in completion channel
+/// `recvh` (the gateway puts it right behind the reply).
+fn next_payload(
+    link: &Link,
+    recvh: &ChannelRecvH,
+    give_up: Option<Instant>,
+    outcome: Outcome,
+) -> Result<Message, Error> {
+    loop {
+        match recvh.recv(Timeout::After(SLICE)) {
+            Ok(m) => return Ok(m),
+            Err(Error::ChannelTimeout) => {}
+            Err(e) => return Err(e),
+        }
+        if link.dead() {
+            return Err(down(outcome)(
+                "its process exited while a request was in flight".into(),
+            ));
+        }
+        if give_up.is_some_and(|g| Instant::now() >= g) {
+            return Err(Error::Remote(RemoteError::NoAnswer { outcome }));
         }
     }
 }
@@ -747,7 +815,7 @@ fn enqueue(link: &Link, e: &Envelope<'_>, kind: Kind, timeout: Timeout) -> Resul
 
 /// The local result of an answer.
 fn answer_result(a: Answer, host: u64, kind: Kind) -> Result<Answer, Error> {
-    let text = || String::from_utf8_lossy(&a.payload).into_owned();
+    let text = || String::from_utf8_lossy(a.payload.as_slice()).into_owned();
     Err(match a.status {
         status::OK => return Ok(a),
         status::FULL => Error::ChannelFull,

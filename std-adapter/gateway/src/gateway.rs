@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use dragon_channels::remote::envelope::{
-    Envelope, Kind, MAGIC as ENV_MAGIC, WIRE_BLOCK, WIRE_TRY, status,
+    Envelope, Kind, MAGIC as ENV_MAGIC, OP_PAYLOAD_NEXT, WIRE_BLOCK, WIRE_TRY, status,
 };
 use dragon_channels::remote::try_deposit;
 use dragon_channels::{
@@ -118,6 +118,14 @@ struct Op {
     from: Option<usize>,
 }
 
+/// What goes into a client's completion channel.
+enum Answer {
+    /// A reply envelope (copied in).
+    Env(Vec<u8>),
+    /// The payload after a reply marked [`OP_PAYLOAD_NEXT`], moved in by transfer.
+    Payload(Message),
+}
+
 /// What waits to go to a rank.
 enum Item {
     /// A whole envelope.
@@ -168,7 +176,10 @@ pub struct Gateway<T: Transport> {
     polls: Vec<Op>,
     outstanding: HashMap<(u64, u64), Outstanding>,
     /// Answers waiting for room in a completion channel: (completion descriptor, envelope).
-    answers: VecDeque<(Vec<u8>, Vec<u8>)>,
+    answers: VecDeque<(Vec<u8>, Answer)>,
+    /// Answers from other nodes whose payload is still arriving as a body, in arrival
+    /// order: (token, rank, reply envelope without its payload).
+    replies: VecDeque<(u64, usize, Vec<u8>)>,
     /// Envelopes waiting to go, per rank, this turn.
     batch: Vec<Vec<Item>>,
     /// The bodies of queued operations by token: `None` while still arriving. An operation
@@ -209,6 +220,7 @@ impl<T: Transport> Gateway<T> {
             polls: Vec::new(),
             outstanding: HashMap::new(),
             answers: VecDeque::new(),
+            replies: VecDeque::new(),
             batch: (0..size).map(|_| Vec::new()).collect(),
             bodies: HashMap::new(),
             next_token: 0,
@@ -366,6 +378,7 @@ impl<T: Transport> Gateway<T> {
             worked = true;
             self.node_lost(r);
         }
+        worked |= self.replies_arrived();
         worked |= self.run_ops();
         worked |= self.retry_answers();
         self.flush();
@@ -601,9 +614,16 @@ impl<T: Transport> Gateway<T> {
         let e = Envelope::decode(&env).ok();
         // Into the target channel's pool, for a SEND to move into the channel by transfer;
         // else (no room now, not a SEND, not attachable) into a vector.
+        // A GET's answer: into the completion channel's pool (the gateway's), to move into
+        // it by transfer.
+        let kind = e.map(|e| e.kind);
         let msg = match e {
             Some(e) if e.kind == Kind::Send => self
                 .local(e.target_desc, false)
+                .ok()
+                .and_then(|l| Message::create_alloc(l.ch.pool(), len).ok()),
+            Some(e) if e.kind == Kind::Reply => self
+                .local(e.reply_desc, false)
                 .ok()
                 .and_then(|l| Message::create_alloc(l.ch.pool(), len).ok()),
             _ => None,
@@ -612,17 +632,19 @@ impl<T: Transport> Gateway<T> {
             .and_then(|m| Body::pool(m, 0))
             .filter(|b| b.len() == len)
             .unwrap_or_else(|| Body::heap(vec![0u8; len]));
-        let queued = matches!(e, Some(e) if e.kind == Kind::Send);
-        let token = if queued {
-            self.new_body(None)
-        } else {
-            // Nobody wants it (only SENDs carry bodies): taken and dropped.
-            self.next_token += 1;
-            self.next_token
+        let token = match kind {
+            Some(Kind::Send | Kind::Reply) => self.new_body(None),
+            _ => {
+                // Nobody wants it (only SENDs and answers carry bodies): taken and dropped.
+                self.next_token += 1;
+                self.next_token
+            }
         };
         self.t.recv_body(from, token, into);
-        if queued {
-            self.envelope(from, env, Some(token));
+        match kind {
+            Some(Kind::Send) => self.envelope(from, env, Some(token)),
+            Some(Kind::Reply) => self.replies.push_back((token, from, env)),
+            _ => {}
         }
     }
 
@@ -665,26 +687,41 @@ impl<T: Transport> Gateway<T> {
     /// Puts answer `b` into the completion channel `desc` (try once; retried later when it
     /// is full or the pool has no room).
     fn deliver(&mut self, desc: Vec<u8>, b: Vec<u8>) {
+        self.deliver_answer(desc, Answer::Env(b));
+    }
+
+    /// [`Gateway::deliver`] of an envelope or a payload.
+    fn deliver_answer(&mut self, desc: Vec<u8>, a: Answer) {
         if desc.is_empty() {
             return;
         }
         if !self.answers.is_empty() {
             // Keep answers in order behind earlier ones waiting.
-            self.answers.push_back((desc, b));
+            self.answers.push_back((desc, a));
             return;
         }
-        if self.try_answer(&desc, &b) == Some(true) {
-            self.answers.push_back((desc, b));
+        if let Some(a) = self.try_answer(&desc, a) {
+            self.answers.push_back((desc, a));
         }
     }
 
-    /// One try to put an answer: `None` done (or dropped), `Some(true)` retry later.
-    fn try_answer(&mut self, desc: &[u8], b: &[u8]) -> Option<bool> {
+    /// One try to put an answer: `None` done (or dropped), `Some` to retry later.
+    fn try_answer(&mut self, desc: &[u8], a: Answer) -> Option<Answer> {
         let l = self.local(desc, false).ok()?;
         let sendh = l.sendh.as_ref()?;
-        match try_deposit(sendh, b, 0, 0) {
+        let (r, back) = match a {
+            Answer::Env(b) => {
+                let r = try_deposit(sendh, &b, 0, 0);
+                (r, Answer::Env(b))
+            }
+            Answer::Payload(m) => match sendh.send_transfer(m, Timeout::Try) {
+                Ok(()) => return None,
+                Err(t) => (Err(t.error), Answer::Payload(t.message)),
+            },
+        };
+        match r {
             Ok(()) => None,
-            Err(Error::ChannelFull | Error::ChannelSendError(_)) => Some(true),
+            Err(Error::ChannelFull | Error::ChannelSendError(_)) => Some(back),
             Err(_) => {
                 // The completion channel is gone (its handle was dropped): nobody waits.
                 self.locals.remove(desc);
@@ -695,13 +732,55 @@ impl<T: Transport> Gateway<T> {
 
     fn retry_answers(&mut self) -> bool {
         let mut worked = false;
-        while let Some((desc, b)) = self.answers.pop_front() {
-            match self.try_answer(&desc, &b) {
-                Some(true) => {
-                    self.answers.push_front((desc, b));
+        while let Some((desc, a)) = self.answers.pop_front() {
+            match self.try_answer(&desc, a) {
+                Some(a) => {
+                    self.answers.push_front((desc, a));
                     break;
                 }
-                _ => worked = true,
+                None => worked = true,
+            }
+        }
+        worked
+    }
+
+    /// Delivers the answers whose payload body arrived, in the order they came: the reply
+    /// marked [`OP_PAYLOAD_NEXT`], then the payload's allocation by transfer (a payload
+    /// that had to arrive in a vector goes in the reply instead). Whether any went.
+    fn replies_arrived(&mut self) -> bool {
+        let mut worked = false;
+        while let Some((token, _, _)) = self.replies.front() {
+            if !matches!(self.bodies.get(token), Some(Some(_))) {
+                break;
+            }
+            let Some((token, _, env)) = self.replies.pop_front() else {
+                break;
+            };
+            let Some(Some(body)) = self.bodies.remove(&token) else {
+                continue;
+            };
+            worked = true;
+            let Ok(e) = Envelope::decode(&env) else {
+                continue;
+            };
+            self.outstanding.remove(&(e.sender, e.seq));
+            let desc = e.reply_desc.to_vec();
+            match body.into_message() {
+                Ok(m) => {
+                    let mut r = e;
+                    r.op = OP_PAYLOAD_NEXT;
+                    let head = r.to_vec();
+                    self.deliver_answer(desc.clone(), Answer::Env(head));
+                    self.deliver_answer(desc, Answer::Payload(m));
+                }
+                Err(b) => {
+                    let whole = Envelope {
+                        payload: b.as_slice(),
+                        ..e
+                    };
+                    let v = whole.to_vec();
+                    self.deliver(desc, v);
+                }
             }
         }
         worked
@@ -876,8 +955,15 @@ impl<T: Transport> Gateway<T> {
             let recvh = l.recvh.as_ref().expect("made above");
             match recvh.recv(Timeout::Try) {
                 Ok(m) => {
-                    let bytes = m.bytes().map(<[u8]>::to_vec).unwrap_or_default();
                     let (h, c) = (m.hints(), m.clientid());
+                    if m.len() > BATCH_LIMIT
+                        && let Some(rank) = op.from
+                    {
+                        // To another node: the payload goes from the received allocation.
+                        self.answer_body(op, rank, m, h, c);
+                        return true;
+                    }
+                    let bytes = m.bytes().map(<[u8]>::to_vec).unwrap_or_default();
                     drop(m);
                     self.answer(op, status::OK, &bytes, 0, h, c);
                     true
@@ -984,12 +1070,39 @@ impl<T: Transport> Gateway<T> {
         }
     }
 
+    /// Answers GET `op` of rank `rank` OK with message `m`: the reply as a header, the
+    /// payload as a body read from `m`'s allocation.
+    fn answer_body(&mut self, op: &Op, rank: usize, m: Message, hints: u64, clientid: u64) {
+        let Ok(e) = Envelope::decode(&op.env) else {
+            return;
+        };
+        let mut r = e.reply(status::OK);
+        r.hints = hints;
+        r.clientid = clientid;
+        let len = m.len();
+        let Some(body) = Body::pool(m, 0) else {
+            return;
+        };
+        let mut h = HEADER_MAGIC.to_le_bytes().to_vec();
+        h.extend_from_slice(&(len as u64).to_le_bytes());
+        h.extend_from_slice(&r.to_vec());
+        self.batch[rank].push(Item::Large(h, body));
+    }
+
     /// Rank `r` is gone: answer what was in flight to it, route nothing more there.
     fn node_lost(&mut self, r: usize) {
         if !self.lost.insert(r) {
             return;
         }
         self.batch[r].clear();
+        // Answers whose payload will not come: their requests are answered NODE_LOST below.
+        let bodies = &mut self.bodies;
+        self.replies.retain(|(t, from, _)| {
+            if *from == r {
+                bodies.remove(t);
+            }
+            *from != r
+        });
         let gone: Vec<(u64, u64)> = self
             .outstanding
             .iter()
@@ -1415,6 +1528,89 @@ mod tests {
         ));
         drop(tr);
         target.destroy().unwrap();
+        tpool.destroy().unwrap();
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
+    }
+
+    #[test]
+    fn a_large_get_answer_goes_from_and_into_allocations() {
+        let name = format!("gwg{}", std::process::id());
+        let tname = format!("gwh{}", std::process::id());
+        let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
+        let cfg = Config {
+            pool_name: name.clone(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        // Far side: the peer's GET of a channel here holding a large message.
+        let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
+        let target = Channel::create(&tpool, 3, None).unwrap();
+        let mut ts = target.sendh().unwrap();
+        ts.open().unwrap();
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
+        let mut m = Message::create_alloc(&tpool, big.len()).unwrap();
+        m.bytes_memview().unwrap().copy_from_slice(&big);
+        m.set_hints(4);
+        ts.send_transfer(m, Timeout::Try).ok().unwrap();
+        let desc = target.serialize();
+        let mut get = Envelope::new(Kind::Get);
+        get.origin = PEER;
+        get.target = dragon_channels::host::host_id();
+        get.sender = 6;
+        get.seq = 1;
+        get.timeout_ns = WIRE_BLOCK;
+        get.target_desc = &desc;
+        get.reply_desc = b"peer's completion channel";
+        gw.t.inbox.push_back((1, get.to_vec()));
+        gw.turn();
+        // The answer: a header, and the payload as a body read from the received message.
+        let head =
+            gw.t.sent
+                .iter()
+                .find(|(_, m)| m[..4] == HEADER_MAGIC.to_le_bytes())
+                .expect("a header");
+        let e = Envelope::decode(&head.1[HEADER_PREFIX..]).unwrap();
+        assert_eq!(
+            (e.kind, e.seq, e.status, e.hints),
+            (Kind::Reply, 1, status::OK, 4)
+        );
+        assert_eq!(gw.t.bodies_sent, [(1, big.clone())]);
+        // Origin side: that answer arriving for a client here.
+        let done = Channel::create(gw.pool(), 77, None).unwrap();
+        let mut done_r = done.recvh().unwrap();
+        done_r.open().unwrap();
+        let reply_desc = done.serialize();
+        let mut r = Envelope::new(Kind::Reply);
+        r.seq = 9;
+        r.hints = 4;
+        r.reply_desc = &reply_desc;
+        let mut h = HEADER_MAGIC.to_le_bytes().to_vec();
+        h.extend_from_slice(&(big.len() as u64).to_le_bytes());
+        h.extend_from_slice(&r.to_vec());
+        gw.t.inbox.push_back((1, h));
+        gw.turn();
+        assert!(matches!(
+            done_r.recv_bytes(Timeout::Try),
+            Err(Error::ChannelEmpty)
+        ));
+        assert!(gw.t.body_arrives(&big));
+        gw.turn();
+        let a = done_r.recv_bytes(Timeout::Try).unwrap();
+        let a = Envelope::decode(&a).unwrap();
+        assert_eq!((a.seq, a.op, a.hints), (9, OP_PAYLOAD_NEXT, 4));
+        assert!(a.payload.is_empty());
+        let m = done_r.recv(Timeout::Try).unwrap();
+        assert_eq!(m.bytes().unwrap(), &big[..]);
+        drop((ts, done_r, m));
+        target.destroy().unwrap();
+        done.destroy().unwrap();
         tpool.destroy().unwrap();
         let pool = gw.pool().clone();
         drop(gw);

@@ -103,6 +103,11 @@ impl ReturnMode {
     }
 }
 
+/// `op` of a [`Kind::Reply`] to a GET whose payload is not in the envelope: it is the next
+/// message of the completion channel, an allocation moved there by transfer of ownership
+/// (a large payload reaches the client without a copy).
+pub const OP_PAYLOAD_NEXT: u32 = u32::MAX;
+
 /// Status of a [`Kind::Reply`].
 pub mod status {
     /// Done.
