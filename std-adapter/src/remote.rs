@@ -209,6 +209,8 @@ struct Link {
     sendh: ChannelSendH,
     /// The gateway process, when named.
     pid: Option<(u32, u64)>,
+    /// When the gateway was last found alive (see [`Link::dead_lately`]).
+    alive_at: Mutex<Option<Instant>>,
 }
 
 impl Link {
@@ -228,7 +230,26 @@ impl Link {
             let (p, s) = v.split_once(':')?;
             Some((p.parse().ok()?, s.parse().ok()?))
         });
-        Ok(Self { ch, sendh, pid })
+        Ok(Self {
+            ch,
+            sendh,
+            pid,
+            alive_at: Mutex::new(None),
+        })
+    }
+
+    /// [`Link::dead`], looked at most once per [`SLICE`] (reading `/proc` costs more than a
+    /// small remote operation): a request made within a slice of finding the gateway alive
+    /// goes without looking again, and a wait for an answer looks every slice anyway.
+    fn dead_lately(&self) -> bool {
+        let mut at = self.alive_at.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if at.is_some_and(|t| now.duration_since(t) < SLICE) {
+            return false;
+        }
+        let dead = self.dead();
+        *at = (!dead).then_some(now);
+        dead
     }
 
     /// Whether the gateway process is known dead.
@@ -400,7 +421,8 @@ struct HandleState {
     sender: u64,
     seq: u64,
     return_mode: ReturnMode,
-    completion: Option<(Channel, ChannelRecvH)>,
+    /// The completion channel, its receive handle and its descriptor (serialized once).
+    completion: Option<(Channel, ChannelRecvH, Vec<u8>)>,
     /// The sequence number of a GET whose answer was not collected.
     pending_get: Option<u64>,
     /// A received message not handed over yet (payload, hints, clientid).
@@ -412,7 +434,7 @@ struct HandleState {
 
 impl Drop for HandleState {
     fn drop(&mut self) {
-        if let Some((ch, recvh)) = self.completion.take() {
+        if let Some((ch, recvh, _)) = self.completion.take() {
             drop(recvh);
             // A gateway that may still answer into it must not meet freed memory: then the
             // channel is left to the pool (it goes with the gateway's pool).
@@ -608,10 +630,11 @@ impl HandleState {
             };
             let mut recvh = ch.recvh()?;
             recvh.open()?;
-            self.completion = Some((ch, recvh));
+            let desc = ch.serialize();
+            self.completion = Some((ch, recvh, desc));
         }
-        let (ch, recvh) = self.completion.as_ref().expect("made above");
-        Ok((ch.serialize(), recvh))
+        let (_, recvh, desc) = self.completion.as_ref().expect("made above");
+        Ok((desc.clone(), recvh))
     }
 
     fn recv(&mut self, t: &RemoteTarget, timeout: Timeout) -> Result<(Payload, u64, u64), Error> {
@@ -652,7 +675,7 @@ impl HandleState {
         (payload, hints, clientid): (&[u8], u64, u64),
     ) -> Result<Option<Answer>, Error> {
         let link = link().map_err(down(Outcome::NotDone))?;
-        if link.dead() {
+        if link.dead_lately() {
             return Err(down(Outcome::NotDone)("its process has exited".into()));
         }
         let waits = kind != Kind::Send || mode.waits();
@@ -707,7 +730,7 @@ impl HandleState {
         let give_up = give_up_at(timeout);
         // Set until the answer is in: a wait that gives up leaves it set.
         self.unanswered = true;
-        let Some((_, recvh)) = self.completion.as_ref() else {
+        let Some((_, recvh, _)) = self.completion.as_ref() else {
             return Err(Error::Remote(RemoteError::Far(
                 "no completion channel".into(),
             )));
