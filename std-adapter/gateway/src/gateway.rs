@@ -118,6 +118,25 @@ struct Op {
     from: Option<usize>,
 }
 
+/// The operations waiting on one target channel (its SENDs or its GETs), in arrival order.
+#[derive(Default)]
+struct Queue {
+    ops: VecDeque<Op>,
+    /// No operation's deadline is earlier (`None`: none has one): the queue is looked
+    /// through for expired operations from then on only, not every turn (a long queue
+    /// behind a full channel would cost its length each turn).
+    check_at: Option<Instant>,
+}
+
+impl Queue {
+    fn push(&mut self, op: Op) {
+        if let Some(d) = op.deadline {
+            self.check_at = Some(self.check_at.map_or(d, |c| c.min(d)));
+        }
+        self.ops.push_back(op);
+    }
+}
+
 /// What goes into a client's completion channel.
 enum Answer {
     /// A reply envelope (copied in).
@@ -172,7 +191,7 @@ pub struct Gateway<T: Transport> {
     byes: HashSet<usize>,
     locals: HashMap<Vec<u8>, Local>,
     /// SEND (`false`) and GET (`true`) queues per target descriptor.
-    queues: HashMap<(Vec<u8>, bool), VecDeque<Op>>,
+    queues: HashMap<(Vec<u8>, bool), Queue>,
     polls: Vec<Op>,
     outstanding: HashMap<(u64, u64), Outstanding>,
     /// Answers waiting for room in a completion channel: (completion descriptor, envelope).
@@ -847,10 +866,12 @@ impl<T: Transport> Gateway<T> {
                 }
             }
             _ => {
-                let q = self.queues.entry(key.clone()).or_default();
-                if !q.is_empty() {
+                if let Some(q) = self.queues.get_mut(&key)
+                    && !q.ops.is_empty()
+                {
                     // A head still waiting for its body says nothing about the channel.
                     let head_arriving = q
+                        .ops
                         .front()
                         .and_then(|h| h.body)
                         .is_some_and(|t| matches!(self.bodies.get(&t), Some(None)));
@@ -863,12 +884,12 @@ impl<T: Transport> Gateway<T> {
                         };
                         self.answer(&op, st, &[], 0, 0, 0);
                     } else {
-                        q.push_back(op);
+                        q.push(op);
                     }
                     return;
                 }
                 if !self.run_op(&op) {
-                    self.queues.entry(key).or_default().push_back(op);
+                    self.queues.entry(key).or_default().push(op);
                 }
             }
         }
@@ -883,27 +904,34 @@ impl<T: Transport> Gateway<T> {
             let Some(mut q) = self.queues.remove(&key) else {
                 continue;
             };
-            while let Some(op) = q.front() {
+            while let Some(op) = q.ops.front() {
                 if self.run_op(op) {
-                    q.pop_front();
+                    q.ops.pop_front();
                     worked = true;
                 } else {
                     break;
                 }
             }
             // Whatever passed its deadline is answered TIMEOUT, wherever it waits.
-            let before = q.len();
-            let mut keep = VecDeque::with_capacity(q.len());
-            for op in q {
-                if op.deadline.is_some_and(|d| now >= d) {
+            if q.check_at.is_some_and(|t| now >= t) {
+                let mut expired = Vec::new();
+                let mut keep = VecDeque::with_capacity(q.ops.len());
+                for op in q.ops.drain(..) {
+                    if op.deadline.is_some_and(|d| now >= d) {
+                        expired.push(op);
+                    } else {
+                        keep.push_back(op);
+                    }
+                }
+                q.check_at = keep.iter().filter_map(|o| o.deadline).min();
+                q.ops = keep;
+                worked |= !expired.is_empty();
+                for op in expired {
                     self.answer(&op, status::TIMEOUT, &[], 0, 0, 0);
-                } else {
-                    keep.push_back(op);
                 }
             }
-            worked |= keep.len() != before;
-            if !keep.is_empty() {
-                self.queues.insert(key, keep);
+            if !q.ops.is_empty() {
+                self.queues.insert(key, q);
             }
         }
         let polls = core::mem::take(&mut self.polls);
