@@ -427,6 +427,9 @@ struct HandleState {
     pending_get: Option<u64>,
     /// A received message not handed over yet (payload, hints, clientid).
     kept: Option<(Payload, u64, u64)>,
+    /// An answer in whose payload is the completion channel's next message, not taken yet:
+    /// (seq, value, hints, clientid).
+    payload_next: Option<(u64, u64, u64, u64)>,
     /// A request whose answer never came (the wait gave up): the gateway may still write
     /// into the completion channel.
     unanswered: bool,
@@ -471,6 +474,7 @@ impl RemoteHandle {
                 completion: None,
                 pending_get: None,
                 kept: None,
+                payload_next: None,
                 unanswered: false,
             }),
         }
@@ -736,24 +740,38 @@ impl HandleState {
             )));
         };
         loop {
+            if let Some((s, value, hints, clientid)) = self.payload_next
+                && s == seq
+            {
+                // The answer is in; its payload is the completion channel's next message
+                // (kept marked until taken, so a wait that gives up here resumes here).
+                let m = next_payload(link, recvh, give_up, outcome)?;
+                self.payload_next = None;
+                self.unanswered = false;
+                return Ok(Answer {
+                    status: status::OK,
+                    value,
+                    hints,
+                    clientid,
+                    payload: Payload::Message(m),
+                });
+            }
             match recvh.recv_bytes(Timeout::After(SLICE)) {
                 Ok(bytes) => {
                     let e = Envelope::decode(&bytes)
                         .map_err(|why| Error::Remote(RemoteError::Far(why.into())))?;
                     if e.kind == Kind::Reply && e.seq == seq {
-                        let payload = if e.op == OP_PAYLOAD_NEXT && e.status == status::OK {
-                            // The payload is the completion channel's next message.
-                            Payload::Message(next_payload(link, recvh, give_up, outcome)?)
-                        } else {
-                            Payload::Bytes(e.payload.to_vec())
-                        };
+                        if e.op == OP_PAYLOAD_NEXT && e.status == status::OK {
+                            self.payload_next = Some((seq, e.value, e.hints, e.clientid));
+                            continue;
+                        }
                         self.unanswered = false;
                         return Ok(Answer {
                             status: e.status,
                             value: e.value,
                             hints: e.hints,
                             clientid: e.clientid,
-                            payload,
+                            payload: Payload::Bytes(e.payload.to_vec()),
                         });
                     }
                 }
