@@ -15,7 +15,10 @@
 //! relative timeout, the handle's id and sequence number, the payload) into its node's
 //! gateway channel, an ordinary local channel whose descriptor the gateway hands to its
 //! clients in [`GATEWAY_ENV`]. A payload larger than that channel's block size goes as one
-//! pool allocation sent by transfer of ownership. Each handle owns a completion channel in
+//! pool allocation sent by transfer of ownership; the gateways carry a large payload from
+//! that allocation to an allocation of the target channel's pool without copying it (see
+//! [`envelope`]), and a large message a remote receive takes comes back as an allocation of
+//! the gateway's pool that `recv` hands over as is. Each handle owns a completion channel in
 //! the gateway's pool (made at its first operation, destroyed with the handle unless an
 //! answer may still come, then left to the gateway's pool) whose descriptor travels in the
 //! envelope; the answer arrives there.
