@@ -634,13 +634,21 @@ impl<T: Transport> Gateway<T> {
         // Into the target channel's pool, for a SEND to move into the channel by transfer;
         // else (no room now, not a SEND, not attachable) into a vector.
         // A GET's answer: into the completion channel's pool (the gateway's), to move into
-        // it by transfer.
+        // it by transfer. Payloads waiting behind a full channel take its pool's memory only
+        // up to the channel's capacity (the rest wait in process memory), so that remote
+        // senders cannot fill the target pool beyond what the channel itself would hold.
         let kind = e.map(|e| e.kind);
         let msg = match e {
-            Some(e) if e.kind == Kind::Send => self
-                .local(e.target_desc, false)
-                .ok()
-                .and_then(|l| Message::create_alloc(l.ch.pool(), len).ok()),
+            Some(e) if e.kind == Kind::Send => {
+                let waiting = self
+                    .queues
+                    .get(&(e.target_desc.to_vec(), false))
+                    .map_or(0, |q| q.ops.len());
+                self.local(e.target_desc, false)
+                    .ok()
+                    .filter(|l| waiting < l.ch.capacity())
+                    .and_then(|l| Message::create_alloc(l.ch.pool(), len).ok())
+            }
             Some(e) if e.kind == Kind::Reply => self
                 .local(e.reply_desc, false)
                 .ok()
@@ -1639,6 +1647,70 @@ mod tests {
         drop((ts, done_r, m));
         target.destroy().unwrap();
         done.destroy().unwrap();
+        tpool.destroy().unwrap();
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
+    }
+
+    #[test]
+    fn payloads_behind_a_full_channel_take_its_pool_only_up_to_its_capacity() {
+        let name = format!("gwf{}", std::process::id());
+        let tname = format!("gwe{}", std::process::id());
+        let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
+        let cfg = Config {
+            pool_name: name.clone(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
+        let attrs = ChannelAttrs {
+            capacity: 2,
+            ..ChannelAttrs::default()
+        };
+        let target = Channel::create(&tpool, 3, Some(attrs)).unwrap();
+        let (mut ts, mut tr) = (target.sendh().unwrap(), target.recvh().unwrap());
+        ts.open().unwrap();
+        tr.open().unwrap();
+        for _ in 0..2 {
+            ts.send_bytes(b"full", 4, None, Timeout::Try).unwrap();
+        }
+        let desc = target.serialize();
+        let payloads: Vec<Vec<u8>> = (1..=4u8).map(|k| vec![k; 20_000]).collect();
+        for (i, p) in payloads.iter().enumerate() {
+            let h = large_header(i as u64 + 1, &desc, WIRE_BLOCK, p.len());
+            gw.t.inbox.push_back((1, h));
+        }
+        gw.turn();
+        let kinds: Vec<String> = gw.t.posted.iter().map(|(_, b)| format!("{b:?}")).collect();
+        assert_eq!(kinds.len(), 4);
+        assert!(kinds[..2].iter().all(|k| k.contains("pool")), "{kinds:?}");
+        assert!(kinds[2..].iter().all(|k| k.contains("heap")), "{kinds:?}");
+        for p in &payloads {
+            assert!(gw.t.body_arrives(p));
+        }
+        // As the channel drains, all four go in, in order.
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            gw.turn();
+            while let Ok(b) = tr.recv_bytes(Timeout::Try) {
+                got.push(b);
+            }
+            if got.len() == 6 {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 6);
+        assert_eq!(&got[2..], &payloads[..]);
+        let ok = status::OK;
+        assert_eq!(answers(&gw.t), [(1, ok), (2, ok), (3, ok), (4, ok)]);
+        drop((ts, tr));
+        target.destroy().unwrap();
         tpool.destroy().unwrap();
         let pool = gw.pool().clone();
         drop(gw);
