@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 use dragon_channels::{
-    Channel, ChannelAttrs, Error, MemoryPool, MemoryPoolError, Message, Poll, Polled, PoolAttrs,
-    Reason, Reserve, Timeout, WaitMode,
+    BytesOrMessage, Channel, ChannelAttrs, Error, MemoryPool, MemoryPoolError, Message, Poll,
+    Polled, PoolAttrs, Reason, Reserve, Timeout, WaitMode,
 };
 use support::{ShmGuard, thread_cpu_time, unique_name, watchdog};
 
@@ -730,6 +730,63 @@ fn a_message_takes_over_an_existing_allocation() {
         .expect("the channel's allocation");
     let e = Message::create_from_mem(&pool, own.alloc, 8).unwrap_err();
     assert!(e.to_string().contains("channel's own memory"), "{e}");
+    ch.destroy().unwrap();
+    pool.destroy().unwrap();
+}
+
+#[test]
+fn recv_bytes_or_message_copies_small_payloads_and_hands_over_large_ones() {
+    let _watchdog = watchdog(60, "recv_bytes_or_message");
+    let (pool, _g) = pool("bom", 1 << 20);
+    let ch = Channel::create(&pool, 1, small()).unwrap();
+    let (mut s, mut r) = (ch.sendh().unwrap(), ch.recvh().unwrap());
+    s.open().unwrap();
+    r.open().unwrap();
+    // Inline (10 B), side allocation under the limit (100 B), side over it (300 B), and a
+    // transferred allocation over it.
+    s.send_bytes(&[1u8; 10], 10, None, Timeout::Try).unwrap();
+    s.send_bytes(&[2u8; 100], 100, None, Timeout::Try).unwrap();
+    s.send_bytes(&[3u8; 300], 300, None, Timeout::Try).unwrap();
+    let mut m = Message::create_alloc(&pool, 500).unwrap();
+    m.bytes_memview().unwrap().fill(4);
+    m.set_hints(9);
+    let a = m.descriptor().unwrap();
+    s.send_transfer(m, Timeout::Try).ok().unwrap();
+    let live = pool.allocations().unwrap().len();
+    for (want, n) in [(1u8, 10usize), (2, 100)] {
+        match r.recv_bytes_or_message(200, Timeout::Try).unwrap() {
+            BytesOrMessage::Bytes(b) => assert_eq!(b, vec![want; n]),
+            BytesOrMessage::Message(_) => panic!("{n} bytes came as a message"),
+        }
+    }
+    // The 100-byte side allocation was freed by the copy.
+    assert_eq!(pool.allocations().unwrap().len(), live - 1);
+    for (want, n) in [(3u8, 300usize), (4, 500)] {
+        match r.recv_bytes_or_message(200, Timeout::Try).unwrap() {
+            BytesOrMessage::Message(m) => {
+                assert_eq!(m.bytes().unwrap(), &vec![want; n][..]);
+                if want == 4 {
+                    assert_eq!(
+                        (m.descriptor(), m.hints()),
+                        (Some(a), 9),
+                        "the same allocation"
+                    );
+                }
+            }
+            BytesOrMessage::Bytes(_) => panic!("{n} bytes came as bytes"),
+        }
+    }
+    assert!(matches!(
+        r.recv_bytes_or_message(200, Timeout::Try),
+        Err(Error::ChannelEmpty)
+    ));
+    let t0 = Instant::now();
+    assert!(matches!(
+        r.recv_bytes_or_message(200, Timeout::After(Duration::from_millis(20))),
+        Err(Error::ChannelTimeout)
+    ));
+    assert!(t0.elapsed() >= Duration::from_millis(20));
+    drop((s, r));
     ch.destroy().unwrap();
     pool.destroy().unwrap();
 }

@@ -686,7 +686,7 @@ impl Channel {
     #[inline(always)]
     fn start_send(&self) -> Result<Taken, ChannelError> {
         let t = self.queue.start_send()?;
-        if self.msg(t.slot).head().flags & F_FREE_PENDING != 0
+        if self.msg(t.slot).flags() & F_FREE_PENDING != 0
             && let Err(e) = self.finish_pending_free(t.slot)
         {
             // The pool is still stalled: the slot is left as it was.

@@ -106,6 +106,13 @@ impl MsgSlot {
         }
     }
 
+    /// The payload kind alone (a sender's look for a pending free reads no more).
+    #[inline(always)]
+    pub(crate) fn flags(&self) -> u32 {
+        self.r
+            .read_u32_validated(self.at(offset_of!(MsgHead, flags)))
+    }
+
     /// Sets the payload kind and length.
     #[inline(always)]
     pub(crate) fn set(&self, flags: u32, len: usize) {

@@ -60,6 +60,29 @@ impl RecvBuf for Grow {
     }
 }
 
+/// A [`Grow`] that refuses payloads longer than its limit (they stay queued).
+struct Capped(Grow, usize);
+
+impl RecvBuf for Capped {
+    #[inline]
+    fn with_len(&mut self, len: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        if len > self.1 {
+            return None;
+        }
+        self.0.with_len(len)
+    }
+
+    #[inline]
+    unsafe fn filled(&mut self, len: usize) {
+        // SAFETY: forwarded: the caller wrote the `len` bytes `with_len` handed out.
+        unsafe { self.0.filled(len) };
+    }
+
+    fn capacity(&self) -> usize {
+        self.1
+    }
+}
+
 /// An empty `Vec<u8>` with a capacity of exactly `len` (> 0), straight from the global
 /// allocator: `Vec::with_capacity` goes through `RawVec`'s general, out-of-line growth path,
 /// which costs about 40 instructions more per 64 B `recv_bytes` (callgrind, `op_cost bytes`).
@@ -81,6 +104,15 @@ fn exact_vec(len: usize) -> Vec<u8> {
     // `len` `u8`s, which is the layout a `Vec<u8>` of capacity `len` frees with; length 0
     // initializes nothing.
     unsafe { Vec::from_raw_parts(ptr, 0, len) }
+}
+
+/// What [`ChannelRecvH::recv_bytes_or_message`] received.
+#[derive(Debug)]
+pub enum BytesOrMessage {
+    /// A payload up to the limit, copied out (its memory freed).
+    Bytes(Vec<u8>),
+    /// A longer payload: the message that owns its allocation (zero copy).
+    Message(Message),
 }
 
 /// A failed [`ChannelSendH::send_transfer`]: the error and the message, handed back.
@@ -685,5 +717,61 @@ impl Handle<Receiving> {
         self.freed_side(got.len);
         // `filled` set the length to the payload's (an unreadable payload leaves it empty).
         Ok(buf.0)
+    }
+
+    /// Receives the next message as bytes when its payload is at most `max_bytes` long
+    /// (copied out, as [`ChannelRecvH::recv_bytes`]), else as the [`Message`] that owns its
+    /// allocation (zero copy, as [`ChannelRecvH::recv`]): a relay that forwards small
+    /// messages by value and large ones by reference pays no copy for the large ones. On a
+    /// remote channel it receives as [`ChannelRecvH::recv`].
+    ///
+    /// # Errors
+    /// As [`ChannelRecvH::recv`].
+    pub fn recv_bytes_or_message(
+        &self,
+        max_bytes: usize,
+        timeout: Timeout,
+    ) -> Result<BytesOrMessage, Error> {
+        if !self.local_open {
+            return self.recv(timeout).map(BytesOrMessage::Message);
+        }
+        let core = &self.ch.core;
+        let mut buf = Capped(Grow(Vec::new()), max_bytes);
+        // A payload over the limit is refused by `buf` and stays queued: the same try then
+        // takes it (or whatever another receiver left at the head) with its allocation.
+        let got = self.block(Op::Recv, timeout, |attempt| {
+            let r = match attempt {
+                Attempt::First => core.try_recv_buf_lazy(&mut buf),
+                Attempt::Again => core.try_recv_buf(&mut buf),
+            };
+            match r {
+                Ok(got) => Ok(Ok(got)),
+                Err(dragon_channels_core::ChannelError::DestinationTooSmall { .. }) => {
+                    core.try_recv_alloc().map(Err)
+                }
+                Err(e) => Err(e),
+            }
+        })?;
+        match got {
+            Ok(got) => {
+                let mut bytes = buf.0.0;
+                self.freed_side(got.len);
+                bytes.truncate(got.len);
+                Ok(BytesOrMessage::Bytes(bytes))
+            }
+            Err((alloc, got)) => match MsgMem::new(&self.ch.pool, alloc, got.len) {
+                Some(mem) => Ok(BytesOrMessage::Message(Message::from_mem(
+                    mem,
+                    got.hints,
+                    got.clientid,
+                ))),
+                None => {
+                    let _ = self.ch.pool.inner.free(alloc);
+                    Err(Error::ChannelRecvError(Reason::Core(
+                        dragon_channels_core::ChannelError::Corrupt("received allocation"),
+                    )))
+                }
+            },
+        }
     }
 }

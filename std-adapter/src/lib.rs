@@ -117,7 +117,8 @@ pub use channel::Channel;
 pub use error::{Error, MemoryPoolError, Reason};
 pub use future::{ASYNC_SPIN_FOR, AsyncWait, ChannelFuture, SetPollFuture, TransferFuture};
 pub use handle::{
-    ChannelRecvH, ChannelSendH, Direction, Handle, Receiving, Sending, TransferError,
+    BytesOrMessage, ChannelRecvH, ChannelSendH, Direction, Handle, Receiving, Sending,
+    TransferError,
 };
 pub use inspect::{ChannelInfo, CreatorInfo, PartyInfo, PoolFile, PoolState};
 pub use message::Message;

@@ -15,7 +15,10 @@
 //! relative timeout, the handle's id and sequence number, the payload) into its node's
 //! gateway channel, an ordinary local channel whose descriptor the gateway hands to its
 //! clients in [`GATEWAY_ENV`]. A payload larger than that channel's block size goes as one
-//! pool allocation sent by transfer of ownership. Each handle owns a completion channel in
+//! pool allocation sent by transfer of ownership; the gateways carry a large payload from
+//! that allocation to an allocation of the target channel's pool without copying it (see
+//! [`envelope`]), and a large message a remote receive takes comes back as an allocation of
+//! the gateway's pool that `recv` hands over as is. Each handle owns a completion channel in
 //! the gateway's pool (made at its first operation, destroyed with the handle unless an
 //! answer may still come, then left to the gateway's pool) whose descriptor travels in the
 //! envelope; the answer arrives there.
@@ -68,7 +71,7 @@ use crate::message::Message;
 use crate::party::{self, ProcState};
 use crate::wait::Timeout;
 pub use envelope::ReturnMode;
-use envelope::{Envelope, Kind, WIRE_BLOCK, WIRE_TRY, status};
+use envelope::{Envelope, Kind, OP_PAYLOAD_NEXT, WIRE_BLOCK, WIRE_TRY, status};
 
 /// Environment variable naming this node's gateway channel: the hex of its serialized
 /// descriptor (Dragon's `DRAGON_GW1`). The gateway sets it for the clients it starts.
@@ -209,6 +212,8 @@ struct Link {
     sendh: ChannelSendH,
     /// The gateway process, when named.
     pid: Option<(u32, u64)>,
+    /// When the gateway was last found alive (see [`Link::dead_lately`]).
+    alive_at: Mutex<Option<Instant>>,
 }
 
 impl Link {
@@ -228,7 +233,26 @@ impl Link {
             let (p, s) = v.split_once(':')?;
             Some((p.parse().ok()?, s.parse().ok()?))
         });
-        Ok(Self { ch, sendh, pid })
+        Ok(Self {
+            ch,
+            sendh,
+            pid,
+            alive_at: Mutex::new(None),
+        })
+    }
+
+    /// [`Link::dead`], looked at most once per [`SLICE`] (reading `/proc` costs more than a
+    /// small remote operation): a request made within a slice of finding the gateway alive
+    /// goes without looking again, and a wait for an answer looks every slice anyway.
+    fn dead_lately(&self) -> bool {
+        let mut at = self.alive_at.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if at.is_some_and(|t| now.duration_since(t) < SLICE) {
+            return false;
+        }
+        let dead = self.dead();
+        *at = (!dead).then_some(now);
+        dead
     }
 
     /// Whether the gateway process is known dead.
@@ -347,13 +371,40 @@ impl RemoteChannel {
     }
 }
 
-/// A decoded answer, owning its bytes.
+/// A decoded answer, owning its payload.
 struct Answer {
     status: u32,
     value: u64,
     hints: u64,
     clientid: u64,
-    payload: Vec<u8>,
+    payload: Payload,
+}
+
+/// A received payload: bytes from the answer envelope, or a large one as the allocation the
+/// gateway moved into the completion channel (in the gateway's pool: handed over as is).
+enum Payload {
+    Bytes(Vec<u8>),
+    Message(Message),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Message(m) => m.bytes().unwrap_or_default(),
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Message(m) => m.bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
 }
 
 /// A handle's remote state: its id, sequence numbers, completion channel, a GET still
@@ -373,11 +424,15 @@ struct HandleState {
     sender: u64,
     seq: u64,
     return_mode: ReturnMode,
-    completion: Option<(Channel, ChannelRecvH)>,
+    /// The completion channel, its receive handle and its descriptor (serialized once).
+    completion: Option<(Channel, ChannelRecvH, Vec<u8>)>,
     /// The sequence number of a GET whose answer was not collected.
     pending_get: Option<u64>,
     /// A received message not handed over yet (payload, hints, clientid).
-    kept: Option<(Vec<u8>, u64, u64)>,
+    kept: Option<(Payload, u64, u64)>,
+    /// An answer in whose payload is the completion channel's next message, not taken yet:
+    /// (seq, value, hints, clientid).
+    payload_next: Option<(u64, u64, u64, u64)>,
     /// A request whose answer never came (the wait gave up): the gateway may still write
     /// into the completion channel.
     unanswered: bool,
@@ -385,7 +440,7 @@ struct HandleState {
 
 impl Drop for HandleState {
     fn drop(&mut self) {
-        if let Some((ch, recvh)) = self.completion.take() {
+        if let Some((ch, recvh, _)) = self.completion.take() {
             drop(recvh);
             // A gateway that may still answer into it must not meet freed memory: then the
             // channel is left to the pool (it goes with the gateway's pool).
@@ -422,6 +477,7 @@ impl RemoteHandle {
                 completion: None,
                 pending_get: None,
                 kept: None,
+                payload_next: None,
                 unanswered: false,
             }),
         }
@@ -466,7 +522,8 @@ impl RemoteHandle {
     /// Receives the next message: payload, hints, clientid.
     pub(crate) fn recv(&self, timeout: Timeout) -> Result<(Vec<u8>, u64, u64), Error> {
         let mut st = self.lock();
-        st.recv(&self.target, timeout)
+        let (p, h, c) = st.recv(&self.target, timeout)?;
+        Ok((p.into_vec(), h, c))
     }
 
     /// Receives the next message as a new [`Message`] in the gateway's pool (the remote
@@ -475,12 +532,21 @@ impl RemoteHandle {
     pub(crate) fn recv_message(&self, timeout: Timeout) -> Result<Message, Error> {
         let mut st = self.lock();
         let (payload, hints, clientid) = st.recv(&self.target, timeout)?;
+        let payload = match payload {
+            Payload::Message(mut m) => {
+                // Moved into the completion channel by the gateway: handed over as is.
+                m.set_hints(hints);
+                m.set_clientid(clientid);
+                return Ok(m);
+            }
+            Payload::Bytes(b) => b,
+        };
         let link = link().map_err(down(Outcome::NotDone))?;
         let mut m =
             match Message::create_alloc_blocking(link.ch.pool(), payload.len(), Timeout::Try) {
                 Ok(m) => m,
                 Err(e) => {
-                    st.kept = Some((payload, hints, clientid));
+                    st.kept = Some((Payload::Bytes(payload), hints, clientid));
                     return Err(match e {
                         Error::ChannelError(r) => Error::ChannelRecvError(r),
                         e => e,
@@ -513,7 +579,7 @@ impl RemoteHandle {
             }));
         }
         dest.set_len(payload.len())?;
-        dest.bytes_memview()?.copy_from_slice(&payload);
+        dest.bytes_memview()?.copy_from_slice(payload.as_slice());
         dest.set_hints(hints);
         dest.set_clientid(clientid);
         Ok(())
@@ -571,13 +637,14 @@ impl HandleState {
             };
             let mut recvh = ch.recvh()?;
             recvh.open()?;
-            self.completion = Some((ch, recvh));
+            let desc = ch.serialize();
+            self.completion = Some((ch, recvh, desc));
         }
-        let (ch, recvh) = self.completion.as_ref().expect("made above");
-        Ok((ch.serialize(), recvh))
+        let (_, recvh, desc) = self.completion.as_ref().expect("made above");
+        Ok((desc.clone(), recvh))
     }
 
-    fn recv(&mut self, t: &RemoteTarget, timeout: Timeout) -> Result<(Vec<u8>, u64, u64), Error> {
+    fn recv(&mut self, t: &RemoteTarget, timeout: Timeout) -> Result<(Payload, u64, u64), Error> {
         if let Some(m) = self.kept.take() {
             return Ok(m);
         }
@@ -615,7 +682,7 @@ impl HandleState {
         (payload, hints, clientid): (&[u8], u64, u64),
     ) -> Result<Option<Answer>, Error> {
         let link = link().map_err(down(Outcome::NotDone))?;
-        if link.dead() {
+        if link.dead_lately() {
             return Err(down(Outcome::NotDone)("its process has exited".into()));
         }
         let waits = kind != Kind::Send || mode.waits();
@@ -670,24 +737,44 @@ impl HandleState {
         let give_up = give_up_at(timeout);
         // Set until the answer is in: a wait that gives up leaves it set.
         self.unanswered = true;
-        let Some((_, recvh)) = self.completion.as_ref() else {
+        let Some((_, recvh, _)) = self.completion.as_ref() else {
             return Err(Error::Remote(RemoteError::Far(
                 "no completion channel".into(),
             )));
         };
         loop {
+            if let Some((s, value, hints, clientid)) = self.payload_next
+                && s == seq
+            {
+                // The answer is in; its payload is the completion channel's next message
+                // (kept marked until taken, so a wait that gives up here resumes here).
+                let m = next_payload(link, recvh, give_up, outcome)?;
+                self.payload_next = None;
+                self.unanswered = false;
+                return Ok(Answer {
+                    status: status::OK,
+                    value,
+                    hints,
+                    clientid,
+                    payload: Payload::Message(m),
+                });
+            }
             match recvh.recv_bytes(Timeout::After(SLICE)) {
                 Ok(bytes) => {
                     let e = Envelope::decode(&bytes)
                         .map_err(|why| Error::Remote(RemoteError::Far(why.into())))?;
                     if e.kind == Kind::Reply && e.seq == seq {
+                        if e.op == OP_PAYLOAD_NEXT && e.status == status::OK {
+                            self.payload_next = Some((seq, e.value, e.hints, e.clientid));
+                            continue;
+                        }
                         self.unanswered = false;
                         return Ok(Answer {
                             status: e.status,
                             value: e.value,
                             hints: e.hints,
                             clientid: e.clientid,
-                            payload: e.payload.to_vec(),
+                            payload: Payload::Bytes(e.payload.to_vec()),
                         });
                     }
                 }
@@ -702,6 +789,31 @@ impl HandleState {
             if give_up.is_some_and(|g| Instant::now() >= g) {
                 return Err(Error::Remote(RemoteError::NoAnswer { outcome }));
             }
+        }
+    }
+}
+
+/// The payload that follows a reply marked [`OP_PAYLOAD_NEXT`] in completion channel
+/// `recvh` (the gateway puts it right behind the reply).
+fn next_payload(
+    link: &Link,
+    recvh: &ChannelRecvH,
+    give_up: Option<Instant>,
+    outcome: Outcome,
+) -> Result<Message, Error> {
+    loop {
+        match recvh.recv(Timeout::After(SLICE)) {
+            Ok(m) => return Ok(m),
+            Err(Error::ChannelTimeout) => {}
+            Err(e) => return Err(e),
+        }
+        if link.dead() {
+            return Err(down(outcome)(
+                "its process exited while a request was in flight".into(),
+            ));
+        }
+        if give_up.is_some_and(|g| Instant::now() >= g) {
+            return Err(Error::Remote(RemoteError::NoAnswer { outcome }));
         }
     }
 }
@@ -747,7 +859,7 @@ fn enqueue(link: &Link, e: &Envelope<'_>, kind: Kind, timeout: Timeout) -> Resul
 
 /// The local result of an answer.
 fn answer_result(a: Answer, host: u64, kind: Kind) -> Result<Answer, Error> {
-    let text = || String::from_utf8_lossy(&a.payload).into_owned();
+    let text = || String::from_utf8_lossy(a.payload.as_slice()).into_owned();
     Err(match a.status {
         status::OK => return Ok(a),
         status::FULL => Error::ChannelFull,

@@ -2,7 +2,9 @@
 //! (`std-adapter/gateway/bench-mpi.sh` starts it). Rank 0 and rank 1 each own a channel; a ping goes by a
 //! remote send into the other node's channel and is taken there by a local receive.
 //! Prints p50 / p99 one-way latency (round trip / 2) for 64 B (both return modes) and 1 MiB,
-//! and the 64 B message rate of queued-only sends (which the gateways batch).
+//! then 1 MiB the other way round (each side sends into a channel of its own and the other
+//! takes it by a remote receive, as a message), and the 64 B message rate of queued-only
+//! sends (which the gateways batch).
 
 use core::time::Duration;
 use std::path::PathBuf;
@@ -29,15 +31,20 @@ fn main() {
         ..ChannelAttrs::default()
     };
     let mine = Channel::create(&pool, 1, Some(attrs)).unwrap();
-    let tmp = dir.join(format!(".ch{rank}"));
-    std::fs::write(&tmp, to_hex(&mine.serialize())).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("ch{rank}"))).unwrap();
-    let other = loop {
-        if let Ok(s) = std::fs::read_to_string(dir.join(format!("ch{}", rank ^ 1))) {
+    let outbox = Channel::create(&pool, 2, Some(attrs)).unwrap();
+    for (tag, ch) in [("ch", &mine), ("out", &outbox)] {
+        let tmp = dir.join(format!(".{tag}{rank}"));
+        std::fs::write(&tmp, to_hex(&ch.serialize())).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{tag}{rank}"))).unwrap();
+    }
+    let fetch = |tag: &str| loop {
+        if let Ok(s) = std::fs::read_to_string(dir.join(format!("{tag}{}", rank ^ 1))) {
             break Channel::attach(&from_hex(&s).unwrap()).unwrap();
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    let other = fetch("ch");
+    let other_out = fetch("out");
     assert!(other.is_remote());
     let mut s = other.sendh().unwrap();
     s.open().unwrap();
@@ -75,6 +82,35 @@ fn main() {
             println!("remote pingpong {name:<22}: p50 {p50:9.2} us  p99 {p99:9.2} us (one way)");
         }
     }
+    {
+        // 1 MiB by remote receives: a local send into this side's outbox, a remote receive
+        // (as a message) from the other side's.
+        let mut os = outbox.sendh().unwrap();
+        os.open().unwrap();
+        let mut rr = other_out.recvh().unwrap();
+        rr.open().unwrap();
+        let (size, rounds) = (1usize << 20, 200usize);
+        let buf = vec![6u8; size];
+        let mut times = Vec::with_capacity(rounds);
+        for i in 0..rounds + rounds / 10 {
+            let t0 = Instant::now();
+            if rank == 0 {
+                os.send_bytes(&buf, size, None, Timeout::Block).unwrap();
+                assert_eq!(rr.recv(Timeout::Block).unwrap().len(), size);
+            } else {
+                assert_eq!(rr.recv(Timeout::Block).unwrap().len(), size);
+                os.send_bytes(&buf, size, None, Timeout::Block).unwrap();
+            }
+            if i >= rounds / 10 {
+                times.push(t0.elapsed().as_secs_f64() * 1e6 / 2.0);
+            }
+        }
+        if rank == 0 {
+            let (p50, p99) = (pct(&mut times, 0.5), pct(&mut times, 0.99));
+            let name = "1 MiB, remote recv";
+            println!("remote pingpong {name:<22}: p50 {p50:9.2} us  p99 {p99:9.2} us (one way)");
+        }
+    }
     let n = 100_000usize;
     s.set_return_mode(ReturnMode::Immediately);
     let t0 = Instant::now();
@@ -97,7 +133,8 @@ fn main() {
     while !dir.join(format!("end{}", rank ^ 1)).exists() {
         std::thread::sleep(Duration::from_millis(2));
     }
-    drop((s, r, other));
+    drop((s, r, other, other_out));
     mine.destroy().unwrap();
+    outbox.destroy().unwrap();
     pool.destroy().unwrap();
 }

@@ -4,9 +4,15 @@
 //! Each turn of the loop:
 //! 1. takes the requests clients queued in the gateway channel (try-once receives) and
 //!    forwards each to the gateway of its target host: small envelopes bound for one node in
-//!    the same turn go as one batch message, a large one alone as one transport message;
+//!    the same turn go as one batch message; a large one (its payload over [`BATCH_LIMIT`])
+//!    is taken from the channel as the client's pool allocation and goes as its header
+//!    followed by a [`Body`]: the payload, read by the transport straight from that
+//!    allocation;
 //! 2. moves the transport along and takes what arrived: requests for this node's channels
 //!    join the queue of their channel, answers go to the waiting client's completion channel;
+//!    a header announcing a body names the memory the body goes into: an allocation of the
+//!    target channel's pool (a vector when that pool has no room now), which the SEND later
+//!    moves into the target channel by transfer of ownership, without a copy;
 //! 3. runs the queued operations with try-once calls: a SEND or GET queue per target channel,
 //!    tried in arrival order (so one sender's messages stay in order, and receivers are served
 //!    in order), polls each on its own; an operation that cannot complete stays queued until
@@ -24,14 +30,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use dragon_channels::remote::envelope::{
-    Envelope, Kind, MAGIC as ENV_MAGIC, WIRE_BLOCK, WIRE_TRY, status,
+    Envelope, Kind, MAGIC as ENV_MAGIC, OP_PAYLOAD_NEXT, WIRE_BLOCK, WIRE_TRY, status,
 };
 use dragon_channels::remote::try_deposit;
 use dragon_channels::{
-    Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, Error, MemoryPool, MemoryPoolError, Poll,
-    Polled, Timeout, WaitMode,
+    BytesOrMessage, Channel, ChannelAttrs, ChannelRecvH, ChannelSendH, Error, MemoryPool,
+    MemoryPoolError, Message, Poll, Polled, Reason, RemoteError, Timeout, WaitMode,
 };
 
+use crate::body::Body;
 use crate::transport::Transport;
 
 /// How long an idle gateway yields before it starts sleeping.
@@ -49,6 +56,24 @@ pub const BATCH_MAX: usize = 1 << 20;
 const DRAIN_PER_TURN: usize = 256;
 /// `"DRGB"`: a transport message holding several envelopes.
 const BATCH_MAGIC: u32 = 0x4247_5244;
+/// `"DRGH"`: a transport message holding the header of a large envelope: the magic, the
+/// payload's length (u64), then the envelope with an empty payload; the payload follows as a
+/// body.
+const HEADER_MAGIC: u32 = 0x4847_5244;
+/// Bytes of a header message before its envelope.
+const HEADER_PREFIX: usize = 12;
+
+/// The header message of large envelope `bytes` and where its payload starts in them.
+fn split_large(bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let e = Envelope::decode(bytes).ok()?;
+    let start = bytes.len() - e.payload.len();
+    let head = Envelope { payload: &[], ..e };
+    let mut h = Vec::with_capacity(HEADER_PREFIX + head.len());
+    h.extend_from_slice(&HEADER_MAGIC.to_le_bytes());
+    h.extend_from_slice(&(e.payload.len() as u64).to_le_bytes());
+    h.extend_from_slice(&head.to_vec());
+    Some((h, start))
+}
 
 /// How a gateway is set up.
 #[derive(Clone, Debug)]
@@ -83,11 +108,49 @@ struct Local {
 /// A queued operation on a local channel.
 struct Op {
     env: Vec<u8>,
+    /// The token of the payload's body, for an envelope that came without its payload
+    /// (see [`Gateway::bodies`]).
+    body: Option<u64>,
     /// `None`: no deadline.
     deadline: Option<Instant>,
     try_once: bool,
     /// The rank that sent it; `None` for a client of this node.
     from: Option<usize>,
+}
+
+/// The operations waiting on one target channel (its SENDs or its GETs), in arrival order.
+#[derive(Default)]
+struct Queue {
+    ops: VecDeque<Op>,
+    /// No operation's deadline is earlier (`None`: none has one): the queue is looked
+    /// through for expired operations from then on only, not every turn (a long queue
+    /// behind a full channel would cost its length each turn).
+    check_at: Option<Instant>,
+}
+
+impl Queue {
+    fn push(&mut self, op: Op) {
+        if let Some(d) = op.deadline {
+            self.check_at = Some(self.check_at.map_or(d, |c| c.min(d)));
+        }
+        self.ops.push_back(op);
+    }
+}
+
+/// What goes into a client's completion channel.
+enum Answer {
+    /// A reply envelope (copied in).
+    Env(Vec<u8>),
+    /// The payload after a reply marked [`OP_PAYLOAD_NEXT`], moved in by transfer.
+    Payload(Message),
+}
+
+/// What waits to go to a rank.
+enum Item {
+    /// A whole envelope.
+    Env(Vec<u8>),
+    /// A large envelope: its header message and its payload.
+    Large(Vec<u8>, Body),
 }
 
 /// A request forwarded to another node whose answer is awaited.
@@ -128,13 +191,20 @@ pub struct Gateway<T: Transport> {
     byes: HashSet<usize>,
     locals: HashMap<Vec<u8>, Local>,
     /// SEND (`false`) and GET (`true`) queues per target descriptor.
-    queues: HashMap<(Vec<u8>, bool), VecDeque<Op>>,
+    queues: HashMap<(Vec<u8>, bool), Queue>,
     polls: Vec<Op>,
     outstanding: HashMap<(u64, u64), Outstanding>,
     /// Answers waiting for room in a completion channel: (completion descriptor, envelope).
-    answers: VecDeque<(Vec<u8>, Vec<u8>)>,
+    answers: VecDeque<(Vec<u8>, Answer)>,
+    /// Answers from other nodes whose payload is still arriving as a body, in arrival
+    /// order: (token, rank, reply envelope without its payload).
+    replies: VecDeque<(u64, usize, Vec<u8>)>,
     /// Envelopes waiting to go, per rank, this turn.
-    batch: Vec<Vec<Vec<u8>>>,
+    batch: Vec<Vec<Item>>,
+    /// The bodies of queued operations by token: `None` while still arriving. An operation
+    /// answered before its body came leaves no entry, so the body is dropped on arrival.
+    bodies: HashMap<u64, Option<Body>>,
+    next_token: u64,
     stats: Stats,
 }
 
@@ -169,7 +239,10 @@ impl<T: Transport> Gateway<T> {
             polls: Vec::new(),
             outstanding: HashMap::new(),
             answers: VecDeque::new(),
-            batch: vec![Vec::new(); size],
+            replies: VecDeque::new(),
+            batch: (0..size).map(|_| Vec::new()).collect(),
+            bodies: HashMap::new(),
+            next_token: 0,
             stats: Stats::default(),
         };
         let me = g.t.rank();
@@ -267,10 +340,10 @@ impl<T: Transport> Gateway<T> {
                 sleep = SLEEP_MIN;
                 continue;
             }
-            // A send on its way out moves only inside transport calls (MPI has no progress
-            // thread): while one is in flight, never sleep; yield, so that the processes on
+            // A send on its way out (or a body on its way in) moves only inside transport
+            // calls (MPI has no progress thread): while one is in flight, never sleep; yield, so that the processes on
             // the other end of it get the core when there are fewer cores than processes.
-            if self.t.sending() {
+            if self.t.sending() || self.t.receiving() {
                 idle_since = None;
                 sleep = SLEEP_MIN;
                 std::thread::yield_now();
@@ -281,7 +354,10 @@ impl<T: Transport> Gateway<T> {
                 std::thread::yield_now();
             } else {
                 // Sleep on the gateway channel: a client's request wakes it at once.
-                if let Ok(b) = self.recvh.recv_bytes(Timeout::After(sleep)) {
+                if let Ok(b) = self
+                    .recvh
+                    .recv_bytes_or_message(BATCH_LIMIT, Timeout::After(sleep))
+                {
                     self.request(b);
                     self.flush();
                     idle_since = None;
@@ -297,7 +373,7 @@ impl<T: Transport> Gateway<T> {
     pub fn turn(&mut self) -> bool {
         let mut worked = false;
         for _ in 0..DRAIN_PER_TURN {
-            match self.recvh.recv_bytes(Timeout::Try) {
+            match self.recvh.recv_bytes_or_message(BATCH_LIMIT, Timeout::Try) {
                 Ok(b) => {
                     worked = true;
                     self.request(b);
@@ -311,30 +387,80 @@ impl<T: Transport> Gateway<T> {
             worked = true;
             self.arrived(from, msg);
         }
+        while let Some((token, body)) = self.t.try_recv_body() {
+            worked = true;
+            if let Some(slot) = self.bodies.get_mut(&token) {
+                *slot = Some(body);
+            }
+        }
         for r in self.t.lost() {
             worked = true;
             self.node_lost(r);
         }
+        worked |= self.replies_arrived();
         worked |= self.run_ops();
         worked |= self.retry_answers();
         self.flush();
         worked
     }
 
-    /// A request a client queued.
-    fn request(&mut self, b: Vec<u8>) {
+    /// A request a client queued: a small one as bytes, a large one as the allocation the
+    /// client wrote it into (sent by transfer of ownership).
+    fn request(&mut self, got: BytesOrMessage) {
         self.stats.requests += 1;
-        let Ok(e) = Envelope::decode(&b) else {
-            return; // Not ours to answer: there is no completion channel to trust.
-        };
-        if e.target == self.host {
-            self.enqueue(b, None);
-            return;
+        match got {
+            BytesOrMessage::Bytes(b) => {
+                let Ok(e) = Envelope::decode(&b) else {
+                    return; // Not ours to answer: there is no completion channel to trust.
+                };
+                if e.target == self.host {
+                    self.enqueue(b, None, None);
+                } else if let Some(rank) = self.route(&e) {
+                    self.batch[rank].push(Item::Env(b));
+                }
+            }
+            BytesOrMessage::Message(m) => {
+                let Some((header, start)) = m.bytes().ok().and_then(split_large) else {
+                    return;
+                };
+                let Some(body) = Body::pool(m, start) else {
+                    return;
+                };
+                let Ok(e) = Envelope::decode(&header[HEADER_PREFIX..]) else {
+                    return;
+                };
+                if e.target == self.host {
+                    // A request for this node's own channels: queued with its body at hand.
+                    let env = header[HEADER_PREFIX..].to_vec();
+                    let token = self.new_body(Some(body));
+                    self.enqueue(env, None, Some(token));
+                } else if let Some(rank) = self.route(&e) {
+                    self.batch[rank].push(Item::Large(header, body));
+                }
+            }
         }
+    }
+
+    /// A fresh body token, its slot holding `body` (or waiting for it).
+    fn new_body(&mut self, body: Option<Body>) -> u64 {
+        self.next_token += 1;
+        self.bodies.insert(self.next_token, body);
+        self.next_token
+    }
+
+    /// The rank of the node a request of this node's client goes to (its answer then
+    /// awaited when it waits); `None` when it was answered at once (no route, node lost).
+    fn route(&mut self, e: &Envelope<'_>) -> Option<usize> {
         let rank = match self.routes.get(&e.target) {
             Some(&r) if !self.lost.contains(&r) => r,
-            Some(_) => return self.answer_local(&e, status::NODE_LOST, &[]),
-            None => return self.answer_local(&e, status::NO_ROUTE, &[]),
+            Some(_) => {
+                self.answer_local(e, status::NODE_LOST, &[]);
+                return None;
+            }
+            None => {
+                self.answer_local(e, status::NO_ROUTE, &[]);
+                return None;
+            }
         };
         let waits = e.kind != Kind::Send || e.return_mode.waits();
         if waits {
@@ -348,7 +474,7 @@ impl<T: Transport> Gateway<T> {
                 },
             );
         }
-        self.batch[rank].push(b);
+        Some(rank)
     }
 
     /// Sends what waits per rank, in order (a sender's messages must not overtake each
@@ -364,6 +490,15 @@ impl<T: Transport> Gateway<T> {
             let mut run: Vec<Vec<u8>> = Vec::new();
             let mut run_len = 8usize;
             for it in items {
+                let it = match it {
+                    Item::Env(it) => it,
+                    Item::Large(header, body) => {
+                        self.send_run(r, core::mem::take(&mut run));
+                        run_len = 8;
+                        self.send_large(r, header, body);
+                        continue;
+                    }
+                };
                 let small = it.len() <= BATCH_LIMIT && 8 + 4 + it.len() <= cap;
                 if !small || run_len + 4 + it.len() > cap {
                     self.send_run(r, core::mem::take(&mut run));
@@ -414,15 +549,31 @@ impl<T: Transport> Gateway<T> {
         }
     }
 
+    /// Sends a large envelope: its header, then its payload as a body from the memory it
+    /// is in.
+    fn send_large(&mut self, r: usize, header: Vec<u8>, body: Body) {
+        if body.len() > self.t.max_message() {
+            return self.too_large_envelope(r, &header[HEADER_PREFIX..], body.len());
+        }
+        self.stats.sent += 1;
+        if self.t.send(r, header).is_err() || self.t.send_body(r, body).is_err() {
+            self.node_lost(r);
+        }
+    }
+
     /// An envelope larger than the transport carries (only a lone one can be): its request
     /// fails at once with a clear error instead of travelling.
     fn too_large(&mut self, r: usize, m: &[u8]) {
+        self.too_large_envelope(r, m, m.len());
+    }
+
+    /// [`Gateway::too_large`] of envelope (or header) `m` of `size` bytes.
+    fn too_large_envelope(&mut self, r: usize, m: &[u8], size: usize) {
         let Ok(e) = Envelope::decode(m) else {
             return;
         };
         let why = format!(
-            "a message of {} bytes is larger than the transport carries ({} bytes)",
-            m.len(),
+            "a message of {size} bytes is larger than the transport carries ({} bytes)",
             self.t.max_message()
         );
         if e.kind == Kind::Reply {
@@ -457,15 +608,76 @@ impl<T: Transport> Gateway<T> {
                 let Some(it) = msg.get(pos + 4..pos + 4 + len) else {
                     return;
                 };
-                self.envelope(from, it.to_vec());
+                self.envelope(from, it.to_vec(), None);
                 pos += 4 + len;
             }
         } else if magic == Some(ENV_MAGIC) {
-            self.envelope(from, msg);
+            self.envelope(from, msg, None);
+        } else if magic == Some(HEADER_MAGIC) {
+            let len = msg.get(4..HEADER_PREFIX).map(|b| {
+                let mut l = [0u8; 8];
+                l.copy_from_slice(b);
+                u64::from_le_bytes(l)
+            });
+            let env = msg.get(HEADER_PREFIX..).map(<[u8]>::to_vec);
+            if let (Some(len), Some(env)) = (len.and_then(|l| usize::try_from(l).ok()), env) {
+                self.header(from, env, len);
+            }
         }
     }
 
-    fn envelope(&mut self, from: usize, b: Vec<u8>) {
+    /// The header of a large envelope from rank `from`, whose payload of `len` bytes follows
+    /// as a body: names the memory the body goes into (always, so that the bodies of `from`
+    /// keep matching their headers) and queues the operation to wait for it.
+    fn header(&mut self, from: usize, env: Vec<u8>, len: usize) {
+        let e = Envelope::decode(&env).ok();
+        // Into the target channel's pool, for a SEND to move into the channel by transfer;
+        // else (no room now, not a SEND, not attachable) into a vector.
+        // A GET's answer: into the completion channel's pool (the gateway's), to move into
+        // it by transfer. Payloads waiting behind a full channel take its pool's memory only
+        // up to the channel's capacity (the rest wait in process memory), so that remote
+        // senders cannot fill the target pool beyond what the channel itself would hold.
+        let kind = e.map(|e| e.kind);
+        let msg = match e {
+            Some(e) if e.kind == Kind::Send => {
+                let waiting = self
+                    .queues
+                    .get(&(e.target_desc.to_vec(), false))
+                    .map_or(0, |q| q.ops.len());
+                self.local(e.target_desc, false)
+                    .ok()
+                    .filter(|l| waiting < l.ch.capacity())
+                    .and_then(|l| Message::create_alloc(l.ch.pool(), len).ok())
+            }
+            Some(e) if e.kind == Kind::Reply => self
+                .local(e.reply_desc, false)
+                .ok()
+                .and_then(|l| Message::create_alloc(l.ch.pool(), len).ok()),
+            _ => None,
+        };
+        let into = msg
+            .and_then(|m| Body::pool(m, 0))
+            .filter(|b| b.len() == len)
+            .unwrap_or_else(|| Body::heap(vec![0u8; len]));
+        let token = match kind {
+            Some(Kind::Send | Kind::Reply) => self.new_body(None),
+            _ => {
+                // Nobody wants it (only SENDs and answers carry bodies): taken and dropped.
+                self.next_token += 1;
+                self.next_token
+            }
+        };
+        self.t.recv_body(from, token, into);
+        match kind {
+            Some(Kind::Send) => self.envelope(from, env, Some(token)),
+            Some(Kind::Reply) => self.replies.push_back((token, from, env)),
+            _ => {}
+        }
+    }
+
+    /// An envelope from rank `from` (with the token of its payload's body when it came as
+    /// a header).
+    fn envelope(&mut self, from: usize, b: Vec<u8>, body: Option<u64>) {
         let Ok(e) = Envelope::decode(&b) else {
             return;
         };
@@ -484,7 +696,7 @@ impl<T: Transport> Gateway<T> {
                 let desc = e.reply_desc.to_vec();
                 self.deliver(desc, b);
             }
-            Kind::Send | Kind::Get | Kind::Poll | Kind::Info => self.enqueue(b, Some(from)),
+            Kind::Send | Kind::Get | Kind::Poll | Kind::Info => self.enqueue(b, Some(from), body),
         }
     }
 
@@ -502,26 +714,41 @@ impl<T: Transport> Gateway<T> {
     /// Puts answer `b` into the completion channel `desc` (try once; retried later when it
     /// is full or the pool has no room).
     fn deliver(&mut self, desc: Vec<u8>, b: Vec<u8>) {
+        self.deliver_answer(desc, Answer::Env(b));
+    }
+
+    /// [`Gateway::deliver`] of an envelope or a payload.
+    fn deliver_answer(&mut self, desc: Vec<u8>, a: Answer) {
         if desc.is_empty() {
             return;
         }
         if !self.answers.is_empty() {
             // Keep answers in order behind earlier ones waiting.
-            self.answers.push_back((desc, b));
+            self.answers.push_back((desc, a));
             return;
         }
-        if self.try_answer(&desc, &b) == Some(true) {
-            self.answers.push_back((desc, b));
+        if let Some(a) = self.try_answer(&desc, a) {
+            self.answers.push_back((desc, a));
         }
     }
 
-    /// One try to put an answer: `None` done (or dropped), `Some(true)` retry later.
-    fn try_answer(&mut self, desc: &[u8], b: &[u8]) -> Option<bool> {
+    /// One try to put an answer: `None` done (or dropped), `Some` to retry later.
+    fn try_answer(&mut self, desc: &[u8], a: Answer) -> Option<Answer> {
         let l = self.local(desc, false).ok()?;
         let sendh = l.sendh.as_ref()?;
-        match try_deposit(sendh, b, 0, 0) {
+        let (r, back) = match a {
+            Answer::Env(b) => {
+                let r = try_deposit(sendh, &b, 0, 0);
+                (r, Answer::Env(b))
+            }
+            Answer::Payload(m) => match sendh.send_transfer(m, Timeout::Try) {
+                Ok(()) => return None,
+                Err(t) => (Err(t.error), Answer::Payload(t.message)),
+            },
+        };
+        match r {
             Ok(()) => None,
-            Err(Error::ChannelFull | Error::ChannelSendError(_)) => Some(true),
+            Err(Error::ChannelFull | Error::ChannelSendError(_)) => Some(back),
             Err(_) => {
                 // The completion channel is gone (its handle was dropped): nobody waits.
                 self.locals.remove(desc);
@@ -532,13 +759,55 @@ impl<T: Transport> Gateway<T> {
 
     fn retry_answers(&mut self) -> bool {
         let mut worked = false;
-        while let Some((desc, b)) = self.answers.pop_front() {
-            match self.try_answer(&desc, &b) {
-                Some(true) => {
-                    self.answers.push_front((desc, b));
+        while let Some((desc, a)) = self.answers.pop_front() {
+            match self.try_answer(&desc, a) {
+                Some(a) => {
+                    self.answers.push_front((desc, a));
                     break;
                 }
-                _ => worked = true,
+                None => worked = true,
+            }
+        }
+        worked
+    }
+
+    /// Delivers the answers whose payload body arrived, in the order they came: the reply
+    /// marked [`OP_PAYLOAD_NEXT`], then the payload's allocation by transfer (a payload
+    /// that had to arrive in a vector goes in the reply instead). Whether any went.
+    fn replies_arrived(&mut self) -> bool {
+        let mut worked = false;
+        while let Some((token, _, _)) = self.replies.front() {
+            if !matches!(self.bodies.get(token), Some(Some(_))) {
+                break;
+            }
+            let Some((token, _, env)) = self.replies.pop_front() else {
+                break;
+            };
+            let Some(Some(body)) = self.bodies.remove(&token) else {
+                continue;
+            };
+            worked = true;
+            let Ok(e) = Envelope::decode(&env) else {
+                continue;
+            };
+            self.outstanding.remove(&(e.sender, e.seq));
+            let desc = e.reply_desc.to_vec();
+            match body.into_message() {
+                Ok(m) => {
+                    let mut r = e;
+                    r.op = OP_PAYLOAD_NEXT;
+                    let head = r.to_vec();
+                    self.deliver_answer(desc.clone(), Answer::Env(head));
+                    self.deliver_answer(desc, Answer::Payload(m));
+                }
+                Err(b) => {
+                    let whole = Envelope {
+                        payload: b.as_slice(),
+                        ..e
+                    };
+                    let v = whole.to_vec();
+                    self.deliver(desc, v);
+                }
             }
         }
         worked
@@ -577,8 +846,11 @@ impl<T: Transport> Gateway<T> {
     }
 
     /// Queues an operation on a channel of this node.
-    fn enqueue(&mut self, b: Vec<u8>, from: Option<usize>) {
+    fn enqueue(&mut self, b: Vec<u8>, from: Option<usize>, body: Option<u64>) {
         let Ok(e) = Envelope::decode(&b) else {
+            if let Some(t) = body {
+                self.bodies.remove(&t);
+            }
             return;
         };
         let try_once = e.timeout_ns == WIRE_TRY;
@@ -590,6 +862,7 @@ impl<T: Transport> Gateway<T> {
         let key = (e.target_desc.to_vec(), kind == Kind::Get);
         let op = Op {
             env: b,
+            body,
             deadline,
             try_once,
             from,
@@ -601,9 +874,16 @@ impl<T: Transport> Gateway<T> {
                 }
             }
             _ => {
-                let q = self.queues.entry(key.clone()).or_default();
-                if !q.is_empty() {
-                    if op.try_once {
+                if let Some(q) = self.queues.get_mut(&key)
+                    && !q.ops.is_empty()
+                {
+                    // A head still waiting for its body says nothing about the channel.
+                    let head_arriving = q
+                        .ops
+                        .front()
+                        .and_then(|h| h.body)
+                        .is_some_and(|t| matches!(self.bodies.get(&t), Some(None)));
+                    if op.try_once && !head_arriving {
                         // The head waits: the channel is full (SEND) or empty (GET) now.
                         let st = if kind == Kind::Get {
                             status::EMPTY
@@ -612,12 +892,12 @@ impl<T: Transport> Gateway<T> {
                         };
                         self.answer(&op, st, &[], 0, 0, 0);
                     } else {
-                        q.push_back(op);
+                        q.push(op);
                     }
                     return;
                 }
                 if !self.run_op(&op) {
-                    self.queues.entry(key).or_default().push_back(op);
+                    self.queues.entry(key).or_default().push(op);
                 }
             }
         }
@@ -632,27 +912,34 @@ impl<T: Transport> Gateway<T> {
             let Some(mut q) = self.queues.remove(&key) else {
                 continue;
             };
-            while let Some(op) = q.front() {
+            while let Some(op) = q.ops.front() {
                 if self.run_op(op) {
-                    q.pop_front();
+                    q.ops.pop_front();
                     worked = true;
                 } else {
                     break;
                 }
             }
             // Whatever passed its deadline is answered TIMEOUT, wherever it waits.
-            let before = q.len();
-            let mut keep = VecDeque::with_capacity(q.len());
-            for op in q {
-                if op.deadline.is_some_and(|d| now >= d) {
+            if q.check_at.is_some_and(|t| now >= t) {
+                let mut expired = Vec::new();
+                let mut keep = VecDeque::with_capacity(q.ops.len());
+                for op in q.ops.drain(..) {
+                    if op.deadline.is_some_and(|d| now >= d) {
+                        expired.push(op);
+                    } else {
+                        keep.push_back(op);
+                    }
+                }
+                q.check_at = keep.iter().filter_map(|o| o.deadline).min();
+                q.ops = keep;
+                worked |= !expired.is_empty();
+                for op in expired {
                     self.answer(&op, status::TIMEOUT, &[], 0, 0, 0);
-                } else {
-                    keep.push_back(op);
                 }
             }
-            worked |= keep.len() != before;
-            if !keep.is_empty() {
-                self.queues.insert(key, keep);
+            if !q.ops.is_empty() {
+                self.queues.insert(key, q);
             }
         }
         let polls = core::mem::take(&mut self.polls);
@@ -669,7 +956,28 @@ impl<T: Transport> Gateway<T> {
     /// Tries a SEND or GET once; `true` when it is answered (done or failed for good).
     fn run_op(&mut self, op: &Op) -> bool {
         let Ok(e) = Envelope::decode(&op.env) else {
+            self.answer(op, status::FAILED, &[], 0, 0, 0);
             return true;
+        };
+        // A payload that comes as a body: taken from its slot (put back if the channel
+        // cannot take it yet).
+        let body = match op.body {
+            None => None,
+            Some(t) => match self.bodies.get_mut(&t) {
+                Some(slot) => match slot.take() {
+                    Some(b) => Some(b),
+                    None if op.from.is_some_and(|r| self.lost.contains(&r)) => {
+                        // Its node died before the body came: nobody is left to answer.
+                        self.answer(op, status::NODE_LOST, &[], 0, 0, 0);
+                        return true;
+                    }
+                    None => return false,
+                },
+                None => {
+                    self.answer(op, status::FAILED, b"the payload was lost", 0, 0, 0);
+                    return true;
+                }
+            },
         };
         let is_get = e.kind == Kind::Get;
         let r = self.local(e.target_desc, is_get).map(|_| ());
@@ -683,8 +991,15 @@ impl<T: Transport> Gateway<T> {
             let recvh = l.recvh.as_ref().expect("made above");
             match recvh.recv(Timeout::Try) {
                 Ok(m) => {
-                    let bytes = m.bytes().map(<[u8]>::to_vec).unwrap_or_default();
                     let (h, c) = (m.hints(), m.clientid());
+                    if m.len() > BATCH_LIMIT
+                        && let Some(rank) = op.from
+                    {
+                        // To another node: the payload goes from the received allocation.
+                        self.answer_body(op, rank, m, h, c);
+                        return true;
+                    }
+                    let bytes = m.bytes().map(<[u8]>::to_vec).unwrap_or_default();
                     drop(m);
                     self.answer(op, status::OK, &bytes, 0, h, c);
                     true
@@ -707,7 +1022,17 @@ impl<T: Transport> Gateway<T> {
                 );
                 return true;
             };
-            match try_deposit(sendh, e.payload, e.hints, e.clientid) {
+            let r = if body.is_some() {
+                let mut body = body;
+                let r = deposit_body(sendh, &mut body, e.hints, e.clientid);
+                if let Some(slot) = op.body.and_then(|t| self.bodies.get_mut(&t)) {
+                    *slot = body;
+                }
+                r
+            } else {
+                try_deposit(sendh, e.payload, e.hints, e.clientid)
+            };
+            match r {
                 Ok(()) => {
                     self.answer(op, status::OK, &[], 0, 0, 0);
                     true
@@ -759,6 +1084,10 @@ impl<T: Transport> Gateway<T> {
 
     /// Answers `op` (to its node, or to the local client).
     fn answer(&mut self, op: &Op, st: u32, payload: &[u8], value: u64, hints: u64, clientid: u64) {
+        if let Some(t) = op.body {
+            // Done with the operation: its body is dropped now, or on arrival.
+            self.bodies.remove(&t);
+        }
         let Ok(e) = Envelope::decode(&op.env) else {
             return;
         };
@@ -773,8 +1102,27 @@ impl<T: Transport> Gateway<T> {
         let b = r.to_vec();
         match op.from {
             None => self.deliver(e.reply_desc.to_vec(), b),
-            Some(rank) => self.batch[rank].push(b),
+            Some(rank) => self.batch[rank].push(Item::Env(b)),
         }
+    }
+
+    /// Answers GET `op` of rank `rank` OK with message `m`: the reply as a header, the
+    /// payload as a body read from `m`'s allocation.
+    fn answer_body(&mut self, op: &Op, rank: usize, m: Message, hints: u64, clientid: u64) {
+        let Ok(e) = Envelope::decode(&op.env) else {
+            return;
+        };
+        let mut r = e.reply(status::OK);
+        r.hints = hints;
+        r.clientid = clientid;
+        let len = m.len();
+        let Some(body) = Body::pool(m, 0) else {
+            return;
+        };
+        let mut h = HEADER_MAGIC.to_le_bytes().to_vec();
+        h.extend_from_slice(&(len as u64).to_le_bytes());
+        h.extend_from_slice(&r.to_vec());
+        self.batch[rank].push(Item::Large(h, body));
     }
 
     /// Rank `r` is gone: answer what was in flight to it, route nothing more there.
@@ -783,6 +1131,14 @@ impl<T: Transport> Gateway<T> {
             return;
         }
         self.batch[r].clear();
+        // Answers whose payload will not come: their requests are answered NODE_LOST below.
+        let bodies = &mut self.bodies;
+        self.replies.retain(|(t, from, _)| {
+            if *from == r {
+                bodies.remove(t);
+            }
+            *from != r
+        });
         let gone: Vec<(u64, u64)> = self
             .outstanding
             .iter()
@@ -804,6 +1160,49 @@ impl<T: Transport> Gateway<T> {
             self.deliver(o.reply_desc.clone(), b);
         }
     }
+}
+
+/// Deposits `body` with `hints` and `clientid` into `sendh`'s channel, trying once: a body
+/// that is a whole allocation of the channel's pool moves into the channel by transfer of
+/// ownership (no copy), any other is copied. The body is taken on success and left in
+/// `body` on failure.
+fn deposit_body(
+    sendh: &ChannelSendH,
+    body: &mut Option<Body>,
+    hints: u64,
+    clientid: u64,
+) -> Result<(), Error> {
+    let Some(b) = body.take() else {
+        return Err(Error::Remote(RemoteError::Far(
+            "the payload was lost".into(),
+        )));
+    };
+    let b = match b.into_message() {
+        Ok(mut m) => {
+            m.set_hints(hints);
+            m.set_clientid(clientid);
+            match sendh.send_transfer(m, Timeout::Try) {
+                Ok(()) => return Ok(()),
+                Err(t) => {
+                    *body = Body::pool(t.message, 0);
+                    if !matches!(t.error, Error::ChannelSendError(Reason::ForeignMemory)) {
+                        return Err(t.error);
+                    }
+                    // Memory of another pool: copied below.
+                    let Some(b) = body.take() else {
+                        return Err(t.error);
+                    };
+                    b
+                }
+            }
+        }
+        Err(b) => b,
+    };
+    let r = try_deposit(sendh, b.as_slice(), hints, clientid);
+    if r.is_err() {
+        *body = Some(b);
+    }
+    r
 }
 
 /// The answer status of a local error.
@@ -838,6 +1237,40 @@ mod tests {
         max: usize,
         sent: Vec<(usize, Vec<u8>)>,
         inbox: VecDeque<(usize, Vec<u8>)>,
+        /// Bodies sent: rank and bytes.
+        bodies_sent: Vec<(usize, Vec<u8>)>,
+        /// Memory named for bodies from rank 1, in order.
+        posted: VecDeque<(u64, Body)>,
+        /// Bodies filled by the test.
+        filled: VecDeque<(u64, Body)>,
+    }
+
+    impl Fake {
+        fn new(max: usize, inbox: VecDeque<(usize, Vec<u8>)>) -> Self {
+            Self {
+                max,
+                sent: Vec::new(),
+                inbox,
+                bodies_sent: Vec::new(),
+                posted: VecDeque::new(),
+                filled: VecDeque::new(),
+            }
+        }
+
+        /// The peer's next body arrives holding `bytes`; whether memory was named for it.
+        fn body_arrives(&mut self, bytes: &[u8]) -> bool {
+            let Some((t, mut b)) = self.posted.pop_front() else {
+                return false;
+            };
+            assert_eq!(
+                b.len(),
+                bytes.len(),
+                "memory named for a body of another length"
+            );
+            b.as_mut_slice().copy_from_slice(bytes);
+            self.filled.push_back((t, b));
+            true
+        }
     }
 
     impl Transport for Fake {
@@ -855,8 +1288,20 @@ mod tests {
             self.sent.push((to, msg));
             Ok(())
         }
+        fn send_body(&mut self, to: usize, body: Body) -> Result<(), TransportError> {
+            assert!(body.len() <= self.max, "a body past the transport's limit");
+            self.bodies_sent.push((to, body.as_slice().to_vec()));
+            Ok(())
+        }
         fn try_recv(&mut self) -> Option<(usize, Vec<u8>)> {
             self.inbox.pop_front()
+        }
+        fn recv_body(&mut self, from: usize, token: u64, into: Body) {
+            assert_eq!(from, 1);
+            self.posted.push_back((token, into));
+        }
+        fn try_recv_body(&mut self) -> Option<(u64, Body)> {
+            self.filled.pop_front()
         }
         fn progress(&mut self) -> bool {
             false
@@ -866,6 +1311,9 @@ mod tests {
         }
         fn sending(&self) -> bool {
             false
+        }
+        fn receiving(&self) -> bool {
+            !self.posted.is_empty()
         }
         fn max_message(&self) -> usize {
             self.max
@@ -911,6 +1359,8 @@ mod tests {
                     out.push(Envelope::decode(&m[pos + 4..pos + 4 + len]).unwrap().seq);
                     pos += 4 + len;
                 }
+            } else if m[..4] == HEADER_MAGIC.to_le_bytes() {
+                out.push(Envelope::decode(&m[HEADER_PREFIX..]).unwrap().seq);
             } else if let Ok(e) = Envelope::decode(m)
                 && e.kind == Kind::Send
             {
@@ -926,11 +1376,7 @@ mod tests {
         let _cleanup = Unlink(name.clone());
         let mut hello = Envelope::new(Kind::Hello);
         hello.origin = PEER;
-        let t = Fake {
-            max: usize::MAX,
-            sent: Vec::new(),
-            inbox: VecDeque::from([(1, hello.to_vec())]),
-        };
+        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
         let cfg = Config {
             pool_name: name.clone(),
             pool_size: 1 << 24,
@@ -952,7 +1398,10 @@ mod tests {
         }
         gw.turn();
         assert_eq!(sent_seqs(gw.transport()), [1, 2, 3, 4]);
-        // 1 and 2 went as one batch, 3 alone, 4 alone.
+        // 1 and 2 went as one batch, 3 as a header and its payload as a body (read from the
+        // allocation the client sent), 4 alone.
+        assert_eq!(gw.transport().bodies_sent.len(), 1);
+        assert_eq!(gw.transport().bodies_sent[0], (1, big.clone()));
         let hello = |m: &[u8]| Envelope::decode(m).is_ok_and(|e| e.kind == Kind::Hello);
         let sends = gw
             .transport()
@@ -972,11 +1421,7 @@ mod tests {
         let name = format!("gwu{}", std::process::id());
         let mut hello = Envelope::new(Kind::Hello);
         hello.origin = PEER;
-        let t = Fake {
-            max: 2048,
-            sent: Vec::new(),
-            inbox: VecDeque::from([(1, hello.to_vec())]),
-        };
+        let t = Fake::new(2048, VecDeque::from([(1, hello.to_vec())]));
         let cfg = Config {
             pool_name: name.clone(),
             pool_size: 1 << 24,
@@ -1006,6 +1451,267 @@ mod tests {
         assert!(why.contains("larger than the transport carries"), "{why}");
         drop((client, done_r));
         done.destroy().unwrap();
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
+    }
+
+    /// The header message of a large SEND from the peer into `target`, waiting for its
+    /// answer in `reply` on the peer's side.
+    fn large_header(seq: u64, target: &[u8], timeout_ns: u64, len: usize) -> Vec<u8> {
+        let mut e = Envelope::new(Kind::Send);
+        e.origin = PEER;
+        e.target = dragon_channels::host::host_id();
+        e.sender = 5;
+        e.seq = seq;
+        e.timeout_ns = timeout_ns;
+        e.hints = 11;
+        e.clientid = 12;
+        e.target_desc = target;
+        e.reply_desc = b"peer's completion channel";
+        let mut h = HEADER_MAGIC.to_le_bytes().to_vec();
+        h.extend_from_slice(&(len as u64).to_le_bytes());
+        h.extend_from_slice(&e.to_vec());
+        h
+    }
+
+    /// The answers the gateway sent to the peer: (seq, status).
+    fn answers(t: &Fake) -> Vec<(u64, u32)> {
+        let mut envs: Vec<&[u8]> = Vec::new();
+        for (_, m) in &t.sent {
+            if m[..4] == BATCH_MAGIC.to_le_bytes() {
+                let n = u32::from_le_bytes(m[4..8].try_into().unwrap()) as usize;
+                let mut pos = 8;
+                for _ in 0..n {
+                    let len = u32::from_le_bytes(m[pos..pos + 4].try_into().unwrap()) as usize;
+                    envs.push(&m[pos + 4..pos + 4 + len]);
+                    pos += 4 + len;
+                }
+            } else {
+                envs.push(m);
+            }
+        }
+        envs.iter()
+            .filter_map(|m| Envelope::decode(m).ok())
+            .filter(|e| e.kind == Kind::Reply)
+            .map(|e| (e.seq, e.status))
+            .collect()
+    }
+
+    #[test]
+    fn a_body_goes_into_the_target_channel_in_order_and_a_late_one_is_dropped() {
+        let name = format!("gwb{}", std::process::id());
+        let tname = format!("gwt{}", std::process::id());
+        let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
+        let cfg = Config {
+            pool_name: name.clone(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
+        let target = Channel::create(&tpool, 3, None).unwrap();
+        let mut tr = target.recvh().unwrap();
+        tr.open().unwrap();
+        let desc = target.serialize();
+        let one: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let two = vec![7u8; 50_000];
+        // Two SENDs announced; the second's body arrives first in no case (bodies keep their
+        // order), but the first arrives only after a turn without it.
+        gw.t.inbox
+            .push_back((1, large_header(1, &desc, WIRE_BLOCK, one.len())));
+        gw.t.inbox
+            .push_back((1, large_header(2, &desc, WIRE_BLOCK, two.len())));
+        gw.turn();
+        assert_eq!(gw.t.posted.len(), 2, "memory named for both bodies");
+        assert!(gw.t.receiving());
+        assert!(matches!(
+            tr.recv_bytes(Timeout::Try),
+            Err(Error::ChannelEmpty)
+        ));
+        assert!(answers(&gw.t).is_empty());
+        assert!(gw.t.body_arrives(&one));
+        assert!(gw.t.body_arrives(&two));
+        gw.turn();
+        for (seq, want) in [(1u64, &one), (2, &two)] {
+            let m = tr.recv(Timeout::Try).unwrap();
+            assert_eq!(m.bytes().unwrap(), &want[..], "message {seq}");
+            assert_eq!((m.hints(), m.clientid()), (11, 12));
+            // Moved in by transfer: the message is the allocation named for the body, in
+            // the target channel's pool.
+            assert!(m.pool().is_some_and(|p| p.name() == tname));
+        }
+        assert_eq!(answers(&gw.t), [(1, status::OK), (2, status::OK)]);
+        // A SEND whose deadline passes before its body comes: TIMEOUT, and the late body
+        // is dropped, never deposited.
+        gw.t.sent.clear();
+        gw.t.inbox
+            .push_back((1, large_header(3, &desc, 1_000_000, two.len())));
+        gw.turn();
+        std::thread::sleep(Duration::from_millis(5));
+        gw.turn();
+        assert_eq!(answers(&gw.t), [(3, status::TIMEOUT)]);
+        assert!(gw.t.body_arrives(&two));
+        gw.turn();
+        assert!(gw.bodies.is_empty());
+        assert!(matches!(
+            tr.recv_bytes(Timeout::Try),
+            Err(Error::ChannelEmpty)
+        ));
+        drop(tr);
+        target.destroy().unwrap();
+        tpool.destroy().unwrap();
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
+    }
+
+    #[test]
+    fn a_large_get_answer_goes_from_and_into_allocations() {
+        let name = format!("gwg{}", std::process::id());
+        let tname = format!("gwh{}", std::process::id());
+        let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
+        let cfg = Config {
+            pool_name: name.clone(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        // Far side: the peer's GET of a channel here holding a large message.
+        let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
+        let target = Channel::create(&tpool, 3, None).unwrap();
+        let mut ts = target.sendh().unwrap();
+        ts.open().unwrap();
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
+        let mut m = Message::create_alloc(&tpool, big.len()).unwrap();
+        m.bytes_memview().unwrap().copy_from_slice(&big);
+        m.set_hints(4);
+        ts.send_transfer(m, Timeout::Try).ok().unwrap();
+        let desc = target.serialize();
+        let mut get = Envelope::new(Kind::Get);
+        get.origin = PEER;
+        get.target = dragon_channels::host::host_id();
+        get.sender = 6;
+        get.seq = 1;
+        get.timeout_ns = WIRE_BLOCK;
+        get.target_desc = &desc;
+        get.reply_desc = b"peer's completion channel";
+        gw.t.inbox.push_back((1, get.to_vec()));
+        gw.turn();
+        // The answer: a header, and the payload as a body read from the received message.
+        let head =
+            gw.t.sent
+                .iter()
+                .find(|(_, m)| m[..4] == HEADER_MAGIC.to_le_bytes())
+                .expect("a header");
+        let e = Envelope::decode(&head.1[HEADER_PREFIX..]).unwrap();
+        assert_eq!(
+            (e.kind, e.seq, e.status, e.hints),
+            (Kind::Reply, 1, status::OK, 4)
+        );
+        assert_eq!(gw.t.bodies_sent, [(1, big.clone())]);
+        // Origin side: that answer arriving for a client here.
+        let done = Channel::create(gw.pool(), 77, None).unwrap();
+        let mut done_r = done.recvh().unwrap();
+        done_r.open().unwrap();
+        let reply_desc = done.serialize();
+        let mut r = Envelope::new(Kind::Reply);
+        r.seq = 9;
+        r.hints = 4;
+        r.reply_desc = &reply_desc;
+        let mut h = HEADER_MAGIC.to_le_bytes().to_vec();
+        h.extend_from_slice(&(big.len() as u64).to_le_bytes());
+        h.extend_from_slice(&r.to_vec());
+        gw.t.inbox.push_back((1, h));
+        gw.turn();
+        assert!(matches!(
+            done_r.recv_bytes(Timeout::Try),
+            Err(Error::ChannelEmpty)
+        ));
+        assert!(gw.t.body_arrives(&big));
+        gw.turn();
+        let a = done_r.recv_bytes(Timeout::Try).unwrap();
+        let a = Envelope::decode(&a).unwrap();
+        assert_eq!((a.seq, a.op, a.hints), (9, OP_PAYLOAD_NEXT, 4));
+        assert!(a.payload.is_empty());
+        let m = done_r.recv(Timeout::Try).unwrap();
+        assert_eq!(m.bytes().unwrap(), &big[..]);
+        drop((ts, done_r, m));
+        target.destroy().unwrap();
+        done.destroy().unwrap();
+        tpool.destroy().unwrap();
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
+    }
+
+    #[test]
+    fn payloads_behind_a_full_channel_take_its_pool_only_up_to_its_capacity() {
+        let name = format!("gwf{}", std::process::id());
+        let tname = format!("gwe{}", std::process::id());
+        let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
+        let cfg = Config {
+            pool_name: name.clone(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
+        let attrs = ChannelAttrs {
+            capacity: 2,
+            ..ChannelAttrs::default()
+        };
+        let target = Channel::create(&tpool, 3, Some(attrs)).unwrap();
+        let (mut ts, mut tr) = (target.sendh().unwrap(), target.recvh().unwrap());
+        ts.open().unwrap();
+        tr.open().unwrap();
+        for _ in 0..2 {
+            ts.send_bytes(b"full", 4, None, Timeout::Try).unwrap();
+        }
+        let desc = target.serialize();
+        let payloads: Vec<Vec<u8>> = (1..=4u8).map(|k| vec![k; 20_000]).collect();
+        for (i, p) in payloads.iter().enumerate() {
+            let h = large_header(i as u64 + 1, &desc, WIRE_BLOCK, p.len());
+            gw.t.inbox.push_back((1, h));
+        }
+        gw.turn();
+        let kinds: Vec<String> = gw.t.posted.iter().map(|(_, b)| format!("{b:?}")).collect();
+        assert_eq!(kinds.len(), 4);
+        assert!(kinds[..2].iter().all(|k| k.contains("pool")), "{kinds:?}");
+        assert!(kinds[2..].iter().all(|k| k.contains("heap")), "{kinds:?}");
+        for p in &payloads {
+            assert!(gw.t.body_arrives(p));
+        }
+        // As the channel drains, all four go in, in order.
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            gw.turn();
+            while let Ok(b) = tr.recv_bytes(Timeout::Try) {
+                got.push(b);
+            }
+            if got.len() == 6 {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 6);
+        assert_eq!(&got[2..], &payloads[..]);
+        let ok = status::OK;
+        assert_eq!(answers(&gw.t), [(1, ok), (2, ok), (3, ok), (4, ok)]);
+        drop((ts, tr));
+        target.destroy().unwrap();
+        tpool.destroy().unwrap();
         let pool = gw.pool().clone();
         drop(gw);
         pool.destroy().unwrap();

@@ -7,12 +7,14 @@
 //! `mpi` feature (one MPI rank per node, started by `mpirun` or `srun`). The
 //! `dragon-gateway` binary runs one gateway and, optionally, this node's client command.
 
+mod body;
 mod gateway;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod tcp;
 mod transport;
 
+pub use body::Body;
 pub use gateway::{
     BATCH_LIMIT, BATCH_MAX, Config, Gateway, SLEEP_MAX, SLEEP_MIN, Stats, YIELD_PHASE,
 };

@@ -17,8 +17,12 @@
 
 use core::time::Duration;
 use std::process::{Child, Command, ExitCode};
+use std::time::Instant;
 
 use dragon_channels_gateway::{Config, Gateway, Transport};
+
+/// How often the gateway asks whether its client ended.
+const CHILD_CHECK: Duration = Duration::from_millis(1);
 
 /// What the command line says.
 struct Args {
@@ -162,8 +166,12 @@ fn run<T: Transport>(gw: &mut Gateway<T>, args: &Args, rank: usize, size: usize)
         }
     };
     let mut status = None;
+    // Whether the client ended, asked at most once per CHILD_CHECK (a `waitpid` each turn
+    // of the loop costs more than a small message's work).
+    let mut checked = Instant::now();
     gw.run(|| {
-        if status.is_none() {
+        if status.is_none() && checked.elapsed() >= CHILD_CHECK {
+            checked = Instant::now();
             status = child.try_wait().ok().flatten();
         }
         status.is_some()

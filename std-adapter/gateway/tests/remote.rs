@@ -552,14 +552,17 @@ fn client_large_payload() {
                 .all(|(i, &b)| b == pattern(i))
         );
         drop(m);
-        // Back: queued here for node 0's remote receive.
+        // Back: two queued here for node 0's remote receives.
         let mut s = back.sendh().unwrap();
         s.open().unwrap();
-        let mut m = Message::create_alloc(&pool, BIG).unwrap();
-        for (i, b) in m.bytes_memview().unwrap().iter_mut().enumerate() {
-            *b = pattern(i).wrapping_add(1);
+        for k in 1..=2u8 {
+            let mut m = Message::create_alloc(&pool, BIG).unwrap();
+            for (i, b) in m.bytes_memview().unwrap().iter_mut().enumerate() {
+                *b = pattern(i).wrapping_add(k);
+            }
+            m.set_hints(u64::from(k));
+            s.send_transfer(m, secs(60)).unwrap();
         }
-        s.send_transfer(m, secs(60)).unwrap();
         drop((r, s));
         barrier("big");
         ch.destroy().unwrap();
@@ -575,16 +578,37 @@ fn client_large_payload() {
         *b = pattern(i);
     }
     s.send(&m, None, secs(60)).unwrap();
-    let mut r = fetch("back").recvh().unwrap();
+    let back_ch = fetch("back");
+    let mut r = back_ch.recvh().unwrap();
     r.open().unwrap();
+    // A destination too small: refused, and the message stays for the next receive.
+    let mut small = Message::create_alloc(&pool, 4096).unwrap();
+    match r.recv_into(&mut small, secs(60)) {
+        Err(Error::ChannelRecvError(Reason::DestinationTooSmall { needed, .. })) => {
+            assert_eq!(needed, BIG)
+        }
+        other => panic!("a 4 KiB destination took a 64 MiB message: {other:?}"),
+    }
+    // As a message (in the gateway's pool, the remote channel's local pool).
+    let got = r.recv(secs(60)).unwrap();
+    assert_eq!((got.len(), got.hints()), (BIG, 1));
+    assert_eq!(got.pool().unwrap().name(), back_ch.pool().name());
+    assert!(
+        got.bytes()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern(i).wrapping_add(1))
+    );
+    drop(got);
     let back = r.recv_bytes(secs(60)).unwrap();
     assert_eq!(back.len(), BIG);
     assert!(
         back.iter()
             .enumerate()
-            .all(|(i, &b)| b == pattern(i).wrapping_add(1))
+            .all(|(i, &b)| b == pattern(i).wrapping_add(2))
     );
-    drop((s, r, ch, m));
+    drop((s, r, ch, m, back_ch));
     barrier("big");
     pool.destroy().unwrap();
 }

@@ -19,8 +19,12 @@
 //! expires): nodes' clocks differ, so each hop computes its own deadline from it. A payload
 //! larger than a gateway channel's block size travels as its own pool allocation: the client
 //! writes the envelope straight into an allocation of the gateway's pool and sends it by
-//! transfer of ownership (the envelope is the payload's "descriptor" message); the gateway
-//! forwards those bytes as one transport message.
+//! transfer of ownership (the envelope is the payload's "descriptor" message). A gateway
+//! forwards an envelope with a payload over 16 KiB as its header (the envelope with an empty
+//! payload) followed by the payload read in place from that allocation, and the far gateway
+//! receives the payload straight into an allocation of the target channel's pool; a GET's
+//! large answer comes back the same way and reaches the client's completion channel as a
+//! reply marked [`OP_PAYLOAD_NEXT`] followed by the allocation itself.
 
 use dragon_channels_core::descriptor::{Reader, Writer};
 
@@ -102,6 +106,11 @@ impl ReturnMode {
         self == Self::WhenDeposited
     }
 }
+
+/// `op` of a [`Kind::Reply`] to a GET whose payload is not in the envelope: it is the next
+/// message of the completion channel, an allocation moved there by transfer of ownership
+/// (a large payload reaches the client without a copy).
+pub const OP_PAYLOAD_NEXT: u32 = u32::MAX;
 
 /// Status of a [`Kind::Reply`].
 pub mod status {
