@@ -64,7 +64,6 @@ const STALL_SPINS: u32 = 128;
 const STALL_SPINS: u32 = 4;
 
 /// How many positions past its own a sender prefetches (see [`Queue::prefetch_ahead`]).
-#[cfg(not(any(loom, miri)))]
 const PREFETCH_AHEAD: u32 = 2;
 
 /// The queue's part of each slot, at the slot's start.
@@ -131,6 +130,14 @@ pub(crate) struct Queue {
     one_lap: u32,
     /// `one_lap - 1`: the index bits of a position.
     mask: u32,
+    /// [`Queue::prefetch_ahead`]'s reach: slot indices below it have a slot
+    /// [`PREFETCH_AHEAD`] on (`capacity - PREFETCH_AHEAD`, saturating).
+    #[cfg_attr(any(loom, miri), allow(dead_code))]
+    prefetch_below: u32,
+    /// Bytes from a slot's start to the second line [`Queue::prefetch_ahead`] takes: 64, or
+    /// 0 when the slot is one line (the first line is then taken twice: no branch).
+    #[cfg_attr(any(loom, miri), allow(dead_code))]
+    prefetch_second: usize,
     /// This party's owner id (the claim word of its sends).
     me: u32,
 }
@@ -161,6 +168,8 @@ impl Queue {
             capacity,
             one_lap: Self::one_lap(capacity),
             mask: Self::one_lap(capacity) - 1,
+            prefetch_below: capacity.saturating_sub(PREFETCH_AHEAD),
+            prefetch_second: if stride > 64 { 64 } else { 0 },
             me,
         }
     }
@@ -615,13 +624,11 @@ impl Queue {
     #[inline(always)]
     pub(crate) fn prefetch_ahead(&self, t: &Taken) {
         #[cfg(not(any(loom, miri)))]
-        if (t.pos & self.mask) + PREFETCH_AHEAD < self.capacity {
+        if (t.pos & self.mask) < self.prefetch_below {
             let s = t.slot + PREFETCH_AHEAD as usize * self.stride;
             if self.seq(s).load(Ordering::Relaxed) == t.pos.wrapping_add(PREFETCH_AHEAD) {
                 self.region.prefetch_write(s);
-                if self.stride > 64 {
-                    self.region.prefetch_write(s + 64);
-                }
+                self.region.prefetch_write(s + self.prefetch_second);
             }
         }
         #[cfg(any(loom, miri))]
