@@ -380,6 +380,7 @@ impl Handle<Sending> {
         timeout: Timeout,
     ) -> Result<(), Error> {
         // The fast path inline, the waiting out of line with only what it needs.
+        self.ch.core.announce(Side::Arrived);
         match self.ch.core.try_send(bytes, hints, clientid) {
             Ok(()) => {
                 crate::wait::notify(&self.ch.core, Side::Arrived);

@@ -10,7 +10,10 @@
 //! holds, it spins and yields for a while as a blocking receive does (per [`WaitMode`]),
 //! reading only the doorbells: every send (for IN and FULL) or receive (for OUT and EMPTY)
 //! in a watched pool rings its doorbell with the channel's hint, so the poller looks at that
-//! channel alone, however many channels the set has. (A set of at most 32 channels waiting
+//! channel alone, however many channels the set has. A send also announces itself on the
+//! doorbell before it publishes: the poller hears the hint while the message is being
+//! written and reads that channel's readiness hint as it spins, until the next ring, so the
+//! doorbell's cache line travels while the sender works rather than after it. (A set of at most 32 channels waiting
 //! for IN or OUT spins on the channels' own readiness hints instead: a few hints cost less
 //! than the doorbell's extra cache line.) Then it arms each doorbell, checks every condition
 //! once more, and sleeps on the doorbells (one `futex_waitv` word per pool). A larger set
@@ -156,6 +159,9 @@ struct Watch {
     seen: Vec<u32>,
     /// Bells that refused a watcher (full); their pools' channels are scanned instead.
     unwatched: Vec<bool>,
+    /// The channels of the last lone ring heard: a sender announces its channel before it
+    /// sends, so the spin phase keeps reading their readiness hints until the next ring.
+    hot: Vec<usize>,
 }
 
 impl Watch {
@@ -207,6 +213,7 @@ impl Watch {
             sides,
             seen,
             unwatched,
+            hot: Vec::new(),
         }
     }
 
@@ -216,10 +223,11 @@ impl Watch {
     }
 
     /// Marks pending the channels whose ring a doorbell heard since the last look: those
-    /// with the hint of a lone ring, every channel of a pool whose rings merged. Returns
-    /// whether anything rang.
+    /// with the hint of a lone ring (they are hot then), every channel of a pool whose rings
+    /// merged. Returns whether anything rang.
     fn hear(&mut self, pending: &mut Pending) -> bool {
         let mut rang = false;
+        let hot = &mut self.hot;
         for (k, b) in self.bells.iter().enumerate() {
             if self.unwatched[k] {
                 continue;
@@ -229,13 +237,20 @@ impl Watch {
             match Bell::rings_since(was, now) {
                 Rings::None => {}
                 Rings::One(hint) => {
+                    if !rang {
+                        hot.clear();
+                    }
                     let from = b.hints.partition_point(|&(h, _)| h < hint);
                     for &(_, i) in b.hints[from..].iter().take_while(|&&(h, _)| h == hint) {
                         pending.set(i);
+                        hot.push(i);
                     }
                     rang = true;
                 }
                 Rings::Many => {
+                    if !rang {
+                        hot.clear();
+                    }
                     for &(_, i) in &b.hints {
                         pending.set(i);
                     }
@@ -480,8 +495,11 @@ impl ChannelSet {
             let found = if scan_always {
                 self.scan(polls.is_multiple_of(SCAN_EVERY))?
             } else {
-                match self.look()? {
-                    None if polls.is_multiple_of(SCAN_EVERY) => self.scan(true)?,
+                match self.look_hot()? {
+                    None => match self.look()? {
+                        None if polls.is_multiple_of(SCAN_EVERY) => self.scan(true)?,
+                        found => found,
+                    },
                     found => found,
                 }
             };
@@ -532,6 +550,25 @@ impl ChannelSet {
                 return Ok(Some(ev));
             }
             from = (i + 1) % n;
+        }
+        Ok(None)
+    }
+
+    /// Looks at the hot channels (those of the last lone ring) whose readiness hint says
+    /// so: an announced change may have been made since the ring (see `bell.rs`).
+    fn look_hot(&mut self) -> Result<Option<SetEvent>, Error> {
+        let Some(w) = self.watch.as_ref() else {
+            return Ok(None);
+        };
+        for k in 0..w.hot.len() {
+            let Some(&i) = self.watch.as_ref().and_then(|w| w.hot.get(k)) else {
+                break;
+            };
+            if self.hint_says_look(i, false)
+                && let Some(ev) = self.check_one(i)?
+            {
+                return Ok(Some(ev));
+            }
         }
         Ok(None)
     }
@@ -665,7 +702,18 @@ impl ChannelSet {
 /// Whether `mask` holds on `e`'s channel now; recovers a channel whose head was claimed by a
 /// sender that died (after [`HOLDER_WAIT`] of seeing it stuck).
 fn readiness(e: &mut Entry, mask: Poll) -> Result<Option<SetEventKind>, Error> {
-    match e.ch.core.try_poll(mask) {
+    // IN is the readiness hint itself once a fence orders a "not ready" against a sender's
+    // notify: a "ready" needs no fence, only the check that the channel lives.
+    let op = if mask == Poll::In && e.ch.core.may_recv() {
+        Poll::Capacity
+    } else {
+        mask
+    };
+    match e.ch.core.try_poll(op) {
+        Ok(_) if op == Poll::Capacity => {
+            e.stuck = None;
+            Ok(Some(SetEventKind::Ready(Poll::In)))
+        }
         Ok(Polled::Ready) => {
             e.stuck = None;
             Ok(Some(SetEventKind::Ready(ready_kind(&e.ch, mask))))
