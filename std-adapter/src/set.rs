@@ -702,18 +702,7 @@ impl ChannelSet {
 /// Whether `mask` holds on `e`'s channel now; recovers a channel whose head was claimed by a
 /// sender that died (after [`HOLDER_WAIT`] of seeing it stuck).
 fn readiness(e: &mut Entry, mask: Poll) -> Result<Option<SetEventKind>, Error> {
-    // IN is the readiness hint itself once a fence orders a "not ready" against a sender's
-    // notify: a "ready" needs no fence, only the check that the channel lives.
-    let op = if mask == Poll::In && e.ch.core.may_recv() {
-        Poll::Capacity
-    } else {
-        mask
-    };
-    match e.ch.core.try_poll(op) {
-        Ok(_) if op == Poll::Capacity => {
-            e.stuck = None;
-            Ok(Some(SetEventKind::Ready(Poll::In)))
-        }
+    match e.ch.core.try_poll(mask) {
         Ok(Polled::Ready) => {
             e.stuck = None;
             Ok(Some(SetEventKind::Ready(ready_kind(&e.ch, mask))))
