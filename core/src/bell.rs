@@ -36,9 +36,10 @@
 //! it: a poller that looks after hearing it may find nothing yet, but the ring after the
 //! change comes anyway (and brings the change with it), and an announcement leaves the
 //! sleeping flag alone. Rings that come close together may merge: the poller then sees a
-//! ring number more than one ahead ([`Rings::Many`]) and looks at every channel. A hint names a channel by its header's offset in the pool (64-byte
-//! units, 13 bits), so two channels can share one; the poller looks at each channel with the
-//! hint, and at every channel when none of them is ready.
+//! ring number more than one ahead ([`Rings::Many`]) and looks at every channel. A hint
+//! names a channel by its header's offset in the pool (64-byte units, 13 bits), so two
+//! channels can share one; the poller looks at each channel with the hint, and at every
+//! channel when none of them is ready.
 //!
 //! # Memory layout
 //! Two `u32`s on the pool header's first line. The watch word counts watchers of arrivals

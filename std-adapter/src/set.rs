@@ -13,13 +13,13 @@
 //! channel alone, however many channels the set has. A send also announces itself on the
 //! doorbell before it publishes: the poller hears the hint while the message is being
 //! written and reads that channel's readiness hint as it spins, until the next ring, so the
-//! doorbell's cache line travels while the sender works rather than after it. (A set of at most 32 channels waiting
-//! for IN or OUT spins on the channels' own readiness hints instead: a few hints cost less
-//! than the doorbell's extra cache line.) Then it arms each doorbell, checks every condition
-//! once more, and sleeps on the doorbells (one `futex_waitv` word per pool). A larger set
-//! watches from its first poll until it is dropped, so the next poll looks only at the
-//! channels that rang meanwhile, and at the one it reported last; a small one watches only
-//! while it sleeps, so that senders do not ring while it spins.
+//! doorbell's cache line travels while the sender works rather than after it. (A set of at
+//! most 32 channels waiting for IN or OUT spins on the channels' own readiness hints
+//! instead: a few hints cost less than the doorbell's extra cache line.) Then it arms each
+//! doorbell, checks every condition once more, and sleeps on the doorbells (one `futex_waitv`
+//! word per pool). A larger set watches from its first poll until it is dropped, so the next
+//! poll looks only at the channels that rang meanwhile, and at the one it reported last; a
+//! small one watches only while it sleeps, so that senders do not ring while it spins.
 //!
 //! The conditions are levels, not edges: a message sent while nobody polls is still queued
 //! when the next poll looks, so it is reported then (Dragon's sets lose it unless senders
@@ -33,9 +33,10 @@
 //! try-once receive after a poll can find the channel empty.
 //!
 //! While a set lives, every send (or receive, per its mask) in its pools rings (a load, then
-//! one compare-and-swap, and a `FUTEX_WAKE` when the set sleeps); in a pool no set watches,
-//! they pay one load of the watch word, which shares its cache line only with values fixed
-//! when the pool was made.
+//! one compare-and-swap, and a `FUTEX_WAKE` when the set sleeps; a send announces itself
+//! too, one more compare-and-swap while no set of the pool sleeps); in a pool no set
+//! watches, they pay a load of the watch word before and after the send, a line shared only
+//! with values fixed when the pool was made.
 //!
 //! # More than 128 pools
 //! `futex_waitv` takes at most 128 words. A set whose channels live in more pools sleeps on
