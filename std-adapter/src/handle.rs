@@ -484,6 +484,7 @@ impl Handle<Sending> {
             len: mem.len(),
         };
         let core = &self.ch.core;
+        core.announce(Side::Arrived);
         self.block(Op::Send, timeout, |_| {
             core.try_send_mode(mode, hints, clientid)
         })
