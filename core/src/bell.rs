@@ -214,6 +214,7 @@ impl<'a> Bell<'a> {
     #[cold]
     #[inline(never)]
     pub(crate) fn announce(&self) {
+        // Relaxed: a hint (no partner); the compare-and-swap below acts only on this value.
         let b = self.word.load(Ordering::Relaxed);
         if b & (ANNOUNCED | SLEEPING) != 0 {
             return;
