@@ -641,7 +641,8 @@ enum Sender {
 }
 
 fn doorbell(runs: &'static AtomicUsize, sender: Sender) {
-    model(move || {
+    // Small enough for 5 preemptions (831 executions, well under a second).
+    model_bounded(5, move || {
         runs.fetch_add(1, Ordering::Relaxed);
         let (mem, ch) = channel_in_new_region(1);
         let (m1, m2) = (mem.clone(), mem.clone());
