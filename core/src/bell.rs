@@ -16,6 +16,15 @@
 //! (the one [`crate::Event::notify`] issues), it loads the watch word and, only when watchers
 //! of its side are counted, rewrites the bell word with its channel's hint and the next ring
 //! number ([`crate::Channel::ring`]).
+//! A notifier that sees watchers before its change may also announce it
+//! ([`crate::Channel::announce`]: the hint and the next ring number with an announced flag),
+//! so that a spinning poller learns which channel to watch while the change is being made,
+//! instead of after it: the doorbell's line then travels while the change is made, not after
+//! it. An announcement is only a hint: the ring after the change still comes, and when the
+//! word still holds an announcement with the ringer's hint it only clears the flag, so that
+//! the poller hears one more ring of that channel (not a merge of two rings). Nothing is
+//! announced over another announcement, while a watcher sleeps, or when the word changed
+//! under the announcer.
 //! The poller spins on [`Bell::peek`] and, to sleep, [`Bell::arm`]s the word (sets the
 //! sleeping flag), checks its channels once more and sleeps while the word holds the armed
 //! value; a ring clears the flag, so the word changes, and tells the ringer to wake every
@@ -23,32 +32,39 @@
 //!
 //! Either a notifier sees the watcher (and rings), or the watcher's SeqCst registration comes
 //! after the notifier's fence and the watcher's look sees the change: the `Event` protocol's
-//! argument, on a word per pool instead of per channel. Rings that come close together may
-//! merge: the poller then sees a ring number more than one ahead ([`Rings::Many`]) and looks
-//! at every channel. A hint names a channel by its header's offset in the pool (64-byte
-//! units, 13 bits), so two channels can share one; the poller looks at each channel with the
-//! hint, and at every channel when none of them is ready.
+//! argument, on a word per pool instead of per channel. An announcement changes nothing to
+//! it: a poller that looks after hearing it may find nothing yet, but the ring after the
+//! change comes anyway (and brings the change with it), and an announcement leaves the
+//! sleeping flag alone. Rings that come close together may merge: the poller then sees a
+//! ring number more than one ahead ([`Rings::Many`]) and looks at every channel. A hint
+//! names a channel by its header's offset in the pool (64-byte units, 13 bits), so two
+//! channels can share one; the poller looks at each channel with the hint, and at every
+//! channel when none of them is ready.
 //!
 //! # Memory layout
 //! Two `u32`s on the pool header's first line. The watch word counts watchers of arrivals
 //! (low 16 bits) and of freed slots (high 16 bits). The bell word, which sleepers wait on,
-//! holds the hint of the channel that rang last (bits 0-12), the ring number (bits 13-30,
-//! wrapping) and the sleeping flag (bit 31). A ring number one ahead means one ring unless
-//! 2^18 rang in between; a poller still looks at every channel from time to time and before
-//! it sleeps.
+//! holds the hint of the channel that rang last (bits 0-12), the ring number (bits 13-29,
+//! wrapping), the announced flag (bit 30) and the sleeping flag (bit 31). A ring number one
+//! ahead means one ring unless 2^17 rang in between; a poller still looks at every channel
+//! from time to time and before it sleeps.
 //!
 //! # Deaths
 //! A poller that dies while watching leaves its count: notifiers of that side in the pool
 //! then ring on every change (one compare-and-swap each, and one wake-up call the first
-//! time), until the pool is created anew. Nothing is lost or delayed by it.
+//! time), until the pool is created anew. Nothing is lost or delayed by it. A notifier that
+//! dies between its announcement and its ring leaves the announced flag: announcements stop
+//! until another channel's ring clears it; rings go on as before.
 
 use crate::sync::{AtomicU32, Ordering};
 
 /// Hint of the channel that rang last (bits 0-12).
 const HINT_MASK: u32 = (1 << 13) - 1;
-/// Where the ring number starts (18 bits).
+/// Where the ring number starts (17 bits).
 const SEQ_SHIFT: u32 = 13;
-const SEQ_MASK: u32 = (1 << 18) - 1;
+const SEQ_MASK: u32 = (1 << 17) - 1;
+/// Set by an announcement (a ring before the change), cleared by the ring after it (bit 30).
+const ANNOUNCED: u32 = 1 << 30;
 /// Set while a watcher sleeps on the bell word (bit 31).
 const SLEEPING: u32 = 1 << 31;
 /// Watch-word unit of an arrivals watcher, and of a freed-slots watcher.
@@ -161,25 +177,58 @@ impl<'a> Bell<'a> {
     /// Rings: for a notifier that saw watchers of its side after its SeqCst fence (see
     /// [`crate::Channel::ring`]). Returns `true` when sleepers must be woken (every sleeper
     /// on [`Bell::word`]).
+    ///
+    /// When the word still holds an announcement with this bell's hint (and nothing rang
+    /// since), the ring only clears the announced flag: a watcher that heard the
+    /// announcement hears this as one more ring of the same channel, and one that did not
+    /// hears one ring of it, not two merged ones.
     #[cold]
     #[inline(never)]
     pub(crate) fn ring(&self) -> bool {
         let mut b = self.word.load(Ordering::Relaxed);
         loop {
-            let seq = ((b >> SEQ_SHIFT).wrapping_add(1) & SEQ_MASK) << SEQ_SHIFT;
+            let next = if b & (ANNOUNCED | SLEEPING | HINT_MASK) == ANNOUNCED | self.hint {
+                b & !ANNOUNCED
+            } else {
+                (((b >> SEQ_SHIFT).wrapping_add(1) & SEQ_MASK) << SEQ_SHIFT) | self.hint
+            };
             // SYNC: ring (SeqCst CAS; its release half) <-> the watcher's Acquire `peek` and
             // SeqCst `arm`: a watcher that reads this value sees the change made before it;
             // an `arm` before it is seen here (the sleeping flag, which the ring clears).
-            match self.word.compare_exchange_weak(
-                b,
-                seq | self.hint,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .word
+                .compare_exchange_weak(b, next, Ordering::SeqCst, Ordering::Relaxed)
+            {
                 Ok(_) => return b & SLEEPING != 0,
                 Err(now) => b = now,
             }
         }
+    }
+
+    /// Announces a change about to be made (a notifier that saw watchers of its side, before
+    /// its change; see [`crate::Channel::announce`]): writes the hint and the next ring
+    /// number with the announced flag, so that a spinning watcher learns which channel to
+    /// watch while the change is being made. A hint only: the change still rings after it
+    /// ([`Bell::ring`]), and nothing is announced while the word is announced already, or a
+    /// watcher sleeps (it is woken by that ring), or another ring wins the word.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn announce(&self) {
+        // Relaxed: a hint (no partner); the compare-and-swap below acts only on this value.
+        let b = self.word.load(Ordering::Relaxed);
+        if b & (ANNOUNCED | SLEEPING) != 0 {
+            return;
+        }
+        let seq = ((b >> SEQ_SHIFT).wrapping_add(1) & SEQ_MASK) << SEQ_SHIFT;
+        // Relaxed: nothing is published with an announcement (the change comes after it);
+        // the ring after the change carries it (see `ring`). The RMW keeps every ring's value
+        // (a plain store could overwrite one).
+        let _ = self.word.compare_exchange(
+            b,
+            seq | ANNOUNCED | self.hint,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Counts a watcher of `side`; returns the bell word's value, to compare later looks
@@ -234,13 +283,15 @@ impl<'a> Bell<'a> {
         self.word.fetch_or(SLEEPING, Ordering::SeqCst) | SLEEPING
     }
 
-    /// What rang between two values of the bell word (the sleeping flag ignored).
+    /// What rang between two values of the bell word (the sleeping flag ignored). An
+    /// announcement counts as a ring, and so does the ring after it (the flag cleared, the
+    /// ring number kept).
     pub const fn rings_since(old: u32, new: u32) -> Rings {
         if old & !SLEEPING == new & !SLEEPING {
             return Rings::None;
         }
         let step = (new >> SEQ_SHIFT).wrapping_sub(old >> SEQ_SHIFT) & SEQ_MASK;
-        if step == 1 {
+        if step == 1 || (step == 0 && old & ANNOUNCED != 0 && new & HINT_MASK == old & HINT_MASK) {
             Rings::One(new & HINT_MASK)
         } else {
             Rings::Many

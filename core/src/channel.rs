@@ -532,6 +532,17 @@ impl Channel {
         self.pool.bell_watchers(side) != 0 && self.bell().on(side).ring()
     }
 
+    /// Before a change of `side` (a send: [`Side::Arrived`]): announces it on the pool's
+    /// doorbell when a channel-set poller watches that side, so that a spinning poller can
+    /// watch this channel while the change is made. A hint: [`Channel::notify`] after the
+    /// change still rings (see `bell.rs`).
+    #[inline(always)]
+    pub fn announce(&self, side: Side) {
+        if self.pool.bell_watchers(side) != 0 {
+            self.bell().on(side).announce();
+        }
+    }
+
     /// The event of `side`: the receive event for [`Side::Arrived`], the send event for
     /// [`Side::Freed`].
     #[inline(always)]

@@ -124,3 +124,80 @@ fn watchers_are_counted_per_side_and_bounded() {
     assert_eq!(bell.watchers(Side::Arrived), 0, "never below zero");
     assert_eq!(bell.watchers(Side::Freed), 1);
 }
+
+#[test]
+fn an_announcement_and_its_ring_are_heard_as_the_channels_rings_never_merged() {
+    let mut m = Mem::new(1 << 16);
+    let (a, b) = channels(&mut m);
+    let bell = a.bell();
+    let quiet = bell.peek();
+    a.announce(Side::Arrived);
+    assert_eq!(bell.peek(), quiet, "nobody watching: nothing announced");
+    let before = bell.watch(Side::Arrived).unwrap();
+    a.announce(Side::Arrived);
+    let announced = bell.peek();
+    assert_eq!(
+        Bell::rings_since(before, announced),
+        Rings::One(a.bell().hint()),
+        "an announcement names its channel"
+    );
+    b.announce(Side::Arrived);
+    assert_eq!(bell.peek(), announced, "one announcement at a time");
+    assert!(!send(&a), "nobody asleep: no wake-up call");
+    let rung = bell.peek();
+    assert_eq!(
+        Bell::rings_since(announced, rung),
+        Rings::One(a.bell().hint()),
+        "the ring after the announcement is heard"
+    );
+    assert_eq!(
+        Bell::rings_since(before, rung),
+        Rings::One(a.bell().hint()),
+        "an announcement and its ring count as one ring of the channel"
+    );
+    // Another channel's ring over an announcement: two rings.
+    a.announce(Side::Arrived);
+    assert!(!send(&b));
+    assert_eq!(Bell::rings_since(rung, bell.peek()), Rings::Many);
+    // The announcer's own ring after that is a ring of its own.
+    let seen = bell.peek();
+    assert!(!send(&a));
+    assert_eq!(
+        Bell::rings_since(seen, bell.peek()),
+        Rings::One(a.bell().hint())
+    );
+    bell.unwatch(Side::Arrived);
+}
+
+#[test]
+fn a_sleeper_is_not_announced_to_but_woken_by_the_ring() {
+    let mut m = Mem::new(1 << 16);
+    let (a, _b) = channels(&mut m);
+    let bell = a.bell();
+    bell.watch(Side::Arrived).unwrap();
+    let armed = bell.arm();
+    a.announce(Side::Arrived);
+    assert_eq!(
+        bell.peek(),
+        armed,
+        "the word a sleeper waits on is left alone"
+    );
+    assert!(send(&a), "the ring wakes the sleeper");
+    assert_eq!(
+        Bell::rings_since(armed, bell.peek()),
+        Rings::One(a.bell().hint())
+    );
+    // Armed after an announcement: the ring still wakes.
+    a.announce(Side::Arrived);
+    let armed = bell.arm();
+    assert!(
+        send(&a),
+        "an armed announcement: the ring wakes the sleeper"
+    );
+    assert!(!bell.armed());
+    assert_eq!(
+        Bell::rings_since(armed, bell.peek()),
+        Rings::One(a.bell().hint())
+    );
+    bell.unwatch(Side::Arrived);
+}

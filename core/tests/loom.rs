@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dragon_channels_core::{
-    AllocKind, Channel, ChannelAttrs, ChannelError, Event, Poll, Polled, Pool, PoolConfig,
-    PoolError, Region, Side, Waiter, Wake,
+    AllocKind, Bell, Channel, ChannelAttrs, ChannelError, Event, Poll, Polled, Pool, PoolConfig,
+    PoolError, Region, Rings, Side, Waiter, Wake,
 };
 
 struct Mem(Vec<u64>);
@@ -594,14 +594,17 @@ fn one_and_all_waiters(runs: &'static AtomicUsize, notify: fn(&Event<'_>) -> Wak
     });
 }
 
-/// A channel-set poller watches the pool's doorbell, looks, arms it, looks again and would
-/// sleep on the armed value; a sender sends, notifies and rings. Whatever the interleaving,
-/// a poller that would sleep was rung after it armed: the ring changed the word it sleeps on
-/// and told the sender to wake it.
+/// A channel-set poller watches the pool's doorbell, looks, hears the doorbell and looks
+/// again (as it spins), arms it, looks again and would sleep on the armed value; a sender
+/// announces its send on the doorbell, sends, notifies and rings, as the std adapter does.
+/// Whatever the interleaving: after each look that found nothing, the doorbell rings again
+/// with the channel's hint (a spinning poller hears it), and a poller that would sleep was
+/// rung after it armed (the ring changed the word it sleeps on and told the sender to wake
+/// it).
 #[test]
 fn doorbell_watch_arm_sleep_against_send_and_ring() {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
-    doorbell(&RUNS, false);
+    doorbell(&RUNS, Sender::AnnounceSendRing);
     explored(&RUNS, "doorbell_watch_arm_sleep_against_send_and_ring");
 }
 
@@ -609,33 +612,68 @@ fn doorbell_watch_arm_sleep_against_send_and_ring() {
 /// and its look). loom must find the poller asleep with the message queued and nobody
 /// ringing.
 #[test]
-#[should_panic(expected = "would sleep")]
+#[should_panic(expected = "with a message queued")]
 fn planted_bug_ring_before_the_change() {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
-    doorbell(&RUNS, true);
+    doorbell(&RUNS, Sender::RingFirst);
 }
 
-fn doorbell(runs: &'static AtomicUsize, ring_first: bool) {
-    model(move || {
+/// Planted bug: the sender skips its ring when the doorbell still holds the value its
+/// announcement left (as if every watcher had heard the announcement already). loom must
+/// find a spinning poller that looked after the announcement, before the send, and hears
+/// nothing more.
+#[test]
+#[should_panic(expected = "hears nothing")]
+fn planted_bug_announcement_instead_of_ring() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    doorbell(&RUNS, Sender::AnnounceOnly);
+}
+
+/// How the doorbell model's sender sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// The adapter's way: announce, send, notify (event and doorbell).
+    AnnounceSendRing,
+    /// Planted bug: ring, then send.
+    RingFirst,
+    /// Planted bug: announce, send, and ring only if the doorbell changed since.
+    AnnounceOnly,
+}
+
+fn doorbell(runs: &'static AtomicUsize, sender: Sender) {
+    // Small enough for 5 preemptions (831 executions, well under a second).
+    model_bounded(5, move || {
         runs.fetch_add(1, Ordering::Relaxed);
         let (mem, ch) = channel_in_new_region(1);
         let (m1, m2) = (mem.clone(), mem.clone());
         let tx = loom::thread::spawn(move || {
-            let woke = if ring_first {
-                let woke = ch.ring(Side::Arrived);
-                ch.try_send(&[7], 0, 0).unwrap();
-                woke
-            } else {
-                ch.try_send(&[7], 0, 0).unwrap();
-                // The adapter's notify: the event's and the doorbell's in one.
-                ch.notify(Side::Arrived).is_some_and(|n| n.bell)
+            let woke = match sender {
+                Sender::RingFirst => {
+                    let woke = ch.ring(Side::Arrived);
+                    ch.try_send(&[7], 0, 0).unwrap();
+                    woke
+                }
+                Sender::AnnounceSendRing => {
+                    ch.announce(Side::Arrived);
+                    ch.try_send(&[7], 0, 0).unwrap();
+                    // The adapter's notify: the event's and the doorbell's in one.
+                    ch.notify(Side::Arrived).is_some_and(|n| n.bell)
+                }
+                Sender::AnnounceOnly => {
+                    ch.announce(Side::Arrived);
+                    let announced = ch.bell().peek();
+                    ch.try_send(&[7], 0, 0).unwrap();
+                    loom::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+                    ch.bell().peek() != announced
+                        && ch.notify(Side::Arrived).is_some_and(|n| n.bell)
+                }
             };
             drop(m1);
             woke
         });
         let poller = loom::thread::spawn(move || {
             let bell = ch.bell();
-            bell.watch(Side::Arrived).unwrap();
+            let watched = bell.watch(Side::Arrived).unwrap();
             let ready = |ch: &Channel| loop {
                 match ch.try_poll(Poll::In) {
                     Ok(p) => break p == Polled::Ready,
@@ -645,19 +683,38 @@ fn doorbell(runs: &'static AtomicUsize, ring_first: bool) {
                     Err(e) => panic!("{e}"),
                 }
             };
-            let slept_on = if ready(&ch) {
+            // The doorbell's value heard before the last look that found nothing.
+            let mut heard = watched;
+            let mut found = ready(&ch);
+            if !found {
+                // A spinning poller: hears the doorbell, looks again if it rang.
+                let now = bell.peek();
+                if Bell::rings_since(heard, now) != Rings::None {
+                    heard = now;
+                    found = ready(&ch);
+                }
+            }
+            let slept_on = if found {
                 None
             } else {
                 let armed = bell.arm();
                 (!ready(&ch)).then_some(armed)
             };
             drop(m2);
-            slept_on
+            (found, heard, slept_on)
         });
         let woke = tx.join().unwrap();
-        let slept_on = poller.join().unwrap();
+        let (found, heard, slept_on) = poller.join().unwrap();
+        let now = ch.bell().word().load(core::sync::atomic::Ordering::SeqCst);
+        if !found {
+            assert!(
+                matches!(Bell::rings_since(heard, now), Rings::Many)
+                    || Bell::rings_since(heard, now) == Rings::One(ch.bell().hint()),
+                "a spinning poller that looked after hearing {heard:#x} hears nothing more \
+                 (now {now:#x}) with a message queued"
+            );
+        }
         if let Some(armed) = slept_on {
-            let now = ch.bell().word().load(core::sync::atomic::Ordering::SeqCst);
             assert!(
                 now != armed && woke,
                 "the poller would sleep on {armed:#x} (now {now:#x}, woken: {woke}) with a \

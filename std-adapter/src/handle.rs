@@ -452,6 +452,7 @@ impl Handle<Sending> {
         timeout: Timeout,
     ) -> Result<(), Error> {
         // The fast path inline, the waiting out of line with only what it needs.
+        self.ch.core.announce(Side::Arrived);
         match self.ch.core.try_send(bytes, hints, clientid) {
             Ok(()) => {
                 crate::wait::notify(&self.ch.core, Side::Arrived);
@@ -555,6 +556,7 @@ impl Handle<Sending> {
             len: mem.len(),
         };
         let core = &self.ch.core;
+        core.announce(Side::Arrived);
         self.block(Op::Send, timeout, |_| {
             core.try_send_mode(mode, hints, clientid)
         })

@@ -10,13 +10,16 @@
 //! holds, it spins and yields for a while as a blocking receive does (per [`WaitMode`]),
 //! reading only the doorbells: every send (for IN and FULL) or receive (for OUT and EMPTY)
 //! in a watched pool rings its doorbell with the channel's hint, so the poller looks at that
-//! channel alone, however many channels the set has. (A set of at most 32 channels waiting
-//! for IN or OUT spins on the channels' own readiness hints instead: a few hints cost less
-//! than the doorbell's extra cache line.) Then it arms each doorbell, checks every condition
-//! once more, and sleeps on the doorbells (one `futex_waitv` word per pool). A larger set
-//! watches from its first poll until it is dropped, so the next poll looks only at the
-//! channels that rang meanwhile, and at the one it reported last; a small one watches only
-//! while it sleeps, so that senders do not ring while it spins.
+//! channel alone, however many channels the set has. A send also announces itself on the
+//! doorbell before it publishes: the poller hears the hint while the message is being
+//! written and reads that channel's readiness hint as it spins, until the next ring, so the
+//! doorbell's cache line travels while the sender works rather than after it. (A set of at
+//! most 32 channels waiting for IN or OUT spins on the channels' own readiness hints
+//! instead: a few hints cost less than the doorbell's extra cache line.) Then it arms each
+//! doorbell, checks every condition once more, and sleeps on the doorbells (one `futex_waitv`
+//! word per pool). A larger set watches from its first poll until it is dropped, so the next
+//! poll looks only at the channels that rang meanwhile, and at the one it reported last; a
+//! small one watches only while it sleeps, so that senders do not ring while it spins.
 //!
 //! The conditions are levels, not edges: a message sent while nobody polls is still queued
 //! when the next poll looks, so it is reported then (Dragon's sets lose it unless senders
@@ -30,9 +33,10 @@
 //! try-once receive after a poll can find the channel empty.
 //!
 //! While a set lives, every send (or receive, per its mask) in its pools rings (a load, then
-//! one compare-and-swap, and a `FUTEX_WAKE` when the set sleeps); in a pool no set watches,
-//! they pay one load of the watch word, which shares its cache line only with values fixed
-//! when the pool was made.
+//! one compare-and-swap, and a `FUTEX_WAKE` when the set sleeps; a send announces itself
+//! too, one more compare-and-swap while no set of the pool sleeps); in a pool no set
+//! watches, they pay a load of the watch word before and after the send, a line shared only
+//! with values fixed when the pool was made.
 //!
 //! # More than 128 pools
 //! `futex_waitv` takes at most 128 words. A set whose channels live in more pools sleeps on
@@ -156,6 +160,9 @@ struct Watch {
     seen: Vec<u32>,
     /// Bells that refused a watcher (full); their pools' channels are scanned instead.
     unwatched: Vec<bool>,
+    /// The channels of the last lone ring heard: a sender announces its channel before it
+    /// sends, so the spin phase keeps reading their readiness hints until the next ring.
+    hot: Vec<usize>,
 }
 
 impl Watch {
@@ -207,6 +214,7 @@ impl Watch {
             sides,
             seen,
             unwatched,
+            hot: Vec::new(),
         }
     }
 
@@ -216,10 +224,11 @@ impl Watch {
     }
 
     /// Marks pending the channels whose ring a doorbell heard since the last look: those
-    /// with the hint of a lone ring, every channel of a pool whose rings merged. Returns
-    /// whether anything rang.
+    /// with the hint of a lone ring (they are hot then), every channel of a pool whose rings
+    /// merged. Returns whether anything rang.
     fn hear(&mut self, pending: &mut Pending) -> bool {
         let mut rang = false;
+        let hot = &mut self.hot;
         for (k, b) in self.bells.iter().enumerate() {
             if self.unwatched[k] {
                 continue;
@@ -229,13 +238,20 @@ impl Watch {
             match Bell::rings_since(was, now) {
                 Rings::None => {}
                 Rings::One(hint) => {
+                    if !rang {
+                        hot.clear();
+                    }
                     let from = b.hints.partition_point(|&(h, _)| h < hint);
                     for &(_, i) in b.hints[from..].iter().take_while(|&&(h, _)| h == hint) {
                         pending.set(i);
+                        hot.push(i);
                     }
                     rang = true;
                 }
                 Rings::Many => {
+                    if !rang {
+                        hot.clear();
+                    }
                     for &(_, i) in &b.hints {
                         pending.set(i);
                     }
@@ -480,8 +496,11 @@ impl ChannelSet {
             let found = if scan_always {
                 self.scan(polls.is_multiple_of(SCAN_EVERY))?
             } else {
-                match self.look()? {
-                    None if polls.is_multiple_of(SCAN_EVERY) => self.scan(true)?,
+                match self.look_hot()? {
+                    None => match self.look()? {
+                        None if polls.is_multiple_of(SCAN_EVERY) => self.scan(true)?,
+                        found => found,
+                    },
                     found => found,
                 }
             };
@@ -532,6 +551,25 @@ impl ChannelSet {
                 return Ok(Some(ev));
             }
             from = (i + 1) % n;
+        }
+        Ok(None)
+    }
+
+    /// Looks at the hot channels (those of the last lone ring) whose readiness hint says
+    /// so: an announced change may have been made since the ring (see `bell.rs`).
+    fn look_hot(&mut self) -> Result<Option<SetEvent>, Error> {
+        let Some(w) = self.watch.as_ref() else {
+            return Ok(None);
+        };
+        for k in 0..w.hot.len() {
+            let Some(&i) = self.watch.as_ref().and_then(|w| w.hot.get(k)) else {
+                break;
+            };
+            if self.hint_says_look(i, false)
+                && let Some(ev) = self.check_one(i)?
+            {
+                return Ok(Some(ev));
+            }
         }
         Ok(None)
     }
