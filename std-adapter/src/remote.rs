@@ -781,16 +781,23 @@ impl HandleState {
                 Err(Error::ChannelTimeout) => {}
                 Err(e) => return Err(e),
             }
-            if link.dead() {
-                return Err(down(outcome)(
-                    "its process exited while a request was in flight".into(),
-                ));
-            }
-            if give_up.is_some_and(|g| Instant::now() >= g) {
-                return Err(Error::Remote(RemoteError::NoAnswer { outcome }));
-            }
+            still_waiting(link, give_up, outcome)?;
         }
     }
+}
+
+/// Between two slices of a wait for the gateway's answer: `GatewayDown` if its process
+/// exited, `NoAnswer` past `give_up`.
+fn still_waiting(link: &Link, give_up: Option<Instant>, outcome: Outcome) -> Result<(), Error> {
+    if link.dead() {
+        return Err(down(outcome)(
+            "its process exited while a request was in flight".into(),
+        ));
+    }
+    if give_up.is_some_and(|g| Instant::now() >= g) {
+        return Err(Error::Remote(RemoteError::NoAnswer { outcome }));
+    }
+    Ok(())
 }
 
 /// The payload that follows a reply marked [`OP_PAYLOAD_NEXT`] in completion channel
@@ -807,14 +814,7 @@ fn next_payload(
             Err(Error::ChannelTimeout) => {}
             Err(e) => return Err(e),
         }
-        if link.dead() {
-            return Err(down(outcome)(
-                "its process exited while a request was in flight".into(),
-            ));
-        }
-        if give_up.is_some_and(|g| Instant::now() >= g) {
-            return Err(Error::Remote(RemoteError::NoAnswer { outcome }));
-        }
+        still_waiting(link, give_up, outcome)?;
     }
 }
 

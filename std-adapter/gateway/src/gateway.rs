@@ -1344,7 +1344,30 @@ mod tests {
         e.to_vec()
     }
 
+    /// Drops the gateway and destroys its pool.
+    fn destroy(gw: Gateway<Fake>) {
+        let pool = gw.pool().clone();
+        drop(gw);
+        pool.destroy().unwrap();
+    }
+
     const PEER: u64 = 0xFEED;
+
+    /// A gateway with a 16 MiB pool `name` whose one peer (node 1, host [`PEER`]) said hello,
+    /// over a [`Fake`] transport of messages up to `max` bytes.
+    fn greeted(name: &str, max: usize) -> Gateway<Fake> {
+        let mut hello = Envelope::new(Kind::Hello);
+        hello.origin = PEER;
+        let t = Fake::new(max, VecDeque::from([(1, hello.to_vec())]));
+        let cfg = Config {
+            pool_name: name.to_string(),
+            pool_size: 1 << 24,
+            capacity: 16,
+        };
+        let mut gw = Gateway::new(t, &cfg).unwrap();
+        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        gw
+    }
 
     /// Sequence numbers of the SEND envelopes the gateway handed to the transport, in order
     /// (batches opened).
@@ -1374,16 +1397,7 @@ mod tests {
     fn order_is_kept_between_batches_and_large_messages() {
         let name = format!("gwo{}", std::process::id());
         let _cleanup = Unlink(name.clone());
-        let mut hello = Envelope::new(Kind::Hello);
-        hello.origin = PEER;
-        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
-        let cfg = Config {
-            pool_name: name.clone(),
-            pool_size: 1 << 24,
-            capacity: 16,
-        };
-        let mut gw = Gateway::new(t, &cfg).unwrap();
-        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let mut gw = greeted(&name, usize::MAX);
         let mut client = gw.channel().sendh().unwrap();
         client.open().unwrap();
         let big = vec![1u8; BATCH_LIMIT + 1];
@@ -1411,25 +1425,14 @@ mod tests {
             .count();
         assert_eq!(sends, 3);
         drop(client);
-        let pool = gw.pool().clone();
-        drop(gw);
-        pool.destroy().unwrap();
+        destroy(gw);
     }
 
     #[test]
     fn a_request_larger_than_the_transport_fails_with_a_clear_answer() {
         let name = format!("gwu{}", std::process::id());
-        let mut hello = Envelope::new(Kind::Hello);
-        hello.origin = PEER;
-        let t = Fake::new(2048, VecDeque::from([(1, hello.to_vec())]));
-        let cfg = Config {
-            pool_name: name.clone(),
-            pool_size: 1 << 24,
-            capacity: 16,
-        };
         let _cleanup = Unlink(name.clone());
-        let mut gw = Gateway::new(t, &cfg).unwrap();
-        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let mut gw = greeted(&name, 2048);
         let done = Channel::create(gw.pool(), 77, None).unwrap();
         let mut done_r = done.recvh().unwrap();
         done_r.open().unwrap();
@@ -1451,9 +1454,7 @@ mod tests {
         assert!(why.contains("larger than the transport carries"), "{why}");
         drop((client, done_r));
         done.destroy().unwrap();
-        let pool = gw.pool().clone();
-        drop(gw);
-        pool.destroy().unwrap();
+        destroy(gw);
     }
 
     /// The header message of a large SEND from the peer into `target`, waiting for its
@@ -1503,16 +1504,7 @@ mod tests {
         let name = format!("gwb{}", std::process::id());
         let tname = format!("gwt{}", std::process::id());
         let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
-        let mut hello = Envelope::new(Kind::Hello);
-        hello.origin = PEER;
-        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
-        let cfg = Config {
-            pool_name: name.clone(),
-            pool_size: 1 << 24,
-            capacity: 16,
-        };
-        let mut gw = Gateway::new(t, &cfg).unwrap();
-        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let mut gw = greeted(&name, usize::MAX);
         let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
         let target = Channel::create(&tpool, 3, None).unwrap();
         let mut tr = target.recvh().unwrap();
@@ -1565,9 +1557,7 @@ mod tests {
         drop(tr);
         target.destroy().unwrap();
         tpool.destroy().unwrap();
-        let pool = gw.pool().clone();
-        drop(gw);
-        pool.destroy().unwrap();
+        destroy(gw);
     }
 
     #[test]
@@ -1575,16 +1565,7 @@ mod tests {
         let name = format!("gwg{}", std::process::id());
         let tname = format!("gwh{}", std::process::id());
         let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
-        let mut hello = Envelope::new(Kind::Hello);
-        hello.origin = PEER;
-        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
-        let cfg = Config {
-            pool_name: name.clone(),
-            pool_size: 1 << 24,
-            capacity: 16,
-        };
-        let mut gw = Gateway::new(t, &cfg).unwrap();
-        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let mut gw = greeted(&name, usize::MAX);
         // Far side: the peer's GET of a channel here holding a large message.
         let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
         let target = Channel::create(&tpool, 3, None).unwrap();
@@ -1648,9 +1629,7 @@ mod tests {
         target.destroy().unwrap();
         done.destroy().unwrap();
         tpool.destroy().unwrap();
-        let pool = gw.pool().clone();
-        drop(gw);
-        pool.destroy().unwrap();
+        destroy(gw);
     }
 
     #[test]
@@ -1658,16 +1637,7 @@ mod tests {
         let name = format!("gwf{}", std::process::id());
         let tname = format!("gwe{}", std::process::id());
         let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
-        let mut hello = Envelope::new(Kind::Hello);
-        hello.origin = PEER;
-        let t = Fake::new(usize::MAX, VecDeque::from([(1, hello.to_vec())]));
-        let cfg = Config {
-            pool_name: name.clone(),
-            pool_size: 1 << 24,
-            capacity: 16,
-        };
-        let mut gw = Gateway::new(t, &cfg).unwrap();
-        gw.wait_peers(Duration::from_secs(5)).unwrap();
+        let mut gw = greeted(&name, usize::MAX);
         let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
         let attrs = ChannelAttrs {
             capacity: 2,
@@ -1712,8 +1682,6 @@ mod tests {
         drop((ts, tr));
         target.destroy().unwrap();
         tpool.destroy().unwrap();
-        let pool = gw.pool().clone();
-        drop(gw);
-        pool.destroy().unwrap();
+        destroy(gw);
     }
 }
