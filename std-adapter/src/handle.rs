@@ -623,6 +623,15 @@ impl Handle<Receiving> {
         }
         let core = &self.ch.core;
         let (alloc, got) = self.block(Op::Recv, timeout, |_| core.try_recv_alloc())?;
+        self.message_of(alloc, got)
+    }
+
+    /// The message that owns `alloc`, received as `got`.
+    fn message_of(
+        &self,
+        alloc: dragon_channels_core::Alloc,
+        got: dragon_channels_core::Received,
+    ) -> Result<Message, Error> {
         match MsgMem::new(&self.ch.pool, alloc, got.len) {
             Some(mem) => Ok(Message::from_mem(mem, got.hints, got.clientid)),
             None => {
@@ -756,24 +765,11 @@ impl Handle<Receiving> {
         })?;
         match got {
             Ok(got) => {
-                let mut bytes = buf.0.0;
                 self.freed_side(got.len);
-                bytes.truncate(got.len);
-                Ok(BytesOrMessage::Bytes(bytes))
+                // `filled` set the length to the payload's.
+                Ok(BytesOrMessage::Bytes(buf.0.0))
             }
-            Err((alloc, got)) => match MsgMem::new(&self.ch.pool, alloc, got.len) {
-                Some(mem) => Ok(BytesOrMessage::Message(Message::from_mem(
-                    mem,
-                    got.hints,
-                    got.clientid,
-                ))),
-                None => {
-                    let _ = self.ch.pool.inner.free(alloc);
-                    Err(Error::ChannelRecvError(Reason::Core(
-                        dragon_channels_core::ChannelError::Corrupt("received allocation"),
-                    )))
-                }
-            },
+            Err((alloc, got)) => self.message_of(alloc, got).map(BytesOrMessage::Message),
         }
     }
 }
