@@ -67,6 +67,11 @@ const SEQ_MASK: u32 = (1 << 17) - 1;
 const ANNOUNCED: u32 = 1 << 30;
 /// Set while a watcher sleeps on the bell word (bit 31).
 const SLEEPING: u32 = 1 << 31;
+
+/// The ring-number bits of the ring after bell word `b` (its other bits zero).
+const fn next_seq(b: u32) -> u32 {
+    ((b >> SEQ_SHIFT).wrapping_add(1) & SEQ_MASK) << SEQ_SHIFT
+}
 /// Watch-word unit of an arrivals watcher, and of a freed-slots watcher.
 const ARRIVED_UNIT: u32 = 1;
 const FREED_UNIT: u32 = 1 << 16;
@@ -190,7 +195,7 @@ impl<'a> Bell<'a> {
             let next = if b & (ANNOUNCED | SLEEPING | HINT_MASK) == ANNOUNCED | self.hint {
                 b & !ANNOUNCED
             } else {
-                (((b >> SEQ_SHIFT).wrapping_add(1) & SEQ_MASK) << SEQ_SHIFT) | self.hint
+                next_seq(b) | self.hint
             };
             // SYNC: ring (SeqCst CAS; its release half) <-> the watcher's Acquire `peek` and
             // SeqCst `arm`: a watcher that reads this value sees the change made before it;
@@ -219,7 +224,7 @@ impl<'a> Bell<'a> {
         if b & (ANNOUNCED | SLEEPING) != 0 {
             return;
         }
-        let seq = ((b >> SEQ_SHIFT).wrapping_add(1) & SEQ_MASK) << SEQ_SHIFT;
+        let seq = next_seq(b);
         // Relaxed: nothing is published with an announcement (the change comes after it);
         // the ring after the change carries it (see `ring`). The RMW keeps every ring's value
         // (a plain store could overwrite one).

@@ -558,10 +558,8 @@ impl ChannelSet {
     /// Looks at the hot channels (those of the last lone ring) whose readiness hint says
     /// so: an announced change may have been made since the ring (see `bell.rs`).
     fn look_hot(&mut self) -> Result<Option<SetEvent>, Error> {
-        let Some(w) = self.watch.as_ref() else {
-            return Ok(None);
-        };
-        for k in 0..w.hot.len() {
+        // By index: `check_one` needs the set mutably (it may end the watch, emptying `hot`).
+        for k in 0.. {
             let Some(&i) = self.watch.as_ref().and_then(|w| w.hot.get(k)) else {
                 break;
             };

@@ -63,16 +63,25 @@ const HEADER_MAGIC: u32 = 0x4847_5244;
 /// Bytes of a header message before its envelope.
 const HEADER_PREFIX: usize = 12;
 
+/// The header message of envelope `head` (its payload left out) whose payload of
+/// `payload_len` bytes follows as a body.
+fn header_message(head: &Envelope<'_>, payload_len: usize) -> Vec<u8> {
+    let head = Envelope {
+        payload: &[],
+        ..*head
+    };
+    let mut h = Vec::with_capacity(HEADER_PREFIX + head.len());
+    h.extend_from_slice(&HEADER_MAGIC.to_le_bytes());
+    h.extend_from_slice(&(payload_len as u64).to_le_bytes());
+    h.extend_from_slice(&head.to_vec());
+    h
+}
+
 /// The header message of large envelope `bytes` and where its payload starts in them.
 fn split_large(bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
     let e = Envelope::decode(bytes).ok()?;
     let start = bytes.len() - e.payload.len();
-    let head = Envelope { payload: &[], ..e };
-    let mut h = Vec::with_capacity(HEADER_PREFIX + head.len());
-    h.extend_from_slice(&HEADER_MAGIC.to_le_bytes());
-    h.extend_from_slice(&(e.payload.len() as u64).to_le_bytes());
-    h.extend_from_slice(&head.to_vec());
-    Some((h, start))
+    Some((header_message(&e, e.payload.len()), start))
 }
 
 /// How a gateway is set up.
@@ -1119,10 +1128,7 @@ impl<T: Transport> Gateway<T> {
         let Some(body) = Body::pool(m, 0) else {
             return;
         };
-        let mut h = HEADER_MAGIC.to_le_bytes().to_vec();
-        h.extend_from_slice(&(len as u64).to_le_bytes());
-        h.extend_from_slice(&r.to_vec());
-        self.batch[rank].push(Item::Large(h, body));
+        self.batch[rank].push(Item::Large(header_message(&r, len), body));
     }
 
     /// Rank `r` is gone: answer what was in flight to it, route nothing more there.
@@ -1470,10 +1476,7 @@ mod tests {
         e.clientid = 12;
         e.target_desc = target;
         e.reply_desc = b"peer's completion channel";
-        let mut h = HEADER_MAGIC.to_le_bytes().to_vec();
-        h.extend_from_slice(&(len as u64).to_le_bytes());
-        h.extend_from_slice(&e.to_vec());
-        h
+        header_message(&e, len)
     }
 
     /// The answers the gateway sent to the peer: (seq, status).
@@ -1608,10 +1611,7 @@ mod tests {
         r.seq = 9;
         r.hints = 4;
         r.reply_desc = &reply_desc;
-        let mut h = HEADER_MAGIC.to_le_bytes().to_vec();
-        h.extend_from_slice(&(big.len() as u64).to_le_bytes());
-        h.extend_from_slice(&r.to_vec());
-        gw.t.inbox.push_back((1, h));
+        gw.t.inbox.push_back((1, header_message(&r, big.len())));
         gw.turn();
         assert!(matches!(
             done_r.recv_bytes(Timeout::Try),
