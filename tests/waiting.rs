@@ -3,6 +3,7 @@
 //! test binary re-runs itself as child roles, stdout discarded).
 //!
 //! - every poll value, with try-once, expiring and blocking timeouts and each wait mode;
+//!   a try-once send into a full channel handed over to the receivers asleep on it;
 //!   refusals (semaphore polls on a message channel and the other way round, handles on a
 //!   semaphore, V past a bound);
 //! - a child blocked in `poll(In)` until the parent sends, `poll(Empty)` / `poll(Out)` while
@@ -330,6 +331,58 @@ fn blocked_receivers_counts_receivers_not_pollers() {
     assert_eq!(receiver(&ch).recv_bytes(Timeout::Try).unwrap(), b"two");
     assert_eq!(blocked().unwrap(), Polled::Value(0));
     assert_eq!(words.waiters(Waiter::All), 0);
+    ch.destroy().unwrap();
+    pool.destroy().unwrap();
+}
+
+/// A try-once send into a full channel on which receivers sleep hands its message over: it
+/// waits for a woken receiver to make room (the sends that filled the channel woke them) and
+/// succeeds; with nobody asleep there it fails with `ChannelFull`. Without the hand-over the
+/// third send below fails whenever it runs before the first woken receiver (a futex wake-up
+/// takes tens of microseconds, a send well under one).
+#[test]
+fn try_once_send_hands_over_to_sleeping_receivers() {
+    const RECEIVERS: usize = 3;
+    const CAPACITY: u32 = 2;
+    let _watchdog = watchdog(120, "try_once_send_hands_over_to_sleeping_receivers");
+    let (pool, _g) = new_pool("handover", 1 << 20);
+    let ch = Channel::create(&pool, 1, attrs(CAPACITY, 64)).unwrap();
+    let mut got: Vec<u8> = std::thread::scope(|sc| {
+        let rx: Vec<_> = (0..RECEIVERS)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut r = receiver(&ch);
+                    r.set_wait_mode(WaitMode::Idle);
+                    r.recv_bytes(Timeout::After(Duration::from_secs(10)))
+                        .unwrap()[0]
+                })
+            })
+            .collect();
+        wait_until("every receiver asleep", || {
+            ch.blocked_receivers() == RECEIVERS as u32
+        });
+        let s = sender(&ch);
+        for i in 0..RECEIVERS as u8 + CAPACITY as u8 {
+            s.send_bytes(&[i], 1, None, Timeout::Try)
+                .unwrap_or_else(|e| panic!("try-once send {i} with receivers asleep: {e}"));
+        }
+        rx.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    // Nobody sleeps on the channel now: a try-once send into it, full, is refused.
+    assert_eq!(ch.blocked_receivers(), 0);
+    assert!(matches!(
+        sender(&ch).send_bytes(&[9], 1, None, Timeout::Try),
+        Err(Error::ChannelFull)
+    ));
+    let r = receiver(&ch);
+    for _ in 0..CAPACITY {
+        got.push(r.recv_bytes(Timeout::Try).unwrap()[0]);
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..RECEIVERS as u8 + CAPACITY as u8).collect::<Vec<_>>()
+    );
     ch.destroy().unwrap();
     pool.destroy().unwrap();
 }

@@ -138,6 +138,15 @@ impl<'a> Event<'a> {
         self.seq.load(Ordering::SeqCst)
     }
 
+    /// For a waiter still registered (it woke, and its re-check found nothing): the word
+    /// value to sleep on next, read before that re-check as [`Event::register`] reads it. The
+    /// registration stays in place, so the argument is `register`'s.
+    pub fn rearm(&self) -> u32 {
+        // SYNC: SeqCst load <-> notify's bump, as in `register`, after this waiter's
+        // registration RMW (still counted).
+        self.seq.load(Ordering::SeqCst)
+    }
+
     /// Unregisters a waiter of kind `how` (never below zero, whatever a dead waiter left).
     pub fn unregister(&self, how: Waiter) {
         let unit = how.unit();

@@ -319,7 +319,7 @@ impl Handle<Sending> {
     ///
     /// # Errors
     /// [`Error::ChannelHandleNotOpen`]; [`Error::ChannelFull`] for a try-once timeout on a
-    /// full channel; [`Error::ChannelTimeout`]; [`Error::ChannelSendError`] for a message
+    /// full channel on which no receiver sleeps (see [`Timeout::Try`]); [`Error::ChannelTimeout`]; [`Error::ChannelSendError`] for a message
     /// with no memory, or a destination that is too small or from another pool;
     /// [`Error::ChannelDestroyed`].
     #[inline(always)]

@@ -130,7 +130,8 @@ pub use set::{ChannelSet, FUTEX_WAITV_MAX, SetEvent, SetEventKind};
 pub use shm::{MAX_NAME_LEN, MAX_PARTIES, SHM_DIR};
 pub use stream::{RecvStream, SendSink};
 pub use wait::{
-    DRAIN_FOR, HOLDER_WAIT, SLEEP_SLICE, SPIN_FOR, STALL_SLICE, Timeout, WaitMode, YIELD_FOR,
+    DRAIN_FOR, HANDOFF_WAIT, HOLDER_WAIT, SLEEP_SLICE, SPIN_FOR, STALL_SLICE, Timeout, WaitMode,
+    YIELD_FOR,
 };
 
 pub use dragon_channels_core;

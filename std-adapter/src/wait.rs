@@ -16,7 +16,13 @@
 //!    `send_event` for senders, `Pool::free_event` for allocations), tries once more,
 //!    and waits on the word with `FUTEX_WAIT` (shared, not `FUTEX_PRIVATE`, since the word lives
 //!    in a `MAP_SHARED` file mapping seen by other processes) while it still holds the value
-//!    read at registration, for at most [`SLEEP_SLICE`]; then unregisters and tries again.
+//!    read at registration, for at most [`SLEEP_SLICE`]; then tries again, still registered
+//!    (it unregisters when it leaves), so a woken receiver counts as blocked until it has
+//!    its message.
+//!
+//! A try-once send that finds its channel full while receivers sleep on it does not fail at
+//! once: the sends that filled the channel woke those receivers, so it waits (yielding, then
+//! napping) for one of them to make room, at most [`HANDOFF_WAIT`] (`Ctx::hand_over`).
 //!
 //! A successful send calls `recv_event().notify()` and makes the `FUTEX_WAKE` system call only
 //! when it reports a registered sleeper; a successful receive does the same on the send
@@ -92,6 +98,14 @@ const HOLDER_YIELDS: u32 = 4;
 /// that keeps spinning or yielding delays it further.
 pub const HOLDER_NAP: Duration = Duration::from_micros(100);
 
+/// Longest wait of a try-once send that found its channel full while receivers sleep on it
+/// (see `Ctx::hand_over`): far longer than a woken receiver takes to run, unless it died
+/// asleep.
+pub const HANDOFF_WAIT: Duration = Duration::from_millis(50);
+/// Nap between two tries of such a send after [`HOLDER_YIELDS`] yields: short, since a woken
+/// receiver takes some microseconds to make room.
+const HANDOFF_NAP: Duration = Duration::from_micros(20);
+
 /// How long a send or receive may wait (the seed's `blocking` and `timeout` arguments).
 ///
 /// `Duration::ZERO` is the same as [`Timeout::Try`]. Negative timeouts, which the seed
@@ -104,7 +118,9 @@ pub enum Timeout {
     /// Block until the operation can complete (`timeout=None`).
     Block,
     /// Try once (`blocking=False` or `timeout=0`): a full or empty channel gives
-    /// [`Error::ChannelFull`] / [`Error::ChannelEmpty`], not a timeout.
+    /// [`Error::ChannelFull`] / [`Error::ChannelEmpty`], not a timeout. A send into a full
+    /// channel on which receivers sleep hands its message over instead: it waits for one of
+    /// them (woken by the sends that filled it) to make room, at most [`HANDOFF_WAIT`].
     Try,
     /// Wait at most this long, then fail with [`Error::ChannelTimeout`].
     After(Duration),
@@ -594,6 +610,9 @@ impl Ctx<'_> {
         // What the last try waits for.
         let mut wait = match self.attempt_from(&mut st, Err(first), &mut op) {
             Step::Done(r) => return self.done(r),
+            Step::Busy(Wait::Slot) if deadline == Deadline::Try => {
+                return self.hand_over(&mut st, &mut op);
+            }
             Step::Busy(w) if deadline == Deadline::Try => return Err(self.busy_error(w)),
             Step::Busy(w) => w,
         };
@@ -644,47 +663,80 @@ impl Ctx<'_> {
                 spinning = spun < YIELD_FOR || self.mode == WaitMode::Spin;
             }
         }
-        // Sleep.
+        // Sleep. A waiter stays registered from its first sleep until it leaves (done,
+        // expired, or waiting for something else): a woken receiver counts as blocked until
+        // it has taken its message or gone back to sleep, which a try-once send waiting for
+        // it relies on (`Ctx::hand_over`). A notify meanwhile costs its sender one needless
+        // wake.
         loop {
             let (sleeper, how) = self.sleeper(wait);
-            let seen = sleeper.register(how);
-            match self.attempt(&mut st, &mut op) {
-                Step::Done(r) => {
-                    sleeper.unregister(how);
-                    spin_outcome(spin_for, false);
-                    return self.done(r);
+            let mut seen = sleeper.register(how);
+            let left = loop {
+                match self.attempt(&mut st, &mut op) {
+                    Step::Done(r) => break Ok(r),
+                    Step::Busy(w) if w != wait => break Err(Some(w)),
+                    Step::Busy(_) => {}
                 }
-                Step::Busy(w) if w != wait => {
-                    sleeper.unregister(how);
-                    wait = w;
-                    continue;
+                let now = Instant::now();
+                if deadline.passed(now) {
+                    break Err(None);
                 }
-                Step::Busy(_) => {}
-            }
-            let now = Instant::now();
-            if deadline.passed(now) {
-                sleeper.unregister(how);
-                return Err(Error::ChannelTimeout);
-            }
-            let slice = deadline.slice(now);
-            let slice = if st.since.is_some() {
-                slice.min(STALL_SLICE)
-            } else {
-                slice
+                let slice = deadline.slice(now);
+                let slice = if st.since.is_some() {
+                    slice.min(STALL_SLICE)
+                } else {
+                    slice
+                };
+                sleep_on(sleeper.word(), seen, slice);
+                seen = sleeper.rearm();
             };
-            sleep_on(sleeper.word(), seen, slice);
             sleeper.unregister(how);
-            match self.attempt(&mut st, &mut op) {
-                Step::Done(r) => {
+            // Done, expired (`None`), or now waiting for something else.
+            match left {
+                Ok(r) => {
                     spin_outcome(spin_for, false);
                     return self.done(r);
                 }
-                Step::Busy(w) => wait = w,
-            }
-            if deadline.passed(Instant::now()) {
-                return Err(Error::ChannelTimeout);
+                Err(None) => return Err(Error::ChannelTimeout),
+                Err(Some(w)) => wait = w,
             }
         }
+    }
+
+    /// A try-once send that found the channel full while receivers sleep on it: those
+    /// receivers were woken by the sends that filled it (or are about to take a message
+    /// anyway), so the channel is full only until they run. The send waits for one of them
+    /// to make room, as a non-blocking send hands its value to a waiting receiver in Go, and
+    /// fails with [`Error::ChannelFull`] once no receiver sleeps there or after
+    /// [`HANDOFF_WAIT`] (a receiver that died asleep leaves its registration behind). It
+    /// yields, then naps, so that on a machine with fewer cores than runnable processes the
+    /// receivers get a CPU.
+    #[cold]
+    fn hand_over<T>(
+        &self,
+        st: &mut Stall,
+        op: &mut impl FnMut(Attempt) -> Result<T, CoreChannelError>,
+    ) -> Result<T, Error> {
+        let receivers = |ctx: &Self| {
+            ctx.ch
+                .is_some_and(|ch| ch.recv_event().waiters(Waiter::One) > 0)
+        };
+        let start = Instant::now();
+        let mut tries = 0u32;
+        while receivers(self) && start.elapsed() < HANDOFF_WAIT {
+            if tries < HOLDER_YIELDS {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(HANDOFF_NAP);
+            }
+            tries += 1;
+            match self.attempt(st, op) {
+                Step::Done(r) => return self.done(r),
+                Step::Busy(Wait::Slot) => {}
+                Step::Busy(w) => return Err(self.busy_error(w)),
+            }
+        }
+        Err(Error::ChannelFull)
     }
 
     /// After a completed operation: wake the other side.

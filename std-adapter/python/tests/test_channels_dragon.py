@@ -30,7 +30,7 @@ from dragon_channels.channels import (
 )
 from dragon_channels.managed_memory import MemoryPool
 
-from conftest import unique_name
+from conftest import join_child, unique_name
 
 CTX = mp.get_context("spawn")
 
@@ -276,6 +276,41 @@ def _spin_child(ser1, ser2, pool_ser, mode):
     with ch2.recvh(wait_mode=mode) as r:
         r.recv(timeout=20).destroy()
     sys.exit(0)
+
+
+def _sleeping_receiver(ser, mode):
+    with Channel.attach(ser).recvh(wait_mode=mode) as r:
+        r.recv(timeout=30).destroy()
+    sys.exit(0)
+
+
+@pytest.mark.parametrize("mode", [ADAPTIVE_WAIT, IDLE_WAIT])
+def test_try_once_sends_hand_over_to_receivers_asleep(pool, mode):
+    """Ten `timeout=0` sends into a five-slot channel on which ten receivers sleep all
+    succeed: a send that finds the channel full waits for a woken receiver to make room (what
+    Dragon's test_blocking_spin_wait_to_idle_wait needs). With nobody asleep, a full channel
+    refuses a try-once send."""
+    n = 10
+    ch = Channel(pool, 2, capacity=5)
+    procs = [CTX.Process(target=_sleeping_receiver, args=(ch.serialize(), mode))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + 60
+    while ch.blocked_receivers < n:
+        assert time.monotonic() < deadline, f"only {ch.blocked_receivers} receivers asleep"
+        time.sleep(0.01)
+    with ch.sendh() as s:
+        for i in range(n):
+            s.send_bytes(b"Hello", timeout=0)
+    for p in procs:
+        assert join_child(p) == 0
+    with ch.sendh() as s:
+        for _ in range(5):
+            s.send_bytes(b"Hello", timeout=0)
+        with pytest.raises(ChannelFull):
+            s.send_bytes(b"Hello", timeout=0)
+    ch.destroy()
 
 
 @pytest.mark.parametrize("mode", [SPIN_WAIT, ADAPTIVE_WAIT, IDLE_WAIT])

@@ -88,7 +88,7 @@ class ChannelError(Exception):
 
 
 class ChannelFull(ChannelError, TimeoutError):
-    """A try-once send found the channel full."""
+    """A try-once send found the channel full, with no receiver asleep on it to hand over to."""
 
 
 class ChannelEmpty(ChannelError, TimeoutError):
