@@ -30,7 +30,10 @@ if ! command -v cargo >/dev/null; then
     command -v cargo >/dev/null || { echo "a Rust toolchain (cargo) is required" >&2; exit 1; }
 fi
 
-# maturin develop builds the extension (target/ in this crate) and installs it into the venv.
+# maturin develop builds the extension (target/ in this crate, the abi3 build pyproject.toml
+# asks for) and installs it into the venv. A version-specific `_native.cpython-*.so` left by an
+# older build would be imported before `_native.abi3.so`: remove it.
+rm -f "$here"/python/dragon_channels/_native.cpython-*.so
 VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --release -q
 
 "$venv/bin/python" -m pytest -q "$here/tests" "$@"

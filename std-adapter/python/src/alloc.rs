@@ -22,10 +22,7 @@
 //! never touches unmapped memory; it reads and writes whatever the block holds next (another
 //! allocation, once the pool hands the block out again).
 
-use core::ffi::c_int;
-
-use pyo3::exceptions::{PyBufferError, PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::ffi;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -33,6 +30,7 @@ use dragon_channels as dc;
 use dragon_channels::dragon_channels_core::pool::STRUCT_OWNER_BIT;
 use dragon_channels::{Alloc, AllocKind};
 
+use crate::buffer::{Export, export_buffer};
 use crate::errors::{raise_code, types_attr};
 use crate::pool::{PoolDesc, PyMemoryPool, host_id};
 use crate::timeout::wait_sliced;
@@ -296,6 +294,25 @@ pub(crate) fn exists(
         .any(|i| i.kind == kind && u64::from(i.alloc.id()) + 1 == id))
 }
 
+// `memoryview(alloc)`: the window, writable (`buffer.rs`).
+export_buffer!(PyMemoryAlloc);
+
+impl Export for PyMemoryAlloc {
+    /// The window inside the pool mapping, which the object (referenced by the view) keeps
+    /// alive; see the module docs for views that outlive the allocation.
+    fn memory(&mut self, py: Python<'_>) -> PyResult<(*mut u8, usize)> {
+        Ok((self.ptr(py)?, self.len))
+    }
+
+    fn exported(&mut self) {
+        self.exports += 1;
+    }
+
+    fn released(&mut self) {
+        self.exports = self.exports.saturating_sub(1);
+    }
+}
+
 #[pymethods]
 impl PyMemoryAlloc {
     /// Attaches to an allocation from `serialize()` bytes (of any process). Raises
@@ -513,37 +530,6 @@ impl PyMemoryAlloc {
 
     fn __len__(&self) -> usize {
         self.len
-    }
-
-    /// Exports the memory, writable.
-    ///
-    /// # Safety
-    /// Called by CPython with a valid `view`.
-    unsafe fn __getbuffer__(
-        slf: Bound<'_, Self>,
-        view: *mut ffi::Py_buffer,
-        flags: c_int,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let mut me = slf.borrow_mut();
-        let ptr = me.ptr(py)?;
-        let len = isize::try_from(me.len).map_err(|_| PyBufferError::new_err("too large"))?;
-        // SAFETY: `view` is valid (CPython's contract); `ptr..ptr + len` is inside the pool
-        // mapping, which the object (referenced by `view.obj`, set here) keeps alive.
-        let rc = unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), ptr.cast(), len, 0, flags) };
-        if rc == -1 {
-            return Err(PyErr::fetch(py));
-        }
-        me.exports += 1;
-        Ok(())
-    }
-
-    /// Ends an export.
-    ///
-    /// # Safety
-    /// Called by CPython with the view it got from `__getbuffer__`.
-    unsafe fn __releasebuffer__(&mut self, _view: *mut ffi::Py_buffer) {
-        self.exports = self.exports.saturating_sub(1);
     }
 
     fn __repr__(&self) -> String {

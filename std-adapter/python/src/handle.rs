@@ -1,12 +1,12 @@
 //! `ChannelSendH` and `ChannelRecvH`, and the ownership modes of a send.
 
-use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use dragon_channels as dc;
 
+use crate::buffer::BytesBuffer;
 use crate::errors::{channel_err, recv_err, send_err};
 use crate::message::PyMessage;
 use crate::poll::PyWaitMode;
@@ -135,16 +135,12 @@ impl PyChannelSendH {
         timeout: TimeoutArg,
     ) -> PyResult<()> {
         let t = resolve(blocking, timeout, self.h.default_timeout());
-        let buf = PyBuffer::<u8>::get(msg_bytes)?;
-        if !buf.is_c_contiguous() {
-            return Err(PyBufferError::new_err(
-                "msg_bytes must be a contiguous buffer",
-            ));
-        }
-        // SAFETY: the buffer is C-contiguous with `len_bytes` bytes at `buf_ptr`, and the held
-        // `PyBuffer` export keeps that memory alive and unresized until it drops after the send.
-        let bytes: &[u8] =
-            unsafe { core::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), buf.len_bytes()) };
+        // The bytes where they lie (no copy): the export keeps them alive and unresized
+        // until `buf` drops after the send.
+        let buf = BytesBuffer::get(msg_bytes)?;
+        let bytes = buf
+            .as_slice()
+            .ok_or_else(|| PyBufferError::new_err("msg_bytes must be a contiguous buffer"))?;
         let n = msg_len.unwrap_or(bytes.len());
         let h = &self.h;
         let r = match dest_msg {
@@ -175,7 +171,7 @@ impl PyChannelSendH {
         msg_len: Option<usize>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let bytes = PyBuffer::<u8>::get(msg_bytes)?.to_vec(py)?;
+        let bytes = BytesBuffer::get(msg_bytes)?.to_vec(py)?;
         crate::asyncio::send_bytes_async(py, slf.clone().unbind(), bytes, msg_len)
     }
 

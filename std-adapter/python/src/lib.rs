@@ -8,13 +8,14 @@
 //! Blocking calls release the GIL and wait in slices of [`timeout::WAIT_SLICE`], checking for
 //! signals (Ctrl-C) between slices.
 //!
-//! One file per concept: [`errors`] (exceptions), [`timeout`] (timeout arguments and sliced
+//! One file per concept: [`buffer`] (the buffer protocol on 3.9+), [`errors`] (exceptions), [`timeout`] (timeout arguments and sliced
 //! waiting), [`pool`], [`alloc`] (`MemoryAlloc`, `MemoryAllocations`), [`channel`],
 //! [`message`], [`handle`], [`poll`] (`Channel.poll`, `EventType`, wait modes), [`set`]
 //! (`ChannelSet`), [`asyncio`] (`await recvh.recv_async()` and friends).
 
 mod alloc;
 mod asyncio;
+mod buffer;
 mod channel;
 mod errors;
 mod handle;

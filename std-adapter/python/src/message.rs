@@ -8,16 +8,14 @@
 //! with live views sends a copy and leaves the message empty the same way (its views then
 //! keep reading the bytes sent).
 
-use core::ffi::c_int;
-
 use pyo3::exceptions::PyBufferError;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView};
 
 use dragon_channels as dc;
 
 use crate::alloc::PyMemoryAlloc;
+use crate::buffer::{Export, export_buffer};
 use crate::errors::{channel_err, raise};
 use crate::pool::PyMemoryPool;
 
@@ -70,6 +68,31 @@ impl PyMessage {
                 "cannot {what}: {} memoryview(s) of this message's memory exist; release them first",
                 self.exports
             )))
+        }
+    }
+}
+
+// `memoryview(msg)`: the payload, writable (`buffer.rs`).
+export_buffer!(PyMessage);
+
+impl Export for PyMessage {
+    /// The payload inside the pool mapping. `exports` stops the memory from being freed or
+    /// moved while a view lives (`destroy()` and a send by transfer retire it instead), and
+    /// the message, which the view references, keeps the mapping alive.
+    fn memory(&mut self, py: Python<'_>) -> PyResult<(*mut u8, usize)> {
+        let s = self.msg.bytes_memview().map_err(|e| channel_err(py, e))?;
+        Ok((s.as_mut_ptr(), s.len()))
+    }
+
+    fn exported(&mut self) {
+        self.exports += 1;
+    }
+
+    fn released(&mut self) {
+        self.exports = self.exports.saturating_sub(1);
+        if self.exports == 0 {
+            self.retired.clear();
+            self.keep.clear();
         }
     }
 }
@@ -237,43 +260,6 @@ impl PyMessage {
     #[setter]
     fn set_clientid(&mut self, c: u64) {
         self.msg.set_clientid(c);
-    }
-
-    /// Exports the payload memory, writable.
-    ///
-    /// # Safety
-    /// Called by CPython with a valid `view`.
-    unsafe fn __getbuffer__(
-        slf: Bound<'_, Self>,
-        view: *mut ffi::Py_buffer,
-        flags: c_int,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let mut me = slf.borrow_mut();
-        let s = me.msg.bytes_memview().map_err(|e| channel_err(py, e))?;
-        let (ptr, len) = (s.as_mut_ptr(), s.len());
-        let len = isize::try_from(len).map_err(|_| PyBufferError::new_err("payload too large"))?;
-        // SAFETY: `view` is valid (CPython's contract); `ptr..ptr + len` is the payload inside
-        // the pool mapping, which the message (referenced by `view.obj`, set here) keeps
-        // alive, and `exports` stops the memory from being freed or moved while the view lives.
-        let rc = unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), ptr.cast(), len, 0, flags) };
-        if rc == -1 {
-            return Err(PyErr::fetch(py));
-        }
-        me.exports += 1;
-        Ok(())
-    }
-
-    /// Ends an export.
-    ///
-    /// # Safety
-    /// Called by CPython with the view it got from `__getbuffer__`.
-    unsafe fn __releasebuffer__(&mut self, _view: *mut ffi::Py_buffer) {
-        self.exports = self.exports.saturating_sub(1);
-        if self.exports == 0 {
-            self.retired.clear();
-            self.keep.clear();
-        }
     }
 
     fn __repr__(&self) -> String {

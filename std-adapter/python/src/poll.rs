@@ -172,8 +172,8 @@ impl<'a, 'py> FromPyObject<'a, 'py> for WaitModeArg {
                 2 => Some(PyWaitMode::Adaptive),
                 _ => None,
             }
-        } else if let Ok(s) = obj.extract::<&str>() {
-            match s {
+        } else if let Ok(s) = obj.extract::<String>() {
+            match s.as_str() {
                 "IDLE_WAIT" | "0" => Some(PyWaitMode::Idle),
                 "SPIN_WAIT" | "1" => Some(PyWaitMode::Spin),
                 "ADAPTIVE_WAIT" | "2" => Some(PyWaitMode::Adaptive),
