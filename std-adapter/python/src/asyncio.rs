@@ -1,25 +1,31 @@
 //! asyncio: `await recvh.recv_async()`, `await recvh.recv_bytes_async()`,
 //! `await sendh.send_async(msg)`, `await sendh.send_bytes_async(b)`.
 //!
-//! Each call returns an `asyncio.Future` of the running loop, driven by an [`AsyncOp`]: a
-//! step (on the loop's thread, holding the GIL) runs the adapter's try-once operation
-//! through a `dragon_channels::AsyncWait`. When it completes (the message was there, the
-//! slot free) the future is resolved before the call returns: the fast path never involves
-//! the waiter thread. When the channel is busy, the wait registers a waker with the
-//! process's async waiter thread (the same one Rust futures use); when the channel's word
-//! changes, that thread wakes the waker, which schedules the next step on the loop with
-//! `loop.call_soon_threadsafe` (the only thing it does in Python, holding the GIL briefly).
+//! Each call returns a coroutine, `dragon_channels._aio.drive(op)`, driving an [`AsyncOp`]:
+//! each `op._try()` (on the loop's thread, holding the GIL, inside the awaiting task) runs
+//! the adapter's try-once operation through a `dragon_channels::AsyncWait`. When it completes
+//! (the message was there, the slot free) the coroutine returns the result in the same step:
+//! the fast path never involves the waiter thread. When the channel is busy, the wait
+//! registers a waker with the process's async waiter thread (the same one Rust futures use)
+//! and `_try` hands back a readiness future of the loop for the coroutine to await; when the
+//! channel's word changes, that thread wakes the waker, which schedules `op._wake` on the
+//! loop with `loop.call_soon_threadsafe` (the only thing it does in Python, holding the GIL
+//! briefly), and `_wake` resolves the readiness future.
 //!
 //! Timeouts: `asyncio.wait_for(recvh.recv_async(), t)` (or `asyncio.timeout`). Cancellation
-//! (a timeout, `task.cancel()`): the future's done-callback takes the registration out at
-//! once, and a step never runs the operation on a future that is already done; since every
-//! step either completes the whole operation or changes nothing, a cancelled receive
-//! received nothing (the message stays queued) and a cancelled send sent nothing.
+//! (a timeout, `task.cancel()`) can land only where the coroutine awaits the readiness
+//! future, never between taking a message and returning it; its `finally` takes the
+//! registration out (`op._close()`). Since every try either completes the whole operation
+//! or changes nothing, a cancelled receive received nothing (the message stays queued) and a
+//! cancelled send sent nothing. (An earlier design resolved an `asyncio.Future` from a loop
+//! callback after taking the message: on CPython 3.12+, whose `wait_for` cancels the awaiting
+//! task even when the result arrived in the same loop pass as the timeout, that lost it.)
 
 use core::task::{Context, Poll, Waker};
 use std::sync::{Arc, Mutex};
 
 use dragon_channels as dc;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -39,13 +45,12 @@ enum Kind {
     SendBytes(Py<PyChannelSendH>, Vec<u8>, usize),
 }
 
-/// An operation in progress: until it is done, the loop, the asyncio future it resolves,
-/// and its wait.
+/// An operation in progress: until it is done, its wait, and the readiness future
+/// the awaiting coroutine waits on while the operation is busy.
 struct State {
     kind: Kind,
-    event_loop: Py<PyAny>,
-    fut: Py<PyAny>,
     wait: dc::AsyncWait,
+    ready: Option<Py<PyAny>>,
 }
 
 /// Drives one async call (see the module docs). Internal: only its bound methods are
@@ -55,7 +60,7 @@ pub(crate) struct AsyncOp {
     state: Mutex<Option<State>>,
 }
 
-/// The waker the async waiter thread calls: schedules the op's next step on its loop.
+/// The waker the async waiter thread calls: schedules the op's `_wake` on its loop.
 struct LoopWake {
     op: Py<AsyncOp>,
     event_loop: Py<PyAny>,
@@ -68,7 +73,7 @@ impl std::task::Wake for LoopWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         Python::attach(|py| {
-            let r = self.op.bind(py).getattr("_step").and_then(|step| {
+            let r = self.op.bind(py).getattr("_wake").and_then(|step| {
                 self.event_loop
                     .call_method1(py, "call_soon_threadsafe", (step,))
             });
@@ -118,10 +123,10 @@ fn try_once(py: Python<'_>, kind: &Kind) -> PyResult<Result<Py<PyAny>, dc::Error
 
 #[pymethods]
 impl AsyncOp {
-    /// One step: does nothing once the future is done (cancelled); else tries the
-    /// operation, resolving the future when it completes or fails, or leaves the waker
-    /// registered.
-    fn _step(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// One try: `(True, result)` when the operation completed; `(False, ready)` when it is
+    /// busy, its waker registered and `ready` a new future of the loop that `_wake` resolves;
+    /// raises the operation's error when it failed.
+    fn _try<'py>(slf: &Bound<'py, Self>) -> PyResult<(bool, Bound<'py, PyAny>)> {
         let py = slf.py();
         let me = slf.borrow();
         let mut guard = me
@@ -129,16 +134,16 @@ impl AsyncOp {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(st) = guard.as_mut() else {
-            return Ok(());
+            return Err(PyRuntimeError::new_err(
+                "this asynchronous operation has already finished",
+            ));
         };
-        let fut = st.fut.bind(py).clone();
-        if fut.call_method0("done")?.is_truthy()? {
-            *guard = None;
-            return Ok(());
-        }
+        // The loop of the task running the coroutine (so the coroutine may be made outside
+        // a loop, as `asyncio.run(recvh.recv_async())` does).
+        let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
         let waker = Waker::from(Arc::new(LoopWake {
             op: slf.clone().unbind(),
-            event_loop: st.event_loop.clone_ref(py),
+            event_loop: event_loop.clone().unbind(),
         }));
         let mut cx = Context::from_waker(&waker);
         let ch = channel(py, &st.kind)?;
@@ -154,30 +159,48 @@ impl AsyncOp {
                 }
             });
         let done = match polled {
-            Poll::Pending => return Ok(()),
+            Poll::Pending => {
+                let ready = event_loop.call_method0("create_future")?;
+                st.ready = Some(ready.clone().unbind());
+                return Ok((false, ready));
+            }
             Poll::Ready(r) => r,
         };
         let is_recv = matches!(st.kind, Kind::Recv(_) | Kind::RecvBytes(_));
         *guard = None;
         drop(guard);
         match (done, py_err) {
-            (_, Some(e)) => fut.call_method1("set_exception", (e.value(py),))?,
-            (Ok(v), None) => fut.call_method1("set_result", (v,))?,
-            (Err(e), None) => {
-                let e = if is_recv {
-                    recv_err(py, e)
-                } else {
-                    send_err(py, e)
-                };
-                fut.call_method1("set_exception", (e.value(py),))?
+            (_, Some(e)) => Err(e),
+            (Ok(v), None) => Ok((true, v.into_bound(py))),
+            (Err(e), None) => Err(if is_recv {
+                recv_err(py, e)
+            } else {
+                send_err(py, e)
+            }),
+        }
+    }
+
+    /// Called on the loop by the waker: resolves the readiness future the coroutine awaits
+    /// (nothing once it is done, cancelled or already resolved).
+    fn _wake(&self, py: Python<'_>) -> PyResult<()> {
+        let ready = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+            .and_then(|st| st.ready.take());
+        if let Some(ready) = ready {
+            let ready = ready.bind(py);
+            if !ready.call_method0("done")?.is_truthy()? {
+                ready.call_method1("set_result", (py.None(),))?;
             }
-        };
+        }
         Ok(())
     }
 
-    /// The future's done-callback: a cancelled (or finished) future leaves the waiter's
-    /// table at once.
-    fn _on_done(&self, _fut: &Bound<'_, PyAny>) {
+    /// The coroutine's `finally`: a finished, failed or cancelled operation leaves the
+    /// waiter's table at once.
+    fn _close(&self) {
         let st = self
             .state
             .lock()
@@ -187,13 +210,8 @@ impl AsyncOp {
     }
 }
 
-/// Starts `kind` on the running loop: the `asyncio.Future` that it resolves.
+/// The coroutine that runs `kind` (`_aio.drive`); nothing is tried before it is awaited.
 fn start(py: Python<'_>, kind: Kind) -> PyResult<Py<PyAny>> {
-    let event_loop = py
-        .import("asyncio")?
-        .call_method0("get_running_loop")?
-        .unbind();
-    let fut = event_loop.call_method0(py, "create_future")?;
     // A handle in the idle wait mode never spins (`AsyncWait::set_spin`).
     let wait = match &kind {
         Kind::Recv(h) | Kind::RecvBytes(h) => {
@@ -208,23 +226,15 @@ fn start(py: Python<'_>, kind: Kind) -> PyResult<Py<PyAny>> {
         AsyncOp {
             state: Mutex::new(Some(State {
                 kind,
-                event_loop,
-                fut: fut.clone_ref(py),
                 wait,
+                ready: None,
             })),
         },
     )?;
-    AsyncOp::_step(&op)?;
-    let pending = op
-        .borrow()
-        .state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .is_some();
-    if pending {
-        fut.call_method1(py, "add_done_callback", (op.getattr("_on_done")?,))?;
-    }
-    Ok(fut)
+    Ok(py
+        .import("dragon_channels._aio")?
+        .call_method1("drive", (op,))?
+        .unbind())
 }
 
 /// `recvh.recv_async()`.

@@ -156,8 +156,8 @@ impl PyChannelSendH {
         r.map_err(|e| send_err(py, e))
     }
 
-    /// `await sendh.send_async(msg)`: sends a copy of `msg` once a slot is free (an
-    /// `asyncio.Future` of the running loop; see `asyncio.rs`).
+    /// `await sendh.send_async(msg)`: sends a copy of `msg` once a slot is free (a
+    /// coroutine; a cancelled one sent nothing; see `asyncio.rs`).
     fn send_async(slf: &Bound<'_, Self>, msg: &Bound<'_, PyMessage>) -> PyResult<Py<PyAny>> {
         crate::asyncio::send_async(slf.py(), slf.clone().unbind(), msg.clone().unbind())
     }
@@ -295,8 +295,8 @@ impl PyChannelRecvH {
         Ok(PyBytes::new(py, &v))
     }
 
-    /// `await recvh.recv_async()`: the next message, once there is one (an
-    /// `asyncio.Future` of the running loop; see `asyncio.rs`).
+    /// `await recvh.recv_async()`: the next message, once there is one (a coroutine; a
+    /// cancelled one received nothing; see `asyncio.rs`).
     fn recv_async(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         crate::asyncio::recv_async(slf.py(), slf.clone().unbind())
     }
