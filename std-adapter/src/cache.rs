@@ -175,6 +175,21 @@ fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
 }
 
 impl Caches {
+    /// The hot mapping if it is `pool`'s.
+    #[inline(always)]
+    fn hot_for(&mut self, pool: &PoolInner) -> Option<&mut Hot> {
+        // Compared as non-null pointers, one comparison tells both that there is a hot
+        // mapping and that it is `pool`'s.
+        let hot = self
+            .hot
+            .as_ref()
+            .map(|h| NonNull::from(&*h.refs.pool.inner));
+        if hot != Some(NonNull::from(pool)) {
+            return None;
+        }
+        self.hot.as_mut()
+    }
+
     /// This thread's cache of `pool` (claimed on first use). `None` without one: an
     /// observer, or a pool without magazines or with all of them held by live processes.
     #[inline]
@@ -293,7 +308,7 @@ pub(crate) fn alloc_message(pool: &MemoryPool, size: usize) -> Option<MsgMem> {
     // SAFETY: used only during this call (see `state`).
     let t = unsafe { state()?.as_ref() };
     let mut caches = t.caches.try_borrow_mut().ok()?;
-    let hot = caches.hot.as_mut().filter(|h| h.is(&pool.inner))?;
+    let hot = caches.hot_for(&pool.inner)?;
     let (a, off, cap) = hot.cache.alloc_cached(size, AllocKind::Data)?;
     let pool_ref = hot.refs.lend();
     // SAFETY: the cache says the block of `a` is `off..off + cap`, inside the pool's data
@@ -318,18 +333,25 @@ fn adopt(pool: MemoryPool) {
     drop(refs);
 }
 
-/// Frees a message's allocation `a` of `pool` and wakes whom the free says. The fast path
-/// keeps it in this thread's cache of its hot mapping, when that is `pool`'s, and banks the
-/// message's pool reference, in one look at the thread's state; anything else goes to
-/// [`free_message_slow`].
+/// The fast path of a message's free: keeps its allocation `a` in this thread's cache of its
+/// hot mapping, when that is `pool`'s, banks the message's pool reference and wakes whom the
+/// free says, in one look at the thread's state. `Err`: not kept (with what the cache's free
+/// said, `None`: not this cache's to keep); [`free_message_slow`] frees it then.
+///
+/// # Safety
+/// On `Ok` the bank owns `pool`'s strong count: the caller never drops `pool` (nor uses it
+/// again).
 #[inline]
-pub(crate) fn free_message(pool: MemoryPool, a: Alloc) {
+pub(crate) unsafe fn free_message(
+    pool: &MemoryPool,
+    a: &Alloc,
+) -> Result<(), Option<CorePoolError>> {
     let r = with_state(|t| {
         let mut caches = t.caches.try_borrow_mut().ok()?;
-        let hot = caches.hot.as_mut().filter(|h| h.is(&pool.inner))?;
-        let r = hot.cache.free_cached(&a);
+        let hot = caches.hot_for(&pool.inner)?;
+        let r = hot.cache.free_cached(a);
         if let Ok(Some(_)) = r {
-            // `pool` is forgotten below, on this same answer.
+            // The caller forgets `pool` on this answer (the contract).
             hot.refs.bank();
         }
         Some(r)
@@ -339,11 +361,10 @@ pub(crate) fn free_message(pool: MemoryPool, a: Alloc) {
             if w != Wake::None {
                 wait::notify_freed(pool.inner.core.free_event(), w);
             }
-            // Its strong count is banked (above).
-            core::mem::forget(pool);
+            Ok(())
         }
-        Some(Some(Err(e))) => free_message_slow(pool, a, Some(e)),
-        _ => free_message_slow(pool, a, None),
+        Some(Some(Err(e))) => Err(Some(e)),
+        _ => Err(None),
     }
 }
 
@@ -352,7 +373,7 @@ pub(crate) fn free_message(pool: MemoryPool, a: Alloc) {
 /// as the hot one's when it can be.
 #[cold]
 #[inline(never)]
-fn free_message_slow(pool: MemoryPool, a: Alloc, cache_err: Option<CorePoolError>) {
+pub(crate) fn free_message_slow(pool: MemoryPool, a: Alloc, cache_err: Option<CorePoolError>) {
     // A drop has no one to report to: a descriptor freed meanwhile some other way is
     // refused as stale by the pool, and nothing else happens.
     let _ = match cache_err {
@@ -368,7 +389,7 @@ fn free_message_slow(pool: MemoryPool, a: Alloc, cache_err: Option<CorePoolError
 pub(crate) fn pool_ref(pool: &MemoryPool) -> MemoryPool {
     with_state(|t| {
         let mut caches = t.caches.try_borrow_mut().ok()?;
-        let hot = caches.hot.as_mut().filter(|h| h.is(&pool.inner))?;
+        let hot = caches.hot_for(&pool.inner)?;
         Some(hot.refs.lend())
     })
     .flatten()

@@ -142,10 +142,19 @@ impl MsgMem {
 }
 
 impl Drop for Message {
-    #[inline(always)]
+    #[inline]
     fn drop(&mut self) {
-        if let Some(mem) = self.mem.take() {
-            cache::free_message(mem.pool, mem.alloc);
+        let Some(mem) = &*self.mem else {
+            return;
+        };
+        // SAFETY: on `Ok`, `mem.pool` is never dropped: `mem` is in a `ManuallyDrop` that
+        // nothing takes after this drop.
+        let Err(cache_err) = (unsafe { cache::free_message(&mem.pool, &mem.alloc) }) else {
+            return;
+        };
+        // SAFETY: `mem` is not used again: the message is being dropped.
+        if let Some(mem) = unsafe { ManuallyDrop::take(&mut self.mem) } {
+            cache::free_message_slow(mem.pool, mem.alloc, cache_err);
         }
     }
 }

@@ -22,6 +22,13 @@
 //! allocate and free at once touch no common line on their fast paths; the pool's records
 //! are 12 bytes and neighbours belong to anyone.
 //!
+//! Each operation comes in two halves: the lock-free one ([`PoolCache::alloc_cached`],
+//! [`PoolCache::free_cached`]), small enough to inline into a caller's fast path, and the one
+//! through the pool lock ([`PoolCache::alloc_uncached`], [`PoolCache::free_uncached`]), kept
+//! out of line; [`PoolCache::alloc`] and [`PoolCache::free`] run one after the other. A
+//! cached allocation comes with its block's span, from what `take` has just checked, so a
+//! caller that maps the block does not check the descriptor again.
+//!
 //! # Concurrency: one word decides
 //! A slot's meta word moves `live -> CACHED` (the owner thread's free), `CACHED -> live` (the
 //! owner thread's allocation) and `live or CACHED -> free` (a free through the pool lock, a
