@@ -99,7 +99,10 @@ impl Refs {
     }
 
     /// Banks a reference to this mapping: call it only where the caller then forgets that
-    /// reference (`mem::forget`), whose strong count the bank now owns.
+    /// reference (`mem::forget`), whose strong count the bank now owns. The bank has no
+    /// bound: a thread that drops more messages than it makes (of messages made elsewhere)
+    /// grows it, and letting go of it then costs one atomic decrement per banked reference,
+    /// each one a drop that was deferred, not added.
     #[inline]
     fn bank(&mut self) {
         self.spares += 1;
