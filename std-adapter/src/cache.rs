@@ -3,16 +3,17 @@
 //! through it take no lock and touch no line another thread writes.
 //!
 //! # The hot mapping
-//! The mapping a thread made or dropped a message of last is its **hot** mapping: the thread
-//! holds a reference to it (so its address names it: no mapping id to load and compare) and
-//! its cache, and a message's fast paths look at nothing else. The thread also banks
-//! **spare references** to it: a message made here takes a banked reference instead of
-//! cloning its pool handle (an atomic increment), and a message dropped here banks its
-//! reference instead of dropping it (an atomic decrement), so a thread that creates and drops
-//! messages pays neither. The other mappings' caches wait in a list keyed by mapping id; a
-//! message of another mapping makes that one hot, and the old hot mapping's references are
-//! dropped. So the thread keeps its hot mapping until it exits, makes or drops a message of
-//! another pool, or destroys or detaches the pool itself ([`let_go`]).
+//! The mapping a thread made or dropped a message of last (of those it has a cache of) is
+//! its **hot** mapping: the thread holds a reference to it (so its address names it: no
+//! mapping id to load and compare) and its cache, and a message's fast paths look at nothing
+//! else. The thread also banks **spare references** to it: a message made here takes a
+//! banked reference instead of cloning its pool handle (an atomic increment), and a message
+//! dropped here banks its reference instead of dropping it (an atomic decrement), so a thread
+//! that creates and drops messages pays neither. The other mappings' caches wait in a list
+//! keyed by mapping id; a message of another mapping makes that one hot, and the old hot
+//! mapping's references are dropped. So the thread keeps its hot mapping until it exits,
+//! makes or drops a message of another pool, or destroys or detaches the pool itself
+//! ([`let_go`]).
 //!
 //! A cache lives as long as its thread and its mapping: a thread that exits gives its
 //! magazines back to the pools it still maps; a mapping that goes (its last handle and

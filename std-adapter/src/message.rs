@@ -64,11 +64,11 @@ impl MsgMem {
     ///
     /// # Safety
     /// `off..off + cap` lies inside the pool's data area (what [`CorePool::span_unchecked`]
-    /// checks, and [`PoolCache::alloc_with_span`] says of a block it hands out), and
+    /// checks, and [`PoolCache::alloc_cached`] says of a block it hands out), and
     /// `len <= cap`.
     ///
     /// [`CorePool::span_unchecked`]: dragon_channels_core::Pool::span_unchecked
-    /// [`PoolCache::alloc_with_span`]: dragon_channels_core::PoolCache::alloc_with_span
+    /// [`PoolCache::alloc_cached`]: dragon_channels_core::PoolCache::alloc_cached
     #[inline]
     pub(crate) unsafe fn placed(
         pool: MemoryPool,

@@ -683,8 +683,9 @@ impl MemoryPool {
     }
 
     /// Detaches: drops this handle (the mapping goes when the process's last handle, channel
-    /// or message of this pool goes, and the spare reference a thread that allocated from it
-    /// keeps: see [`Message`](crate::Message)). Also drops this thread's spare reference.
+    /// or message of this pool goes, and the references that a thread which last made or
+    /// dropped [`Message`](crate::Message)s of this pool keeps for its next ones, until it
+    /// ends or moves on to another pool). Also lets go of this thread's references.
     pub fn detach(self) {
         cache::let_go(&self);
     }
