@@ -845,3 +845,55 @@ fn a_threads_spare_pool_reference_does_not_keep_a_dropped_pool_mapped() {
     );
     q.destroy().unwrap();
 }
+
+/// The references a thread banks for the pool it last made or dropped messages of (any
+/// number of them: one per message dropped there) and its cache stay exact across batches,
+/// alternating pools and messages dropped on another thread: every pool is back at its free
+/// space when its messages are gone, and lets its mapping go on destroy once the threads that
+/// banked references to it have moved on or ended.
+#[test]
+fn banked_pool_references_and_thread_caches_stay_exact() {
+    let _watchdog = watchdog(60, "banked_pool_references_and_thread_caches_stay_exact");
+    let (p, _g) = pool("bank-p", 1 << 20);
+    let (q, _g2) = pool("bank-q", 1 << 20);
+    let (p_free, q_free) = (p.free_space().unwrap(), q.free_space().unwrap());
+    // A batch: more messages than a magazine has slots, then all dropped (a bank of many).
+    for round in 0..3 {
+        let batch: Vec<Message> = (0..40)
+            .map(|i| Message::create_alloc(&p, 64 << (i % 4)).unwrap())
+            .collect();
+        assert!(p.free_space().unwrap() < p_free, "round {round}");
+        drop(batch);
+        assert_eq!(p.free_space().unwrap(), p_free, "round {round}");
+    }
+    // Alternating pools: each message's drop may make its pool the hot one.
+    for i in 0..50 {
+        let a = Message::create_alloc(&p, 64).unwrap();
+        let b = Message::create_alloc(&q, 100 + i).unwrap();
+        let c = Message::create_alloc(&p, 64).unwrap();
+        if i % 2 == 0 {
+            drop((a, b, c));
+        } else {
+            drop((b, c, a));
+        }
+    }
+    assert_eq!(p.free_space().unwrap(), p_free);
+    assert_eq!(q.free_space().unwrap(), q_free);
+    // Made here, dropped by another thread, which banks the references until it ends.
+    let made: Vec<Message> = (0..30)
+        .map(|_| Message::create_alloc(&q, 64).unwrap())
+        .collect();
+    std::thread::spawn(move || drop(made)).join().unwrap();
+    assert_eq!(q.free_space().unwrap(), q_free);
+    assert!(p.allocations().unwrap().is_empty());
+    assert!(q.allocations().unwrap().is_empty());
+    let (p_name, q_name) = (p.name().to_owned(), q.name().to_owned());
+    // This thread's hot pool is `q` now: `p`'s references went when `q` became hot.
+    p.destroy().unwrap();
+    assert!(
+        !mapped(&p_name),
+        "p's banked references went with the switch"
+    );
+    q.destroy().unwrap();
+    assert!(!mapped(&q_name), "destroy let go of q's banked references");
+}

@@ -969,6 +969,7 @@ impl Pool {
         Ok(order)
     }
 
+    #[inline]
     fn span(&self, a: &Alloc) -> (usize, usize) {
         (
             self.geo.data_off + ((a.block as usize) << self.geo.shift),

@@ -11,6 +11,7 @@
 //! party id and the next recovery in that pool frees it.
 
 use core::fmt;
+use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
 use dragon_channels_core::{
@@ -53,18 +54,41 @@ impl MsgMem {
     #[inline]
     fn with_ref(pool: MemoryPool, alloc: Alloc, len: usize) -> Option<Self> {
         let (off, cap) = pool.inner.core.span_unchecked(&alloc)?;
-        let region = pool.inner.core.region();
-        debug_assert!(off + cap <= region.len());
         // SAFETY: `span_unchecked` checked that `off..off + cap` lies inside the pool's data
-        // area, which lies inside the mapping that `pool` (cloned into `Self`) keeps alive.
-        let ptr = NonNull::new(unsafe { region.base().add(off) })?;
-        (len <= cap).then(|| Self {
+        // area; `len <= cap` is checked first.
+        (len <= cap).then(|| unsafe { Self::placed(pool, alloc, off, cap, len) })
+    }
+
+    /// The memory of `alloc`, whose block is `off..off + cap` of `pool`'s region, with a
+    /// `len`-byte payload.
+    ///
+    /// # Safety
+    /// `off..off + cap` lies inside the pool's data area (what [`CorePool::span_unchecked`]
+    /// checks, and [`PoolCache::alloc_cached`] says of a block it hands out), and
+    /// `len <= cap`.
+    ///
+    /// [`CorePool::span_unchecked`]: dragon_channels_core::Pool::span_unchecked
+    /// [`PoolCache::alloc_cached`]: dragon_channels_core::PoolCache::alloc_cached
+    #[inline]
+    pub(crate) unsafe fn placed(
+        pool: MemoryPool,
+        alloc: Alloc,
+        off: usize,
+        cap: usize,
+        len: usize,
+    ) -> Self {
+        let region = pool.inner.core.region();
+        debug_assert!(off + cap <= region.len() && len <= cap);
+        // SAFETY: `off` lies inside the region (the caller's promise), whose base is not null;
+        // the mapping stays alive as long as `pool` (moved into `Self`).
+        let ptr = unsafe { NonNull::new_unchecked(region.base().add(off)) };
+        Self {
             pool,
             alloc,
             ptr,
             cap,
             len,
-        })
+        }
     }
 
     /// The whole block as an exclusive slice.
@@ -118,9 +142,19 @@ impl MsgMem {
 }
 
 impl Drop for Message {
+    #[inline]
     fn drop(&mut self) {
-        if let Some(mem) = self.mem.take() {
-            let _ = mem.pool.free_message(mem.alloc);
+        let Some(mem) = &*self.mem else {
+            return;
+        };
+        // SAFETY: on `Ok`, `mem.pool` is never dropped: `mem` is in a `ManuallyDrop` that
+        // nothing takes after this drop.
+        let Err(cache_err) = (unsafe { cache::free_message(&mem.pool, &mem.alloc) }) else {
+            return;
+        };
+        // SAFETY: `mem` is not used again: the message is being dropped.
+        if let Some(mem) = unsafe { ManuallyDrop::take(&mut self.mem) } {
+            cache::free_message_slow(mem.pool, mem.alloc, cache_err);
         }
     }
 }
@@ -141,7 +175,9 @@ impl Drop for Message {
 /// ```
 #[derive(Default)]
 pub struct Message {
-    pub(crate) mem: Option<MsgMem>,
+    /// Its memory; taken by the drop (whatever code takes it out decides its fate), so the
+    /// compiler adds no second drop of it.
+    pub(crate) mem: ManuallyDrop<Option<MsgMem>>,
     hints: u64,
     clientid: u64,
 }
@@ -169,12 +205,24 @@ impl Message {
     /// # Errors
     /// [`Error::ChannelError`] with the pool's reason when no block of that size is free now
     /// or the request can never fit.
+    #[inline(always)]
     pub fn create_alloc(pool: &MemoryPool, n_bytes: usize) -> Result<Self, Error> {
-        // The fast path: one try. A lock held too long goes to the blocking path, which
-        // waits for a live holder and recovers a dead one; every other answer is final.
-        let (r, pool_ref) = cache::alloc_message(pool, n_bytes);
-        match r {
-            Ok(alloc) => Self::with_mem(pool, MsgMem::with_ref(pool_ref, alloc, n_bytes), alloc),
+        // The fast path: what this thread's cache of the pool holds; the rest is out of line.
+        match cache::alloc_message(pool, n_bytes) {
+            Some(mem) => Ok(Self::from_mem(mem, 0, 0)),
+            None => Self::create_alloc_slow(pool, n_bytes),
+        }
+    }
+
+    /// [`Message::create_alloc`] when the thread's cache holds nothing of that size: one try
+    /// through the pool lock. A lock held too long goes to the blocking path, which waits
+    /// for a live holder and recovers a dead one; every other answer is final.
+    #[cold]
+    #[inline(never)]
+    fn create_alloc_slow(pool: &MemoryPool, n_bytes: usize) -> Result<Self, Error> {
+        cache::make_hot(pool);
+        match cache::alloc(&pool.inner, n_bytes, AllocKind::Data) {
+            Ok(alloc) => Self::with_alloc(pool, alloc, n_bytes),
             Err(CorePoolError::Stalled { .. }) => {
                 Self::create_alloc_blocking(pool, n_bytes, Timeout::Try)
             }
@@ -208,27 +256,21 @@ impl Message {
     }
 
     /// A message owning `alloc` of `pool`, with an `n_bytes` payload.
-    #[inline]
     fn with_alloc(pool: &MemoryPool, alloc: Alloc, n_bytes: usize) -> Result<Self, Error> {
-        Self::with_mem(pool, MsgMem::new(pool, alloc, n_bytes), alloc)
+        match MsgMem::new(pool, alloc, n_bytes) {
+            Some(mem) => Ok(Self::from_mem(mem, 0, 0)),
+            None => Err(Self::outside(pool, alloc)),
+        }
     }
 
-    /// A message owning `mem` (`None`: `alloc` did not fit its pool, and is freed).
-    #[inline]
-    fn with_mem(pool: &MemoryPool, mem: Option<MsgMem>, alloc: Alloc) -> Result<Self, Error> {
-        match mem {
-            Some(mem) => Ok(Self {
-                mem: Some(mem),
-                hints: 0,
-                clientid: 0,
-            }),
-            None => {
-                let _ = pool.inner.free(alloc);
-                Err(Error::ChannelError(Reason::Core(
-                    CoreChannelError::Corrupt("allocation outside the pool"),
-                )))
-            }
-        }
+    /// `alloc` does not fit its pool (corrupt metadata): frees it and says so.
+    #[cold]
+    #[inline(never)]
+    fn outside(pool: &MemoryPool, alloc: Alloc) -> Error {
+        let _ = pool.inner.free(alloc);
+        Error::ChannelError(Reason::Core(CoreChannelError::Corrupt(
+            "allocation outside the pool",
+        )))
     }
 
     /// A message that takes over `alloc`, a live data allocation of `pool` (one that
@@ -264,9 +306,10 @@ impl Message {
         Ok(Self::from_mem(mem, 0, 0))
     }
 
+    #[inline]
     pub(crate) fn from_mem(mem: MsgMem, hints: u64, clientid: u64) -> Self {
         Self {
-            mem: Some(mem),
+            mem: ManuallyDrop::new(Some(mem)),
             hints,
             clientid,
         }
@@ -402,6 +445,6 @@ impl Message {
     /// Puts memory taken by [`Message::take_mem`] back.
     pub(crate) fn put_mem(&mut self, mem: MsgMem) {
         debug_assert!(self.mem.is_none());
-        self.mem = Some(mem);
+        *self.mem = Some(mem);
     }
 }

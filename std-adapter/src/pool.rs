@@ -656,7 +656,7 @@ impl MemoryPool {
     /// [`MemoryPoolError::Destroyed`] when it was already destroyed, [`MemoryPoolError::Io`]
     /// when unlinking fails.
     pub fn destroy(self) -> Result<(), MemoryPoolError> {
-        cache::forget_spare(&self);
+        cache::let_go(&self);
         let name = &self.inner.name;
         // SYNC: destroy (AcqRel CAS, Acquire on failure) <-> attach's state load (Acquire)
         // and the creator's publish (Release).
@@ -683,10 +683,11 @@ impl MemoryPool {
     }
 
     /// Detaches: drops this handle (the mapping goes when the process's last handle, channel
-    /// or message of this pool goes, and the spare reference a thread that allocated from it
-    /// keeps: see [`Message`](crate::Message)). Also drops this thread's spare reference.
+    /// or message of this pool goes, and the references that a thread which last made or
+    /// dropped [`Message`](crate::Message)s of this pool keeps for its next ones, until it
+    /// ends or moves on to another pool). Also lets go of this thread's references.
     pub fn detach(self) {
-        cache::forget_spare(&self);
+        cache::let_go(&self);
     }
 
     /// The pool name.
@@ -791,21 +792,6 @@ impl MemoryPool {
     /// [`MemoryPoolError::Pool`] when the metadata is corrupt.
     pub fn recover(&self) -> Result<Recovery, MemoryPoolError> {
         self.inner.recover(None)
-    }
-
-    /// Frees a message's allocation `a` and keeps this reference as the thread's spare
-    /// (`cache.rs`).
-    #[inline]
-    pub(crate) fn free_message(self, a: Alloc) -> Result<(), MemoryPoolError> {
-        // A copy of the core handle: the mapping stays alive in the spare.
-        let core = self.inner.core;
-        match cache::free_message(self, a) {
-            Ok(w) => {
-                wait::notify_freed(core.free_event(), w);
-                Ok(())
-            }
-            Err((pool, e)) => pool.inner.free_slow(a, e),
-        }
     }
 
     /// The core pool handle (for diagnostics and tests; its owner id is this process's).

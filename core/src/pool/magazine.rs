@@ -22,6 +22,13 @@
 //! allocate and free at once touch no common line on their fast paths; the pool's records
 //! are 12 bytes and neighbours belong to anyone.
 //!
+//! Each operation comes in two halves: the lock-free one ([`PoolCache::alloc_cached`],
+//! [`PoolCache::free_cached`]), small enough to inline into a caller's fast path, and the one
+//! through the pool lock ([`PoolCache::alloc_uncached`], [`PoolCache::free_uncached`]), kept
+//! out of line; [`PoolCache::alloc`] and [`PoolCache::free`] run one after the other. A
+//! cached allocation comes with its block's span, from what `take` has just checked, so a
+//! caller that maps the block does not check the descriptor again.
+//!
 //! # Concurrency: one word decides
 //! A slot's meta word moves `live -> CACHED` (the owner thread's free), `CACHED -> live` (the
 //! owner thread's allocation) and `live or CACHED -> free` (a free through the pool lock, a
@@ -376,20 +383,47 @@ impl PoolCache {
 
     /// Allocates like [`Pool::alloc`]: from this cache when it holds an allocation of the
     /// right order (no lock), through the pool lock otherwise (with one of the cache's slot
-    /// records when one is free, so that the allocation can come back to it).
+    /// records when one is free, so that the allocation can come back to it). The two halves
+    /// are [`PoolCache::alloc_cached`] and [`PoolCache::alloc_uncached`].
     ///
     /// # Errors
     /// As [`Pool::alloc`].
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self, size: usize, kind: AllocKind) -> Result<Alloc, PoolError> {
+        match self.alloc_cached(size, kind) {
+            Some((a, ..)) => Ok(a),
+            None => self.alloc_uncached(size, kind),
+        }
+    }
+
+    /// The lock-free half of [`PoolCache::alloc`]: an allocation of `size` bytes from this
+    /// cache, with where its block lies (byte offset from the region start and size, what
+    /// [`Pool::span_unchecked`] would say, from what the allocation has just checked: a
+    /// caller that maps the block need not check the descriptor again). `None` when the
+    /// cache holds no allocation of that size; [`PoolCache::alloc_uncached`] then allocates.
+    #[inline(always)]
+    pub fn alloc_cached(&mut self, size: usize, kind: AllocKind) -> Option<(Alloc, usize, usize)> {
+        let order = self.pool.order_for(size).ok()?;
+        if order > MAG_MAX_ORDER {
+            return None;
+        }
+        let a = self.take(order, kind)?;
+        // `take` checked the block's head against the geometry.
+        debug_assert_eq!(self.pool.span_unchecked(&a), Some(self.pool.span(&a)));
+        let (off, len) = self.pool.span(&a);
+        Some((a, off, len))
+    }
+
+    /// The other half of [`PoolCache::alloc`], for when [`PoolCache::alloc_cached`] found
+    /// nothing: through the pool lock.
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    #[cold]
+    #[inline(never)]
+    pub fn alloc_uncached(&mut self, size: usize, kind: AllocKind) -> Result<Alloc, PoolError> {
         let p = &self.pool;
         let order = p.order_for(size)?;
-        if order <= MAG_MAX_ORDER
-            && let Some(a) = self.take(order, kind)
-        {
-            return Ok(a);
-        }
-        let p = &self.pool;
         let g = p.lock()?;
         let slot = if order <= MAG_MAX_ORDER {
             p.free_slot(self.mag)
@@ -420,7 +454,7 @@ impl PoolCache {
     }
 
     /// A cached allocation of `order`, made live with `kind` and a new generation.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, order: u32, kind: AllocKind) -> Option<Alloc> {
         // The top half of a cached allocation's meta word: live, `CACHED`, `order`.
         let want = Meta {
@@ -475,21 +509,49 @@ impl PoolCache {
     /// Frees like [`Pool::free`]: an allocation with one of this cache's slot records stays
     /// cached while the cache's budget allows (no lock); any other goes back to the pool.
     /// Returns whom the caller must wake on the pool's free event
-    /// ([`Pool::free_event`]): this call has already bumped its word when anyone waits.
+    /// ([`Pool::free_event`]): this call has already bumped its word when anyone waits. The
+    /// two halves are [`PoolCache::free_cached`] and [`PoolCache::free_uncached`].
     ///
     /// # Errors
     /// As [`Pool::free`]; [`PoolError::Died`] from fault injection only.
-    #[inline]
+    #[inline(always)]
     pub fn free(&mut self, a: Alloc) -> Result<Wake, PoolError> {
-        if self.keep(&a)? {
-            return Ok(self.pool.free_event().notify_after_seqcst());
+        match self.free_cached(&a)? {
+            Some(w) => Ok(w),
+            None => self.free_uncached(a),
         }
+    }
+
+    /// The lock-free half of [`PoolCache::free`]: keeps `a` in this cache if it is live in
+    /// one of the cache's slots and the budget allows, and says whom to wake. `None`: not
+    /// kept (not this cache's, over budget, or stale, forged or cached already: the other
+    /// half, [`PoolCache::free_uncached`], frees it or says which).
+    ///
+    /// # Errors
+    /// [`PoolError::Died`] from fault injection only.
+    #[inline(always)]
+    pub fn free_cached(&mut self, a: &Alloc) -> Result<Option<Wake>, PoolError> {
+        Ok(if self.keep(a)? {
+            Some(self.pool.free_event().notify_after_seqcst())
+        } else {
+            None
+        })
+    }
+
+    /// The other half of [`PoolCache::free`], for an allocation
+    /// [`PoolCache::free_cached`] did not keep: through the pool lock.
+    ///
+    /// # Errors
+    /// As [`Pool::free`].
+    #[cold]
+    #[inline(never)]
+    pub fn free_uncached(&mut self, a: Alloc) -> Result<Wake, PoolError> {
         self.pool.free(a)?;
         Ok(self.pool.free_event().notify())
     }
 
     /// Caches `a` if it is live in one of this cache's slots and the budget allows.
-    #[inline]
+    #[inline(always)]
     fn keep(&mut self, a: &Alloc) -> Result<bool, PoolError> {
         let p = &self.pool;
         let order = u32::from(a.order);
