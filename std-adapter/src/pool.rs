@@ -774,6 +774,37 @@ impl MemoryPool {
         self.inner.retry(|| self.inner.core.allocations().collect())
     }
 
+    /// An allocation of `size` bytes of `kind` from the pool itself (Dragon's
+    /// `dragon_memory_alloc_blocking`), waiting for space as `timeout` says
+    /// ([`crate::Timeout::Default`] blocks): the pool lock's path with the pool's records, so
+    /// ids follow the records (a fresh pool's first allocation has id 0), never a thread's
+    /// cache. It belongs to this process until freed or handed on
+    /// ([`CorePool::set_owner`]); messages allocate through [`crate::Message::create_alloc`].
+    ///
+    /// # Errors
+    /// As [`crate::Message::create_alloc_blocking`]: the pool's error for a size that can
+    /// never fit, or for no room with a try-once timeout; [`crate::Error::ChannelTimeout`]
+    /// when `timeout` passes.
+    pub fn alloc_blocking(
+        &self,
+        size: usize,
+        kind: AllocKind,
+        timeout: crate::Timeout,
+    ) -> Result<Alloc, crate::Error> {
+        let ctx = wait::Ctx {
+            pool: &self.inner,
+            ch: None,
+            op: crate::error::Op::Other,
+            mode: wait::WaitMode::Adaptive,
+        };
+        ctx.block(timeout, crate::Timeout::Block, |_| {
+            self.inner
+                .core
+                .alloc(size, kind)
+                .map_err(CoreChannelError::from)
+        })
+    }
+
     /// Frees an allocation by descriptor, e.g. one that [`crate::Message::destroy`] was asked
     /// not to free.
     ///

@@ -207,12 +207,13 @@ pub(crate) fn alloc(
             "DYNHEAP_REQUESTED_SIZE_TOO_LARGE",
         ));
     }
-    // A message's allocation is made (and waited for) by the adapter, which recovers dead
-    // lock holders; the message then gives it up to the pool.
+    // The pool's own allocation (its records, so ids count from 1 in a fresh pool, as
+    // Dragon's), waited for by the adapter, which recovers dead lock holders; then handed to
+    // the pool.
     let t = timeout.unwrap_or(dc::Timeout::Try);
-    let r = wait_sliced(py, t, |to| dc::Message::create_alloc_blocking(p, n, to))?;
-    let msg = match r {
-        Ok(m) => m,
+    let r = wait_sliced(py, t, |to| p.alloc_blocking(n, AllocKind::Data, to))?;
+    let a = match r {
+        Ok(a) => a,
         Err(dc::Error::ChannelTimeout) => {
             return Err(raise_code(
                 py,
@@ -237,10 +238,6 @@ pub(crate) fn alloc(
             ));
         }
     };
-    let a = msg
-        .destroy(false)
-        .map_err(|e| mem_err(py, e.to_string(), "FAILURE"))?
-        .expect("a created message has memory");
     p.core_pool()
         .set_owner(&a, STRUCT_OWNER_BIT | a.id())
         .map_err(|e| mem_err(py, e.to_string(), "FAILURE"))?;

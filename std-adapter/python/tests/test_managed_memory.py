@@ -22,6 +22,8 @@ from dragon_channels.managed_memory import (
     MemoryPool,
 )
 
+from dragon_channels.channels import Message
+
 from conftest import unique_name
 
 CTX = mp.get_context("spawn")
@@ -153,6 +155,25 @@ def test_alloc_and_free_change_the_allocation_count(small_pool):
     mem.free()
     assert small_pool.get_allocations().num_allocs == 0
     assert not small_pool.allocation_exists(AllocType.DATA, mem.id)
+
+
+@pytest.mark.parametrize("pool_size", [32768, 1 << 20, 64 << 20, 1 << 30])
+def test_the_first_allocation_of_a_fresh_pool_has_id_1(pool_name, pool_size):
+    """Whatever the pool's size, and after messages of the same thread used the pool (its
+    cache of small blocks): allocations are the pool's, numbered from 1 as Dragon's."""
+    pool = MemoryPool(pool_size, pool_name, 1, None)
+    try:
+        for _ in range(3):
+            Message.create_alloc(pool, 64).destroy()
+        first, second = pool.alloc(512), pool.alloc(64)
+        assert (first.id, second.id) == (1, 2)
+        assert pool.get_allocations().alloc_id(0) == 1
+        assert pool.alloc_from_id(2).size == 64
+        first.free()
+        second.free()
+        assert pool.get_allocations().num_allocs == 0
+    finally:
+        pool.destroy()
 
 
 @pytest.mark.parametrize("size, exc", [("512", TypeError), (512.5, TypeError),
