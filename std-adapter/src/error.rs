@@ -256,7 +256,8 @@ impl From<dcore::PoolError> for MemoryPoolError {
 pub enum Error {
     /// `ChannelError`: the operation failed; the reason says why.
     ChannelError(Reason),
-    /// `ChannelFull`: a try-once send (timeout zero or `blocking=False`) found no free slot.
+    /// `ChannelFull`: a try-once send (timeout zero or `blocking=False`) found no free slot
+    /// and no receiver asleep on the channel to hand its message to ([`crate::Timeout::Try`]).
     ChannelFull,
     /// `ChannelEmpty`: a try-once receive found no message.
     ChannelEmpty,
