@@ -99,9 +99,12 @@ const HOLDER_YIELDS: u32 = 4;
 pub const HOLDER_NAP: Duration = Duration::from_micros(100);
 
 /// Longest wait of a try-once send that found its channel full while receivers sleep on it
-/// (see `Ctx::hand_over`): far longer than a woken receiver takes to run, unless it died
-/// asleep.
-pub const HANDOFF_WAIT: Duration = Duration::from_millis(50);
+/// (see `Ctx::hand_over`): far longer than a woken receiver takes to run (measured: a 1 ms
+/// bound let 2 of 300 hand-overs in `tests/waiting.rs` fail, 10 ms none of 500, 200 of them
+/// with both vCPUs kept busy), and short enough that a registration left by a receiver that
+/// died asleep costs a try-once send into that full channel little. Futures, streams and the
+/// gateway make try-once sends too: they may wait this long.
+pub const HANDOFF_WAIT: Duration = Duration::from_millis(10);
 /// Nap between two tries of such a send after [`HOLDER_YIELDS`] yields: short, since a woken
 /// receiver takes some microseconds to make room.
 const HANDOFF_NAP: Duration = Duration::from_micros(20);
