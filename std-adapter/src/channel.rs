@@ -102,12 +102,7 @@ impl Channel {
         mem_pool: &MemoryPool,
         make: impl Fn(&dragon_channels_core::Pool) -> Result<CoreChannel, CoreChannelError>,
     ) -> Result<Self, Error> {
-        let ctx = Ctx {
-            pool: &mem_pool.inner,
-            ch: None,
-            op: Op::Other,
-            mode: WaitMode::Adaptive,
-        };
+        let ctx = Ctx::pool_op(&mem_pool.inner);
         let core = ctx.block(Timeout::Try, Timeout::Try, |_| make(&mem_pool.inner.core))?;
         Ok(Self {
             pool: mem_pool.clone(),
@@ -137,12 +132,7 @@ impl Channel {
                 _ => return Err(e.into()),
             },
         };
-        let ctx = Ctx {
-            pool: &pool.inner,
-            ch: None,
-            op: Op::Other,
-            mode: WaitMode::Adaptive,
-        };
+        let ctx = Ctx::pool_op(&pool.inner);
         let core = ctx.block(Timeout::Try, Timeout::Try, |_| {
             CoreChannel::attach(&pool.inner.core, ch_bytes, None)
         })?;

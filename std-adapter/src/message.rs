@@ -21,7 +21,7 @@ use dragon_channels_core::{
 use crate::cache;
 use crate::error::{Error, MemoryPoolError, Op, Reason, from_core};
 use crate::pool::MemoryPool;
-use crate::wait::{Ctx, Timeout, WaitMode};
+use crate::wait::{Ctx, Timeout};
 
 /// The memory of a message: one allocation of a pool, owned by this process. Plain data:
 /// the owning [`Message`] frees it on drop; code that takes it out decides its fate.
@@ -241,12 +241,7 @@ impl Message {
         n_bytes: usize,
         timeout: Timeout,
     ) -> Result<Self, Error> {
-        let ctx = Ctx {
-            pool: &pool.inner,
-            ch: None,
-            op: Op::Other,
-            mode: WaitMode::Adaptive,
-        };
+        let ctx = Ctx::pool_op(&pool.inner);
         let alloc = ctx.block(timeout, Timeout::Block, |_| {
             pool.inner
                 .alloc(n_bytes, AllocKind::Data)

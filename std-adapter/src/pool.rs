@@ -791,12 +791,7 @@ impl MemoryPool {
         kind: AllocKind,
         timeout: crate::Timeout,
     ) -> Result<Alloc, crate::Error> {
-        let ctx = wait::Ctx {
-            pool: &self.inner,
-            ch: None,
-            op: crate::error::Op::Other,
-            mode: wait::WaitMode::Adaptive,
-        };
+        let ctx = wait::Ctx::pool_op(&self.inner);
         ctx.block(timeout, crate::Timeout::Block, |_| {
             self.inner
                 .core

@@ -426,6 +426,30 @@ enum Step<T> {
     Busy(Wait),
 }
 
+impl<'a> Ctx<'a> {
+    /// The context of a pool operation (an allocation, a channel's create or attach): no
+    /// channel, waiting adaptively.
+    pub(crate) fn pool_op(pool: &'a PoolInner) -> Self {
+        Self {
+            pool,
+            ch: None,
+            op: Op::Other,
+            mode: WaitMode::Adaptive,
+        }
+    }
+}
+
+/// Lets another party run before the next try, the `tries`th: a yield for the first
+/// [`HOLDER_YIELDS`], then a sleep of `nap` (on a machine with fewer cores than runnable
+/// processes, a waiter that keeps yielding delays the party it waits for).
+fn let_others_run(tries: u32, nap: Duration) {
+    if tries < HOLDER_YIELDS {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(nap);
+    }
+}
+
 impl Ctx<'_> {
     /// The event a waiter for `w` sleeps on, and how it registers there.
     fn sleeper(&self, w: Wait) -> (Event<'_>, Waiter) {
@@ -540,11 +564,7 @@ impl Ctx<'_> {
                 if self.op != Op::Other && now.saturating_duration_since(since) >= HOLDER_WAIT {
                     return Step::Busy(self.own_wait());
                 }
-                if tries < HOLDER_YIELDS {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(HOLDER_NAP);
-                }
+                let_others_run(tries, HOLDER_NAP);
                 tries += 1;
             }
             r = op(Attempt::Again);
@@ -727,11 +747,7 @@ impl Ctx<'_> {
         let start = Instant::now();
         let mut tries = 0u32;
         while receivers(self) && start.elapsed() < HANDOFF_WAIT {
-            if tries < HOLDER_YIELDS {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(HANDOFF_NAP);
-            }
+            let_others_run(tries, HANDOFF_NAP);
             tries += 1;
             match self.attempt(st, op) {
                 Step::Done(r) => return self.done(r),

@@ -1359,6 +1359,17 @@ mod tests {
 
     const PEER: u64 = 0xFEED;
 
+    /// A [`greeted`] gateway (pool `<tag><pid>`) and a 16 MiB target pool on this host
+    /// (`<tag>t<pid>`), with the guards that remove both files.
+    fn gateway_and_target(tag: &str) -> (Gateway<Fake>, MemoryPool, [Unlink; 2]) {
+        let name = format!("{tag}{}", std::process::id());
+        let tname = format!("{tag}t{}", std::process::id());
+        let guards = [Unlink(name.clone()), Unlink(tname.clone())];
+        let gw = greeted(&name, usize::MAX);
+        let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
+        (gw, tpool, guards)
+    }
+
     /// A gateway with a 16 MiB pool `name` whose one peer (node 1, host [`PEER`]) said hello,
     /// over a [`Fake`] transport of messages up to `max` bytes.
     fn greeted(name: &str, max: usize) -> Gateway<Fake> {
@@ -1504,11 +1515,7 @@ mod tests {
 
     #[test]
     fn a_body_goes_into_the_target_channel_in_order_and_a_late_one_is_dropped() {
-        let name = format!("gwb{}", std::process::id());
-        let tname = format!("gwt{}", std::process::id());
-        let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
-        let mut gw = greeted(&name, usize::MAX);
-        let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
+        let (mut gw, tpool, _files) = gateway_and_target("gwb");
         let target = Channel::create(&tpool, 3, None).unwrap();
         let mut tr = target.recvh().unwrap();
         tr.open().unwrap();
@@ -1538,7 +1545,7 @@ mod tests {
             assert_eq!((m.hints(), m.clientid()), (11, 12));
             // Moved in by transfer: the message is the allocation named for the body, in
             // the target channel's pool.
-            assert!(m.pool().is_some_and(|p| p.name() == tname));
+            assert!(m.pool().is_some_and(|p| p.name() == tpool.name()));
         }
         assert_eq!(answers(&gw.t), [(1, status::OK), (2, status::OK)]);
         // A SEND whose deadline passes before its body comes: TIMEOUT, and the late body
@@ -1565,12 +1572,8 @@ mod tests {
 
     #[test]
     fn a_large_get_answer_goes_from_and_into_allocations() {
-        let name = format!("gwg{}", std::process::id());
-        let tname = format!("gwh{}", std::process::id());
-        let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
-        let mut gw = greeted(&name, usize::MAX);
         // Far side: the peer's GET of a channel here holding a large message.
-        let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
+        let (mut gw, tpool, _files) = gateway_and_target("gwg");
         let target = Channel::create(&tpool, 3, None).unwrap();
         let mut ts = target.sendh().unwrap();
         ts.open().unwrap();
@@ -1634,11 +1637,7 @@ mod tests {
 
     #[test]
     fn payloads_behind_a_full_channel_take_its_pool_only_up_to_its_capacity() {
-        let name = format!("gwf{}", std::process::id());
-        let tname = format!("gwe{}", std::process::id());
-        let (_c1, _c2) = (Unlink(name.clone()), Unlink(tname.clone()));
-        let mut gw = greeted(&name, usize::MAX);
-        let tpool = MemoryPool::create(1 << 24, &tname, 0).unwrap();
+        let (mut gw, tpool, _files) = gateway_and_target("gwf");
         let attrs = ChannelAttrs {
             capacity: 2,
             ..ChannelAttrs::default()
